@@ -1,0 +1,329 @@
+//! The accept path: TLS accept, then the RFC 6455 opening handshake, over any stream.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_tungstenite::tungstenite::{
+    self,
+    handshake::server::{ErrorResponse, Request as HttpRequest, Response as HttpResponse},
+    http::{self, HeaderMap, HeaderValue, StatusCode, header},
+    protocol::WebSocketConfig,
+};
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_rustls::{TlsAcceptor, rustls::ProtocolVersion, server::TlsStream};
+
+use crate::config::Config;
+
+/// A WebSocket over `S`, after a successful opening handshake: a `Stream` of
+/// incoming messages and a `Sink` of outgoing ones (async-tungstenite).
+pub type WebSocket<S> = async_tungstenite::WebSocketStream<Stream<S>>;
+
+/// The transport under a [`WebSocket`]: `S` itself for `ws://`, or TLS over `S` for `wss://`.
+#[derive(Debug)]
+pub enum Stream<S> {
+    /// Plain `ws://`, as behind a TLS-terminating proxy.
+    Plain(S),
+    /// `wss://`: TLS terminated here (boxed: the TLS state is about 1 KiB).
+    Tls(Box<TlsStream<S>>),
+}
+
+/// The facts of one accepted request: what the client asked for, and how it connected.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The request path, without the query (`/wss`).
+    pub path: String,
+    /// The query string, without the `?`, if there was one.
+    pub query: Option<String>,
+    /// The request headers of the opening handshake (RFC 6455 section 4.1).
+    pub headers: HeaderMap,
+    /// The TCP peer's address. Behind a proxy, this is the proxy.
+    pub peer_addr: SocketAddr,
+    /// The subprotocol chosen and echoed in `Sec-WebSocket-Protocol` (RFC 6455 section 4.2.2), if any.
+    pub subprotocol: Option<String>,
+    /// TLS facts, when TLS was terminated here.
+    pub tls: Option<TlsInfo>,
+}
+
+/// What TLS negotiated for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `"TLSv1.3"` or `"TLSv1.2"`.
+    pub version: &'static str,
+    /// The ALPN protocol agreed (RFC 7301), such as `http/1.1`; `None` when the client offered none.
+    pub alpn: Option<String>,
+    /// The host name the client sent in SNI (RFC 6066 section 3); `None` when it connected by IP address.
+    pub sni: Option<String>,
+}
+
+/// Why a connection did not become a WebSocket.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The TLS handshake failed: not TLS, an old version (below 1.2), no shared cipher suite,
+    /// or the client rejected our certificate.
+    Tls(io::Error),
+    /// The request asked for a path other than the configured one; HTTP 404 was sent.
+    WrongPath {
+        /// The path the client asked for.
+        path: String,
+    },
+    /// The opening handshake failed: not a WebSocket upgrade request, a malformed request,
+    /// or the connection broke (RFC 6455 section 4.2.1).
+    Handshake(tungstenite::Error),
+}
+
+impl fmt::Display for AcceptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AcceptError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            AcceptError::WrongPath { path } => {
+                write!(
+                    f,
+                    "no WebSocket at path {path:?}: answered 404 (check the client's URL or --path)"
+                )
+            }
+            AcceptError::Handshake(e) => write!(f, "WebSocket opening handshake failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AcceptError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AcceptError::Tls(e) => Some(e),
+            AcceptError::Handshake(e) => Some(e),
+            AcceptError::WrongPath { .. } => None,
+        }
+    }
+}
+
+/// Turns accepted streams into WebSockets: the TLS accept, when configured, then the opening handshake.
+///
+/// It holds no runtime: call [`Acceptor::accept`] from any executor's task, with
+/// any `futures_io` stream (a smol or async-std `TcpStream`, a tokio one through
+/// `tokio_util::compat`, or an in-memory pipe). Cheap to clone.
+///
+/// ```
+/// # futures_lite::future::block_on(async {
+/// let acceptor = wssd::Acceptor::new(wssd::Config::default().path("/wss"));
+/// let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let client = smol::spawn(async move {
+/// #     let tcp = smol::net::TcpStream::connect(addr).await.unwrap();
+/// #     async_tungstenite::client_async(format!("ws://{addr}/wss"), tcp).await.unwrap()
+/// # });
+/// let (stream, peer) = listener.accept().await?;
+/// let (ws, request) = acceptor.accept(stream, peer).await?;
+/// assert_eq!(request.path, "/wss");
+/// # drop((ws, client.await));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Acceptor {
+    config: Arc<Config>,
+}
+
+impl Acceptor {
+    /// Makes an acceptor for `config`.
+    pub fn new(config: Config) -> Self {
+        Acceptor {
+            config: Arc::new(config),
+        }
+    }
+
+    /// The configuration this acceptor applies.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Accepts one connection: TLS (when configured), then the WebSocket opening handshake (RFC 6455 section 4.2).
+    ///
+    /// `peer_addr` is the TCP peer's address; it is reported in [`Request::peer_addr`].
+    /// There is no timeout here: the caller races this future against its own timer
+    /// (see [`Limits::handshake_timeout`](crate::Limits::handshake_timeout)).
+    ///
+    /// # Errors
+    /// [`AcceptError::Tls`] when the TLS handshake fails (including clients that offer
+    /// only TLS 1.1 or older), [`AcceptError::WrongPath`] after answering 404, and
+    /// [`AcceptError::Handshake`] for a request that is not a valid WebSocket upgrade.
+    pub async fn accept<S>(
+        &self,
+        stream: S,
+        peer_addr: SocketAddr,
+    ) -> Result<(WebSocket<S>, Request), AcceptError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let (stream, tls) = match &self.config.tls {
+            None => (Stream::Plain(stream), None),
+            Some(tls) => {
+                let acceptor = TlsAcceptor::from(tls.clone());
+                let tls = acceptor.accept(stream).await.map_err(AcceptError::Tls)?;
+                let info = tls_info(tls.get_ref().1);
+                (Stream::Tls(Box::new(tls)), Some(info))
+            }
+        };
+        let limits = &self.config.limits;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(limits.read_buffer_size)
+            .write_buffer_size(limits.write_buffer_size)
+            .max_message_size(Some(limits.max_message_size))
+            .max_frame_size(Some(limits.max_frame_size));
+
+        // The callback sees the request; `facts` carries what it saw out of it.
+        let mut facts: Option<Result<Request, String>> = None;
+        let callback = |req: &HttpRequest, resp: HttpResponse| match self.answer(req, resp) {
+            Ok((resp, subprotocol)) => {
+                facts = Some(Ok(Request {
+                    path: req.uri().path().to_owned(),
+                    query: req.uri().query().map(str::to_owned),
+                    headers: req.headers().clone(),
+                    peer_addr,
+                    subprotocol,
+                    tls: tls.clone(),
+                }));
+                Ok(resp)
+            }
+            Err(not_found) => {
+                facts = Some(Err(req.uri().path().to_owned()));
+                Err(not_found)
+            }
+        };
+        let result =
+            async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config))
+                .await;
+        match (result, facts) {
+            (Ok(ws), Some(Ok(request))) => Ok((ws, request)),
+            (_, Some(Err(path))) => Err(AcceptError::WrongPath { path }),
+            (Err(e), _) => Err(AcceptError::Handshake(e)),
+            (Ok(ws), None) => {
+                // Unreachable: tungstenite calls the callback before a successful handshake.
+                drop(ws);
+                Err(AcceptError::Handshake(tungstenite::Error::ConnectionClosed))
+            }
+        }
+    }
+
+    /// Checks the path and chooses the subprotocol; `Err` is the 404 response.
+    #[allow(clippy::result_large_err)] // the Err type is tungstenite's callback contract
+    fn answer(
+        &self,
+        req: &HttpRequest,
+        mut resp: HttpResponse,
+    ) -> Result<(HttpResponse, Option<String>), ErrorResponse> {
+        if let Some(path) = &self.config.path
+            && req.uri().path() != path
+        {
+            return Err(plain_response(
+                StatusCode::NOT_FOUND,
+                format!("No WebSocket here: connect to {path}\n"),
+            ));
+        }
+        let chosen = choose_subprotocol(&self.config.subprotocols, req.headers());
+        if let Some(p) = &chosen {
+            let value = HeaderValue::from_str(p).expect("a token offered by the client");
+            resp.headers_mut()
+                .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        Ok((resp, chosen))
+    }
+}
+
+/// The first of `ours` (most preferred first) that the client offers in `Sec-WebSocket-Protocol`.
+fn choose_subprotocol(ours: &[String], headers: &HeaderMap) -> Option<String> {
+    if ours.is_empty() {
+        return None;
+    }
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    ours.iter().find(|p| offered.contains(&p.as_str())).cloned()
+}
+
+/// An HTTP error response with a short text body, closing the connection.
+pub(crate) fn plain_response(status: StatusCode, body: String) -> ErrorResponse {
+    let mut resp = http::Response::new(Some(body.clone()));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn tls_info(conn: &futures_rustls::rustls::ServerConnection) -> TlsInfo {
+    let version = match conn.protocol_version() {
+        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        _ => "TLSv1.2", // rustls negotiates nothing else
+    };
+    TlsInfo {
+        version,
+        alpn: conn
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        sni: conn.server_name().map(str::to_owned),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}

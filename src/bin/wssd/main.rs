@@ -1,0 +1,234 @@
+//! `wssd`: serve wss (or ws behind a proxy) from the command line.
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use argh::FromArgs;
+use log::LevelFilter;
+use wssd::{Config, Connection, Handler, Hub, Message, tls};
+
+#[derive(FromArgs)]
+/// wssd: a WebSocket-over-TLS (wss) server. With no arguments it serves
+/// wss://localhost:8282 with a self-signed certificate and echoes every message.
+struct Args {
+    /// address to listen on (default 127.0.0.1:8282; 0.0.0.0:8282 for every interface)
+    #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 8282))")]
+    listen: SocketAddr,
+
+    /// PEM certificate chain file, .pem or .crt: the leaf first, then intermediates (needs --key)
+    #[argh(option)]
+    cert: Option<PathBuf>,
+
+    /// PEM private key file: PKCS#8, PKCS#1 RSA or SEC1 EC, not encrypted (needs --cert)
+    #[argh(option)]
+    key: Option<PathBuf>,
+
+    /// serve wss with a generated local CA and localhost certificate (the default without --cert or --plain)
+    #[argh(switch)]
+    self_signed: bool,
+
+    /// keep the self-signed ca.pem, cert.pem and key.pem in DIR, and reuse them on the next start
+    #[argh(option)]
+    self_signed_dir: Option<PathBuf>,
+
+    /// serve plain ws:// without TLS, behind a TLS-terminating proxy such as nginx
+    #[argh(switch)]
+    plain: bool,
+
+    /// accept WebSockets only on this path, such as /wss; others get 404 (default: any path)
+    #[argh(option)]
+    path: Option<String>,
+
+    /// worker threads (default: the number of CPU cores)
+    #[argh(option)]
+    threads: Option<usize>,
+
+    /// log level: off, error, warn, info, debug or trace (default info)
+    #[argh(option, default = "LevelFilter::Info")]
+    log_level: LevelFilter,
+
+    /// answer every message with TEXT instead of echoing it
+    #[argh(option)]
+    reply: Option<String>,
+
+    /// relay each message to every other connected client instead of echoing it
+    #[argh(switch)]
+    broadcast: bool,
+}
+
+/// What the server does with each message.
+enum Mode {
+    /// Send the same opcode and payload back.
+    Echo,
+    /// Answer with a fixed text message.
+    Reply(Message),
+    /// Relay to every other connection.
+    Broadcast(Hub),
+}
+
+impl Handler for Mode {
+    fn on_open(&self, conn: &Connection) {
+        if let Mode::Broadcast(hub) = self {
+            hub.add(conn);
+        }
+    }
+
+    fn on_message(&self, conn: &Connection, msg: Message) {
+        let sent = match self {
+            Mode::Echo => conn.try_send(msg),
+            Mode::Reply(reply) => conn.try_send(reply.clone()),
+            Mode::Broadcast(hub) => {
+                hub.broadcast(&msg, Some(conn.id()));
+                Ok(())
+            }
+        };
+        if let Err(e) = sent {
+            log::warn!("{}: reply not sent: {e}", conn.request().peer_addr);
+        }
+    }
+
+    fn on_close(&self, conn: &Connection, _close: Option<&wssd::CloseFrame>) {
+        if let Mode::Broadcast(hub) = self {
+            hub.remove(conn.id());
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    let _ = simple_logger::SimpleLogger::new()
+        .with_level(args.log_level)
+        .with_colors(std::io::stderr().is_terminal())
+        .with_utc_timestamps()
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wssd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    if args.reply.is_some() && args.broadcast {
+        return Err("--reply and --broadcast exclude each other: choose one".into());
+    }
+    let (tls, trust_hint) = tls_config(&args)?;
+    let mut config = Config::default();
+    config.tls = tls;
+    config.path = args.path.clone();
+    if let Some(path) = &config.path
+        && !path.starts_with('/')
+    {
+        return Err(format!(
+            "--path {path:?} must start with '/', as in --path /{path}"
+        ));
+    }
+
+    let listener = smol::block_on(smol::net::TcpListener::bind(args.listen))
+        .map_err(|e| bind_error(args.listen, e))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let url = format!(
+        "{}://{}:{}{}",
+        if config.tls.is_some() { "wss" } else { "ws" },
+        display_host(local.ip()),
+        local.port(),
+        config.path.as_deref().unwrap_or("")
+    );
+    println!("serving {url}");
+    println!("Try it in a browser console:");
+    println!(
+        "  ws = new WebSocket(\"{url}\"); ws.onmessage = e => console.log(e.data); ws.onopen = () => ws.send(\"tom\");"
+    );
+    if let Some(hint) = trust_hint {
+        println!("{hint}");
+    }
+
+    let mode = match (args.reply, args.broadcast) {
+        (Some(text), _) => Mode::Reply(Message::text(text)),
+        (None, true) => Mode::Broadcast(Hub::default()),
+        (None, false) => Mode::Echo,
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let acceptor = wssd::Acceptor::new(config);
+    wssd::smol::run(listener, acceptor, Arc::new(mode), threads).map_err(|e| e.to_string())
+}
+
+type TlsSetup = (Option<Arc<wssd::rustls::ServerConfig>>, Option<String>);
+
+/// The TLS configuration the flags ask for, and a line telling how to trust it.
+fn tls_config(args: &Args) -> Result<TlsSetup, String> {
+    let self_signed = args.self_signed || args.self_signed_dir.is_some();
+    match (&args.cert, &args.key, args.plain, self_signed) {
+        (Some(_), None, ..) => Err("--cert needs --key: pass the private key file too".into()),
+        (None, Some(_), ..) => Err("--key needs --cert: pass the certificate file too".into()),
+        (Some(_), Some(_), true, _) | (None, None, true, true) => Err(
+            "--plain serves ws:// without TLS: drop --plain, or drop the certificate options"
+                .into(),
+        ),
+        (Some(_), Some(_), _, true) => {
+            Err("--self-signed and --cert/--key exclude each other: choose one".into())
+        }
+        (Some(cert), Some(key), false, false) => {
+            let config = tls::from_pem_files(cert, key).map_err(|e| e.to_string())?;
+            log::info!(
+                "TLS certificate chain {}, private key {}",
+                cert.display(),
+                key.display()
+            );
+            Ok((Some(config), None))
+        }
+        (None, None, true, false) => Ok((None, None)),
+        (None, None, false, _) => {
+            let generated = match &args.self_signed_dir {
+                Some(dir) => tls::SelfSigned::load_or_create(dir),
+                None => tls::SelfSigned::generate(),
+            }
+            .map_err(|e| e.to_string())?;
+            let config = generated.server_config().map_err(|e| e.to_string())?;
+            let leaf = generated.leaf().map_err(|e| e.to_string())?;
+            log::info!(
+                "self-signed certificate, SHA-256 fingerprint {}",
+                tls::fingerprint(&leaf)
+            );
+            let hint = match &args.self_signed_dir {
+                Some(dir) => format!(
+                    "The certificate is signed by a local CA: trust {} in the browser or client first.",
+                    dir.join("ca.pem").display()
+                ),
+                None => "The certificate is self-signed and new each start: open the https:// form of that URL once and accept the warning, or use --self-signed-dir DIR and trust DIR/ca.pem.".to_string(),
+            };
+            Ok((Some(config), Some(hint)))
+        }
+    }
+}
+
+fn display_host(ip: IpAddr) -> String {
+    match ip {
+        ip if ip.is_loopback() || ip.is_unspecified() => "localhost".into(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+fn bind_error(addr: SocketAddr, e: std::io::Error) -> String {
+    let fix = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "another program (perhaps another wssd) has this port: stop it, or choose another port with --listen"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: use a port above 1024 (behind nginx), or grant the capability"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "this machine has no such address: use 127.0.0.1 or 0.0.0.0 with --listen"
+        }
+        _ => "check --listen",
+    };
+    format!("cannot listen on {addr}: {e}: {fix}")
+}

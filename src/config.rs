@@ -1,0 +1,103 @@
+//! [`Config`] and [`Limits`]: plain structs, every default documented with its unit and reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_rustls::rustls::ServerConfig;
+
+/// What an [`Acceptor`](crate::Acceptor) accepts: TLS or plain, which path, which subprotocols, and the limits.
+///
+/// ```
+/// let config = wssd::Config::default()
+///     .path("/wss")
+///     .subprotocols(["chat.v2", "chat.v1"]);
+/// assert!(config.tls.is_none()); // plain ws, as behind nginx (Method 1)
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The rustls server configuration; `None` serves plain `ws://` (behind a TLS-terminating proxy).
+    /// Build one with [`tls::from_pem_files`](crate::tls::from_pem_files).
+    pub tls: Option<Arc<ServerConfig>>,
+    /// The only request path accepted (such as `/wss`); any other path gets HTTP 404
+    /// before the upgrade. `None` accepts every path, as Workerman does.
+    /// The query string is not part of the path.
+    pub path: Option<String>,
+    /// The subprotocols this server speaks, most preferred first (RFC 6455 section 1.9).
+    /// The first of these that the client offers in `Sec-WebSocket-Protocol` is chosen
+    /// and echoed in the response. When the client offers some and none match, no
+    /// subprotocol is chosen and the browser decides whether to fail the connection.
+    pub subprotocols: Vec<String>,
+    /// The per-connection limits.
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Serves `wss://` with this TLS configuration.
+    pub fn tls(mut self, tls: Arc<ServerConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Accepts only this request path (such as `/wss`); others get HTTP 404.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Sets the subprotocols this server speaks, most preferred first (RFC 6455 section 1.9).
+    pub fn subprotocols<I: IntoIterator<Item = S>, S: Into<String>>(mut self, list: I) -> Self {
+        self.subprotocols = list.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the per-connection limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// Per-connection limits. Every field is public; start from `Limits::default()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest the TLS handshake plus the HTTP upgrade may take, enforced by the
+    /// listener loop (the core has no timer). Default 10 s: a phone on a poor network
+    /// finishes well inside it, and a slowloris client is cut off.
+    pub handshake_timeout: Duration,
+    /// The largest incoming message, in bytes, after reassembling its frames
+    /// (RFC 6455 section 5.4). A larger one closes the connection with 1009
+    /// (message too big). Default 1 MiB: chat, push and game messages are far
+    /// smaller, and a small box must not be made to buffer much for one client.
+    pub max_message_size: usize,
+    /// The largest incoming frame payload, in bytes (RFC 6455 section 5.2).
+    /// A larger one closes the connection with 1009. Default 1 MiB, as one
+    /// message is usually one frame.
+    pub max_frame_size: usize,
+    /// The read buffer, in bytes, allocated per connection. Default 4 KiB:
+    /// tungstenite's own default is 128 KiB per connection, which is most of
+    /// the memory of an idle connection; larger messages still arrive, in more reads.
+    pub read_buffer_size: usize,
+    /// Outgoing frames are buffered up to this many bytes before a write to the
+    /// stream; a flush writes whatever is there. Default 16 KiB, one TLS record:
+    /// queued messages go out corked into as few records as possible.
+    pub write_buffer_size: usize,
+    /// The outgoing queue of each connection, in messages. When it is full,
+    /// [`Connection::try_send`](crate::Connection::try_send) fails with
+    /// [`SendError::Full`](crate::SendError::Full) and
+    /// [`Connection::send`](crate::Connection::send) waits: nothing is dropped
+    /// silently. Default 256.
+    pub send_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
+            read_buffer_size: 4 << 10,
+            write_buffer_size: 16 << 10,
+            send_queue: 256,
+        }
+    }
+}

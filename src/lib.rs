@@ -1,0 +1,100 @@
+//! wssd: an embeddable WebSocket-over-TLS (`wss://`) server.
+//!
+//! A small core that turns any `futures_io::AsyncRead + AsyncWrite` stream into a
+//! WebSocket (RFC 6455), with TLS 1.2/1.3 from rustls, and no runtime inside: smol,
+//! async-std and tokio (through `tokio_util::compat`) apps embed it. The `wssd`
+//! binary is the same core on smol.
+//!
+//! # Two ways to serve wss
+//!
+//! **Method 1: behind nginx or Apache.** The proxy terminates TLS on 443 at `/wss`
+//! and forwards plain `ws://` to wssd on 127.0.0.1:8282. wssd gets no certificate:
+//!
+//! ```
+//! let config = wssd::Config::default().path("/wss");
+//! let acceptor = wssd::Acceptor::new(config);
+//! ```
+//!
+//! **Method 2: wssd terminates TLS.** Give it the certificate chain (`.pem` or
+//! `.crt`) and the private key. Errors name the file and say what to fix:
+//!
+//! ```no_run
+//! let tls = wssd::tls::from_pem_files("server.pem", "server.key")?;
+//! let acceptor = wssd::Acceptor::new(wssd::Config::default().tls(tls));
+//! # Ok::<(), wssd::tls::TlsError>(())
+//! ```
+//!
+//! TLS is 1.2 or 1.3 only (WeChat Mini Programs require 1.2), with ALPN `http/1.1`.
+//!
+//! # Embedding
+//!
+//! Accept a stream on your own runtime, then either drive the [`WebSocket`] yourself
+//! (it is a `Stream` and `Sink` of [`Message`]s) or hand it to [`session::serve`] with
+//! a [`Handler`]. This answers every message with `ok`, as the recipe's example does:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use wssd::{Connection, Handler, Message};
+//!
+//! struct Ok;
+//! impl Handler for Ok {
+//!     fn on_message(&self, conn: &Connection, _msg: Message) {
+//!         let _ = conn.try_send(Message::text("ok"));
+//!     }
+//! }
+//!
+//! # smol::block_on(async {
+//! let acceptor = wssd::Acceptor::new(wssd::Config::default());
+//! let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let addr = listener.local_addr()?;
+//! # let client = smol::spawn(async move {
+//! #     use futures_util::{SinkExt, StreamExt};
+//! #     let tcp = smol::net::TcpStream::connect(addr).await.unwrap();
+//! #     let (mut ws, _) = async_tungstenite::client_async(format!("ws://{addr}/"), tcp).await.unwrap();
+//! #     ws.send(Message::text("tom")).await.unwrap();
+//! #     let reply = ws.next().await.unwrap().unwrap();
+//! #     ws.close(None).await.unwrap();
+//! #     reply
+//! # });
+//! let handler = Arc::new(Ok);
+//! // One connection here; a server loops, spawning a task per connection.
+//! let (stream, peer) = listener.accept().await?;
+//! let (ws, request) = acceptor.accept(stream, peer).await?;
+//! let summary = wssd::session::serve(ws, request, &*handler, 256).await;
+//! assert_eq!(summary.messages_in, 1);
+//! # assert_eq!(client.await, Message::text("ok"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! To send from elsewhere (another task, a timer, a message bus), keep the
+//! [`Connection`] handle given to [`Handler::on_open`]: it is cheap to clone and
+//! its send queue is bounded, so a slow client shows up as [`SendError::Full`],
+//! never as a silent drop. A [`Hub`] keeps the live connections for broadcast.
+//!
+//! # Features
+//! - `smol` (on with `cli`): [`smol::serve`], the listener loop.
+//! - `self-signed` (on with `cli`): [`tls::SelfSigned`], a local CA and leaf from rcgen.
+//! - `cli` (default): the `wssd` binary.
+//!
+//! Without default features, the core depends on no runtime.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod accept;
+mod config;
+pub mod hub;
+pub mod session;
+#[cfg(feature = "smol")]
+pub mod smol;
+pub mod tls;
+
+pub use accept::{AcceptError, Acceptor, Request, Stream, TlsInfo, WebSocket};
+pub use async_tungstenite::tungstenite;
+pub use config::{Config, Limits};
+pub use futures_rustls::rustls;
+pub use hub::Hub;
+pub use session::{Connection, Handler, SendError};
+pub use tungstenite::Message;
+pub use tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};

@@ -1,0 +1,307 @@
+//! The session loop: frames in, handler out, a bounded send queue, and the close handshake.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_tungstenite::tungstenite::{
+    self,
+    error::ProtocolError,
+    protocol::{CloseFrame, frame::coding::CloseCode},
+};
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_lite::{StreamExt, future};
+use futures_util::SinkExt;
+
+use crate::Message;
+use crate::accept::{Request, WebSocket};
+
+/// What the embedder's code does when a connection opens, sends a message, and closes.
+///
+/// The callbacks run on the connection's own task, one at a time, in order.
+/// They are plain functions, as Workerman's `onMessage` is: to do async work,
+/// clone the [`Connection`] into a task of your own and send from there.
+///
+/// ```
+/// use wssd::{Connection, Handler, Message};
+///
+/// /// Answers every message with `ok`, as the recipe's example does.
+/// struct Ok;
+///
+/// impl Handler for Ok {
+///     fn on_message(&self, conn: &Connection, _msg: Message) {
+///         // Fails only when the queue is full or the connection is gone; both are logged.
+///         if let Err(e) = conn.try_send(Message::text("ok")) {
+///             log::warn!("{}: {e}", conn.request().peer_addr);
+///         }
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// A connection finished its opening handshake. `conn.request()` has the request facts.
+    fn on_open(&self, conn: &Connection) {
+        let _ = conn;
+    }
+
+    /// A text or binary message arrived (RFC 6455 section 6.2). Pings and pongs are
+    /// answered by the session loop and do not reach the handler.
+    fn on_message(&self, conn: &Connection, msg: Message);
+
+    /// The connection ended. `close` is the close frame the peer sent (code and reason,
+    /// RFC 6455 section 7.1.5), or `None` when it sent none (the TCP connection
+    /// dropped, or the session failed it with its own close code).
+    fn on_close(&self, conn: &Connection, close: Option<&CloseFrame>) {
+        let _ = (conn, close);
+    }
+}
+
+/// Why a message could not be queued on a [`Connection`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The send queue holds [`Limits::send_queue`](crate::Limits::send_queue) messages
+    /// already: the client reads slower than you send. The message was not queued.
+    Full,
+    /// The connection is closing or closed. The message was not queued.
+    Closed,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Full => "send queue full: the client reads slower than messages are sent",
+            SendError::Closed => "connection closed",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// A cloneable handle to one live connection: its id, its request facts, and its send queue.
+///
+/// Clone it into any task (any executor) and send from there; the connection's
+/// own task writes queued messages in order, several per flush.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    id: u64,
+    request: Request,
+    queue: async_channel::Sender<Message>,
+    /// The close frame asked for by [`Connection::close`], sent after the queue drains.
+    close: Mutex<Option<CloseFrame>>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.shared.id)
+            .field("peer_addr", &self.shared.request.peer_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// This connection's id: unique in this process, never reused.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The facts of the request that opened this connection.
+    pub fn request(&self) -> &Request {
+        &self.shared.request
+    }
+
+    /// Queues a message without waiting.
+    ///
+    /// # Errors
+    /// [`SendError::Full`] when the send queue is full, [`SendError::Closed`] when the
+    /// connection is closing or gone. The message is then not queued; nothing is dropped silently.
+    pub fn try_send(&self, msg: Message) -> Result<(), SendError> {
+        self.shared.queue.try_send(msg).map_err(|e| match e {
+            async_channel::TrySendError::Full(_) => SendError::Full,
+            async_channel::TrySendError::Closed(_) => SendError::Closed,
+        })
+    }
+
+    /// Queues a message, waiting while the send queue is full (backpressure).
+    ///
+    /// Do not await this inside a [`Handler`] callback for the same connection:
+    /// the callback runs on the task that empties the queue. Use [`Connection::try_send`] there.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] when the connection is closing or gone.
+    pub async fn send(&self, msg: Message) -> Result<(), SendError> {
+        self.shared
+            .queue
+            .send(msg)
+            .await
+            .map_err(|_| SendError::Closed)
+    }
+
+    /// The number of messages queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.shared.queue.len()
+    }
+
+    /// Starts the closing handshake (RFC 6455 section 7.1.2) with this close code and reason.
+    ///
+    /// Messages queued before this call are written first; later sends fail with
+    /// [`SendError::Closed`]. The reason is at most 123 bytes of UTF-8 (RFC 6455 section 5.5).
+    /// Closing twice keeps the first code.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        let mut close = self.shared.close.lock().unwrap_or_else(|e| e.into_inner());
+        if close.is_none() {
+            *close = Some(CloseFrame {
+                code,
+                reason: truncate_reason(reason).into(),
+            });
+        }
+        self.shared.queue.close();
+    }
+}
+
+/// What a finished session did, for the close log line.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSummary {
+    /// Text and binary messages received.
+    pub messages_in: u64,
+    /// Messages written from the send queue.
+    pub messages_out: u64,
+    /// The close code that ended the session: the peer's, ours, or `None` when the TCP
+    /// connection simply dropped (1006 semantics, RFC 6455 section 7.1.5).
+    pub close_code: Option<CloseCode>,
+    /// What went wrong, in plain words, if something did.
+    pub error: Option<String>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Runs one connection until it closes: reads frames and hands messages to `handler`,
+/// writes what is queued on its [`Connection`], and does the close handshake.
+///
+/// Queued messages are written before the next read, several per flush (corking).
+/// Client pings are answered with pongs (RFC 6455 section 5.5.2). A protocol
+/// violation is answered with close code 1002, invalid UTF-8 in a text message
+/// with 1007, and a message or frame over the limits with 1009 (RFC 6455 section 7.4.1).
+pub async fn serve<S, H>(
+    mut ws: WebSocket<S>,
+    request: Request,
+    handler: &H,
+    send_queue: usize,
+) -> SessionSummary
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: Handler + ?Sized,
+{
+    let (tx, rx) = async_channel::bounded(send_queue.max(1));
+    let conn = Connection {
+        shared: Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            request,
+            queue: tx,
+            close: Mutex::new(None),
+        }),
+    };
+    let mut summary = SessionSummary::default();
+    let mut peer_close = None;
+    handler.on_open(&conn);
+
+    enum Event {
+        Queued(Result<Message, async_channel::RecvError>),
+        Frame(Option<Result<Message, tungstenite::Error>>),
+    }
+    loop {
+        // Writes first: the queue drains before the next read, so a flood of
+        // incoming messages cannot grow it past what one callback queues.
+        let event = future::or(async { Event::Queued(rx.recv().await) }, async {
+            Event::Frame(ws.next().await)
+        })
+        .await;
+        match event {
+            Event::Queued(Ok(msg)) => {
+                let mut result = ws.feed(msg).await;
+                summary.messages_out += 1;
+                while result.is_ok() {
+                    let Ok(msg) = rx.try_recv() else { break };
+                    result = ws.feed(msg).await;
+                    summary.messages_out += 1;
+                }
+                if let Err(e) = result.and(ws.flush().await) {
+                    summary.error = Some(format!("write failed: {e}"));
+                    break;
+                }
+            }
+            Event::Queued(Err(_)) => {
+                // Connection::close was called and the queue is drained.
+                let frame = conn
+                    .shared
+                    .close
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                summary.close_code = frame.as_ref().map(|f| f.code);
+                let _ = ws.close(frame).await;
+                // Read until the peer answers with its close frame (or drops).
+                while let Some(Ok(_)) = ws.next().await {}
+                break;
+            }
+            Event::Frame(Some(Ok(msg))) => match msg {
+                Message::Text(_) | Message::Binary(_) => {
+                    summary.messages_in += 1;
+                    handler.on_message(&conn, msg);
+                }
+                Message::Close(frame) => {
+                    // tungstenite queued the close reply; the next read flushes it and ends.
+                    summary.close_code = Some(frame.as_ref().map_or(CloseCode::Status, |f| f.code));
+                    peer_close = frame;
+                }
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            },
+            Event::Frame(None) => break,
+            Event::Frame(Some(Err(e))) => {
+                if let Some(code) = fail_code(&e) {
+                    summary.close_code = Some(code);
+                    let reason = truncate_reason(&e.to_string()).to_owned();
+                    let _ = ws
+                        .close(Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        }))
+                        .await;
+                }
+                if !matches!(e, tungstenite::Error::ConnectionClosed) {
+                    summary.error = Some(e.to_string());
+                }
+                break;
+            }
+        }
+    }
+    rx.close();
+    handler.on_close(&conn, peer_close.as_ref());
+    summary
+}
+
+/// The close code that fails the connection for this read error (RFC 6455 section 7.4.1), if one can still be sent.
+fn fail_code(e: &tungstenite::Error) -> Option<CloseCode> {
+    match e {
+        tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
+        tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
+        tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,
+        ) => None,
+        tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
+        _ => None,
+    }
+}
+
+/// Cuts `reason` to at most 123 bytes on a character boundary (RFC 6455 section 5.5).
+fn truncate_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}

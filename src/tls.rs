@@ -1,0 +1,486 @@
+//! TLS: the certificate chain, the private key and the rustls server configuration.
+//!
+//! wssd speaks TLS 1.2 and TLS 1.3 only (RFC 5246, RFC 8446). WeChat Mini
+//! Programs refuse anything older, and rustls has no older versions to offer.
+//! ALPN is `http/1.1` (RFC 7301), since the WebSocket opening handshake is an
+//! HTTP/1.1 request (RFC 6455 section 4.1). Client certificates are not asked for.
+//!
+//! Certificates and keys come from PEM files (RFC 7468):
+//! - the certificate file (`.pem` or `.crt`) holds the certificate chain, the
+//!   leaf first, then the intermediates;
+//! - the key file holds one private key: PKCS#8 (`BEGIN PRIVATE KEY`),
+//!   PKCS#1 RSA (`BEGIN RSA PRIVATE KEY`) or SEC1 EC (`BEGIN EC PRIVATE KEY`).
+//!
+//! Every error names the file it is about and says how to fix it.
+//!
+//! ```no_run
+//! let tls = wssd::tls::from_pem_files("server.pem", "server.key")?;
+//! let config = wssd::Config::default().tls(tls);
+//! # Ok::<(), wssd::tls::TlsError>(())
+//! ```
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_rustls::rustls::{
+    self, ServerConfig, crypto::CryptoProvider, crypto::ring::default_provider, sign::CertifiedKey,
+    sign::SingleCertAndKey,
+};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// An error loading a certificate chain or private key, or building the TLS configuration.
+///
+/// Its `Display` names the file and gives the fix, in one or two sentences, so
+/// that a binary can print it as it is.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The file could not be read: it is missing, or this user may not read it.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The file is DER (binary), not PEM (text with `-----BEGIN` lines).
+    Der {
+        /// The file.
+        path: PathBuf,
+        /// `true` when a private key was expected, `false` for a certificate.
+        key: bool,
+    },
+    /// The file is not PEM, or its PEM is damaged.
+    BadPem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser said.
+        detail: String,
+    },
+    /// The certificate file holds no `CERTIFICATE` section.
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no private key section.
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The private key is encrypted with a passphrase, which wssd cannot ask for.
+    EncryptedKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The private key was parsed but rustls cannot use it (an unsupported algorithm or curve).
+    UnusableKey {
+        /// The file.
+        path: PathBuf,
+        /// What rustls said.
+        detail: String,
+    },
+    /// The private key does not belong to the leaf certificate.
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// A file could not be written (`--self-signed-dir`).
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// rustls refused the configuration, or certificate generation failed.
+    Other(String),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::Read { path, source } if source.kind() == io::ErrorKind::NotFound => write!(
+                f,
+                "{}: file not found: check the path (it is relative to the working directory)",
+                path.display()
+            ),
+            TlsError::Read { path, source } if source.kind() == io::ErrorKind::PermissionDenied => {
+                write!(
+                    f,
+                    "{}: permission denied: run wssd as a user that may read it, or fix its mode (chmod 640 and the right group)",
+                    path.display()
+                )
+            }
+            TlsError::Read { path, source } => {
+                write!(f, "{}: cannot read: {source}", path.display())
+            }
+            TlsError::Der { path, key: false } => write!(
+                f,
+                "{p}: this certificate is DER (binary), wssd needs PEM: convert it with `openssl x509 -inform DER -in {p} -out {p}.pem`",
+                p = path.display()
+            ),
+            TlsError::Der { path, key: true } => write!(
+                f,
+                "{p}: this private key is DER (binary), wssd needs PEM: convert it with `openssl pkey -inform DER -in {p} -out {p}.pem`",
+                p = path.display()
+            ),
+            TlsError::BadPem { path, detail } => write!(
+                f,
+                "{}: not valid PEM ({detail}): the file should hold `-----BEGIN ...-----` sections as your certificate authority issued them",
+                path.display()
+            ),
+            TlsError::NoCertificate { path } => write!(
+                f,
+                "{}: no certificate in this file (no `-----BEGIN CERTIFICATE-----`): pass the certificate (.pem or .crt) with --cert, and the private key with --key",
+                path.display()
+            ),
+            TlsError::NoKey { path } => write!(
+                f,
+                "{}: no private key in this file (no `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`): pass the private key with --key, and the certificate with --cert",
+                path.display()
+            ),
+            TlsError::EncryptedKey { path } => write!(
+                f,
+                "{p}: the private key is encrypted with a passphrase: decrypt it once with `openssl pkey -in {p} -out {p}.decrypted` (it asks for the passphrase), keep the result readable only by wssd's user, and pass that with --key",
+                p = path.display()
+            ),
+            TlsError::UnusableKey { path, detail } => write!(
+                f,
+                "{}: this private key cannot be used ({detail}): use an RSA (2048 bits or more), ECDSA P-256/P-384 or Ed25519 key",
+                path.display()
+            ),
+            TlsError::KeyMismatch { cert, key } => write!(
+                f,
+                "{k}: this private key does not belong to the certificate in {c}: pass the key that was made with this certificate (compare `openssl x509 -noout -pubkey -in {c}` with `openssl pkey -pubout -in {k}`)",
+                c = cert.display(),
+                k = key.display()
+            ),
+            TlsError::Write { path, source } => {
+                write!(
+                    f,
+                    "{}: cannot write: {source}: choose a writable directory",
+                    path.display()
+                )
+            }
+            TlsError::Other(detail) => write!(f, "TLS setup failed: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsError::Read { source, .. } | TlsError::Write { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Builds the server configuration from a PEM certificate chain file and a PEM private key file.
+///
+/// This is Method 2 of the recipe: wssd terminates TLS itself. The key is
+/// checked against the leaf certificate at load time.
+///
+/// # Errors
+/// A [`TlsError`] naming the file for each of: a missing or unreadable file,
+/// DER instead of PEM, no certificate, no key, an encrypted key, an unusable
+/// key, and a key that does not match the certificate.
+pub fn from_pem_files(
+    cert: impl AsRef<Path>,
+    key: impl AsRef<Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let (cert, key) = (cert.as_ref(), key.as_ref());
+    let chain = load_certificate_chain(cert)?;
+    let key_der = load_private_key(key)?;
+    let certified = certified_key(chain, key_der, cert, key)?;
+    Ok(server_config(certified))
+}
+
+/// Reads a PEM certificate chain: the leaf first, then the intermediates (RFC 5246 section 7.4.2).
+///
+/// # Errors
+/// [`TlsError::Read`], [`TlsError::Der`], [`TlsError::BadPem`] or
+/// [`TlsError::NoCertificate`], each naming `path`.
+pub fn load_certificate_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    parse_chain(&read_pem_file(path, false)?, path)
+}
+
+/// Parses PEM certificates from `bytes`; `path` names them in errors.
+fn parse_chain(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(chain)
+}
+
+/// Reads a PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+///
+/// # Errors
+/// [`TlsError::Read`], [`TlsError::Der`], [`TlsError::BadPem`],
+/// [`TlsError::EncryptedKey`] or [`TlsError::NoKey`], each naming `path`.
+pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    parse_key(&read_pem_file(path, true)?, path)
+}
+
+/// Parses one PEM private key from `bytes`; `path` names it in errors.
+fn parse_key(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    if contains(bytes, b"ENCRYPTED PRIVATE KEY") || contains(bytes, b"Proc-Type: 4,ENCRYPTED") {
+        return Err(TlsError::EncryptedKey {
+            path: path.to_owned(),
+        });
+    }
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoKey {
+            path: path.to_owned(),
+        },
+        e => pem_error(path, e),
+    })
+}
+
+/// Pairs a certificate chain with its private key, checking that the key belongs to the leaf.
+///
+/// `cert_path` and `key_path` are only used to name the files in errors.
+///
+/// # Errors
+/// [`TlsError::UnusableKey`] when rustls cannot load the key, and
+/// [`TlsError::KeyMismatch`] when the key's public half is not the leaf's.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<CertifiedKey, TlsError> {
+    match CertifiedKey::from_der(chain, key, &provider()) {
+        Ok(certified) => Ok(certified),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
+            cert: cert_path.to_owned(),
+            key: key_path.to_owned(),
+        }),
+        Err(e) => Err(TlsError::UnusableKey {
+            path: key_path.to_owned(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Builds the rustls server configuration for one certificate: TLS 1.2 and 1.3, ALPN `http/1.1`, no client authentication.
+///
+/// Uses rustls' `ring` crypto provider.
+pub fn server_config(certified: CertifiedKey) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// The SHA-256 fingerprint of a DER certificate, as colon-separated upper-case hex (the form browsers and `openssl x509 -fingerprint -sha256` show).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
+}
+
+fn provider() -> CryptoProvider {
+    default_provider()
+}
+
+fn read_pem_file(path: &Path, key: bool) -> Result<Vec<u8>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !contains(&bytes, b"-----BEGIN ") {
+        // A DER file is an ASN.1 SEQUENCE: it starts with 0x30.
+        return Err(if bytes.first() == Some(&0x30) {
+            TlsError::Der {
+                path: path.to_owned(),
+                key,
+            }
+        } else {
+            TlsError::BadPem {
+                path: path.to_owned(),
+                detail: "no `-----BEGIN` line".into(),
+            }
+        });
+    }
+    Ok(bytes)
+}
+
+fn pem_error(path: &Path, e: pem::Error) -> TlsError {
+    TlsError::BadPem {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(feature = "self-signed")]
+pub use self_signed::SelfSigned;
+
+#[cfg(feature = "self-signed")]
+mod self_signed {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+
+    /// A local certificate authority and a leaf certificate it signed, for `localhost`, `127.0.0.1` and `::1`.
+    ///
+    /// This is the model mkcert follows: a browser or client trusts `ca_pem`
+    /// once (an NSS database, a system store, `ssl.create_default_context(cafile=...)`),
+    /// and the leaf then verifies properly, with no certificate errors ignored.
+    /// All three are PEM text (RFC 7468). Keys are ECDSA P-256.
+    #[derive(Debug, Clone)]
+    pub struct SelfSigned {
+        /// The CA certificate, PEM. Give this to clients to trust.
+        pub ca_pem: String,
+        /// The leaf certificate followed by the CA certificate (the certificate chain), PEM.
+        pub cert_pem: String,
+        /// The leaf's private key, PKCS#8 PEM. Keep it secret.
+        pub key_pem: String,
+        /// Where the files live, if they were written or read there; names them in errors.
+        dir: Option<PathBuf>,
+    }
+
+    impl SelfSigned {
+        /// Generates a new CA and a leaf for `localhost`, `127.0.0.1` and `::1`, valid for 825 days.
+        ///
+        /// # Errors
+        /// [`TlsError::Other`] if rcgen fails, which it does not for these fixed parameters.
+        pub fn generate() -> Result<Self, TlsError> {
+            let err = |e: rcgen::Error| TlsError::Other(format!("certificate generation: {e}"));
+            // A day of slack for clocks that run behind; 825 days is the longest
+            // validity Apple platforms accept for a TLS server certificate.
+            let day = std::time::Duration::from_secs(24 * 3600);
+            let not_before = std::time::SystemTime::now() - day;
+            let not_after = not_before + 826 * day;
+
+            let ca_key = KeyPair::generate().map_err(err)?;
+            let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+            ca.distinguished_name = DistinguishedName::new();
+            ca.distinguished_name
+                .push(DnType::CommonName, "wssd local CA");
+            ca.distinguished_name
+                .push(DnType::OrganizationName, "wssd development CA");
+            ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            (ca.not_before, ca.not_after) = (not_before.into(), not_after.into());
+            let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+            let issuer = Issuer::new(ca, ca_key);
+
+            let leaf_key = KeyPair::generate().map_err(err)?;
+            let names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+            let mut leaf = CertificateParams::new(names).map_err(err)?;
+            leaf.distinguished_name = DistinguishedName::new();
+            leaf.distinguished_name
+                .push(DnType::CommonName, "localhost");
+            leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            (leaf.not_before, leaf.not_after) = (not_before.into(), not_after.into());
+            let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(err)?;
+
+            Ok(SelfSigned {
+                cert_pem: leaf_cert.pem() + &ca_cert.pem(),
+                ca_pem: ca_cert.pem(),
+                key_pem: leaf_key.serialize_pem(),
+                dir: None,
+            })
+        }
+
+        /// Reuses `ca.pem`, `cert.pem` and `key.pem` from `dir` when all three exist, else generates them and writes them there.
+        ///
+        /// The directory is created if needed. On Unix, `key.pem` is written with mode 0600.
+        ///
+        /// # Errors
+        /// [`TlsError::Read`] or [`TlsError::Write`] naming the file, or any
+        /// error of [`SelfSigned::server_config`] for files that were reused.
+        pub fn load_or_create(dir: &Path) -> Result<Self, TlsError> {
+            let [ca, cert, key] = ["ca.pem", "cert.pem", "key.pem"].map(|f| dir.join(f));
+            if ca.exists() && cert.exists() && key.exists() {
+                let read = |p: &Path| {
+                    std::fs::read_to_string(p).map_err(|source| TlsError::Read {
+                        path: p.to_owned(),
+                        source,
+                    })
+                };
+                return Ok(SelfSigned {
+                    ca_pem: read(&ca)?,
+                    cert_pem: read(&cert)?,
+                    key_pem: read(&key)?,
+                    dir: Some(dir.to_owned()),
+                });
+            }
+            let mut this = Self::generate()?;
+            this.dir = Some(dir.to_owned());
+            std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+                path: dir.to_owned(),
+                source,
+            })?;
+            write_file(&ca, &this.ca_pem, false)?;
+            write_file(&cert, &this.cert_pem, false)?;
+            write_file(&key, &this.key_pem, true)?;
+            Ok(this)
+        }
+
+        /// The leaf certificate, DER.
+        ///
+        /// # Errors
+        /// As [`load_certificate_chain`], when `cert_pem` holds no certificate.
+        pub fn leaf(&self) -> Result<CertificateDer<'static>, TlsError> {
+            let mut chain = parse_chain(self.cert_pem.as_bytes(), &self.path("cert.pem"))?;
+            Ok(chain.swap_remove(0))
+        }
+
+        /// Builds the server configuration that presents the leaf and the CA as the certificate chain.
+        ///
+        /// # Errors
+        /// As [`from_pem_files`], naming `cert.pem` and `key.pem` (in the directory, if any).
+        pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+            let (cert_path, key_path) = (self.path("cert.pem"), self.path("key.pem"));
+            let chain = parse_chain(self.cert_pem.as_bytes(), &cert_path)?;
+            let key = parse_key(self.key_pem.as_bytes(), &key_path)?;
+            Ok(server_config(certified_key(
+                chain, key, &cert_path, &key_path,
+            )?))
+        }
+
+        fn path(&self, file: &str) -> PathBuf {
+            self.dir.as_deref().unwrap_or(Path::new("")).join(file)
+        }
+    }
+
+    fn write_file(path: &Path, text: &str, secret: bool) -> Result<(), TlsError> {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if secret {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = secret;
+        options
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|source| TlsError::Write {
+                path: path.to_owned(),
+                source,
+            })
+    }
+}
