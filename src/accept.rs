@@ -79,7 +79,7 @@ pub enum AcceptError {
 impl fmt::Display for AcceptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AcceptError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            AcceptError::Tls(e) => write!(f, "TLS handshake failed: {e}{}", tls_hint(e)),
             AcceptError::WrongPath { path } => {
                 write!(
                     f,
@@ -177,6 +177,7 @@ impl Acceptor {
 
         // The callback sees the request; `facts` carries what it saw out of it.
         let mut facts: Option<Result<Request, String>> = None;
+        #[allow(clippy::result_large_err)] // the Err type is tungstenite's callback contract
         let callback = |req: &HttpRequest, resp: HttpResponse| match self.answer(req, resp) {
             Ok((resp, subprotocol)) => {
                 facts = Some(Ok(Request {
@@ -231,6 +232,28 @@ impl Acceptor {
                 .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
         }
         Ok((resp, chosen))
+    }
+}
+
+/// A plain-words explanation of the common TLS handshake failures.
+fn tls_hint(e: &io::Error) -> &'static str {
+    use futures_rustls::rustls::{AlertDescription as Alert, Error, PeerIncompatible};
+    match e.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+        Some(Error::PeerIncompatible(
+            PeerIncompatible::Tls12NotOffered
+            | PeerIncompatible::SupportedVersionsExtensionRequired,
+        )) => {
+            " (the client offers only TLS 1.1 or older; wssd requires TLS 1.2 or 1.3, as WeChat does: update the client)"
+        }
+        Some(Error::InvalidMessage(_)) => {
+            " (the client did not speak TLS: is it using ws:// or http:// on this wss:// port?)"
+        }
+        Some(Error::AlertReceived(
+            Alert::BadCertificate | Alert::UnknownCA | Alert::CertificateUnknown,
+        )) => {
+            " (the client rejected the certificate: it does not trust its CA, or it connected by a name the certificate does not cover)"
+        }
+        _ => "",
     }
 }
 

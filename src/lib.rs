@@ -36,8 +36,8 @@
 //! use std::sync::Arc;
 //! use wssd::{Connection, Handler, Message};
 //!
-//! struct Ok;
-//! impl Handler for Ok {
+//! struct ReplyOk;
+//! impl Handler for ReplyOk {
 //!     fn on_message(&self, conn: &Connection, _msg: Message) {
 //!         let _ = conn.try_send(Message::text("ok"));
 //!     }
@@ -56,7 +56,7 @@
 //! #     ws.close(None).await.unwrap();
 //! #     reply
 //! # });
-//! let handler = Arc::new(Ok);
+//! let handler = Arc::new(ReplyOk);
 //! // One connection here; a server loops, spawning a task per connection.
 //! let (stream, peer) = listener.accept().await?;
 //! let (ws, request) = acceptor.accept(stream, peer).await?;

@@ -26,9 +26,9 @@ use crate::accept::{Request, WebSocket};
 /// use wssd::{Connection, Handler, Message};
 ///
 /// /// Answers every message with `ok`, as the recipe's example does.
-/// struct Ok;
+/// struct ReplyOk;
 ///
-/// impl Handler for Ok {
+/// impl Handler for ReplyOk {
 ///     fn on_message(&self, conn: &Connection, _msg: Message) {
 ///         // Fails only when the queue is full or the connection is gone; both are logged.
 ///         if let Err(e) = conn.try_send(Message::text("ok")) {

@@ -2,7 +2,7 @@
 //!
 //! This is the only module that knows which executor runs it. Embedders on
 //! another runtime write their own accept loop around [`Acceptor::accept`] and
-//! [`session::serve`](crate::session::serve); this module is a short example of one.
+//! [`crate::session::serve`]; this module is a short example of one.
 
 use std::io;
 use std::net::SocketAddr;

@@ -118,9 +118,11 @@ fn run(args: Args) -> Result<(), String> {
         return Err("--reply and --broadcast exclude each other: choose one".into());
     }
     let (tls, trust_hint) = tls_config(&args)?;
-    let mut config = Config::default();
-    config.tls = tls;
-    config.path = args.path.clone();
+    let config = Config {
+        tls,
+        path: args.path.clone(),
+        ..Config::default()
+    };
     if let Some(path) = &config.path
         && !path.starts_with('/')
     {

@@ -1,0 +1,184 @@
+//! Helpers shared by the integration tests: in-memory duplex pipes, a TLS client that
+//! trusts a generated CA, and a guard that runs the built `wssd` binary.
+#![allow(dead_code)] // each test file uses a subset
+
+use std::io::{self, BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_rustls::rustls::{self, RootCertStore, pki_types::ServerName};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+
+/// One end of an in-memory, full-duplex byte stream.
+pub struct Duplex {
+    read: piper::Reader,
+    write: piper::Writer,
+}
+
+impl std::fmt::Debug for Duplex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Duplex")
+    }
+}
+
+/// Two connected ends: what one writes, the other reads.
+pub fn duplex() -> (Duplex, Duplex) {
+    let (r1, w1) = piper::pipe(64 * 1024);
+    let (r2, w2) = piper::pipe(64 * 1024);
+    (
+        Duplex {
+            read: r1,
+            write: w2,
+        },
+        Duplex {
+            read: r2,
+            write: w1,
+        },
+    )
+}
+
+impl AsyncRead for Duplex {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Duplex {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.write).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_close(cx)
+    }
+}
+
+/// A peer address for in-memory connections.
+pub fn peer() -> SocketAddr {
+    "127.0.0.1:40000".parse().unwrap()
+}
+
+/// A TLS connector that trusts exactly the CA in `ca_pem`, offering ALPN `http/1.1`.
+pub fn tls_connector(ca_pem: &str) -> futures_rustls::TlsConnector {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    futures_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// The server name `localhost`, for SNI.
+pub fn localhost() -> ServerName<'static> {
+    ServerName::try_from("localhost").unwrap()
+}
+
+/// A fresh, empty directory under the system temp directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "wssd-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Fails the test if `fut` has not finished in 30 s, so that a hung server cannot hang the suite.
+pub async fn bounded<T>(fut: impl Future<Output = T>) -> T {
+    smol::future::or(fut, async {
+        smol::Timer::after(Duration::from_secs(30)).await;
+        panic!("test step did not finish within 30 s");
+    })
+    .await
+}
+
+/// The built `wssd` binary, running on an ephemeral loopback port; killed on drop.
+pub struct Wssd {
+    child: Child,
+    /// The URL it printed, such as `wss://localhost:41234`.
+    pub url: String,
+    /// Its stderr log lines, collected by a thread.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Wssd {
+    /// Starts `wssd --listen 127.0.0.1:0 --threads 1` plus `args`, and waits for its URL line.
+    pub fn start(args: &[&str]) -> Wssd {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wssd"))
+            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the wssd binary runs");
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        // Blocks until wssd prints its URL, or exits (EOF).
+        while stdout.read_line(&mut line).unwrap() > 0 {
+            if let Some(url) = line.trim().strip_prefix("serving ") {
+                let url = url.to_string();
+                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+                return Wssd { child, url, log };
+            }
+            line.clear();
+        }
+        let status = child.wait().unwrap();
+        panic!(
+            "wssd exited ({status}) before serving: {:?}",
+            log.lock().unwrap()
+        );
+    }
+
+    /// The loopback address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        let port = self.url.rsplit(':').next().unwrap();
+        let port: u16 = port.split('/').next().unwrap().parse().unwrap();
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+}
+
+impl Drop for Wssd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a whole text file.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}

@@ -1,0 +1,342 @@
+//! The accept path and the session loop over in-memory duplex pipes: no sockets, no runtime.
+
+mod common;
+
+use std::sync::Mutex;
+
+use async_tungstenite::tungstenite::{
+    client::IntoClientRequest,
+    http::{StatusCode, header},
+};
+use common::{duplex, peer, tls_connector};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use futures_util::StreamExt;
+use wssd::{AcceptError, Acceptor, CloseCode, CloseFrame, Config, Connection, Handler, Message};
+
+/// Echoes, closes with 4001 on "close-me", and records what it saw.
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+}
+
+impl Handler for Recorder {
+    fn on_open(&self, conn: &Connection) {
+        let r = conn.request();
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("open {} {:?}", r.path, r.subprotocol));
+    }
+    fn on_message(&self, conn: &Connection, msg: Message) {
+        if msg == Message::text("close-me") {
+            conn.close(CloseCode::Library(4001), "as asked");
+        } else {
+            conn.try_send(msg).unwrap();
+        }
+    }
+    fn on_close(&self, _conn: &Connection, close: Option<&CloseFrame>) {
+        let close = close.map(|f| format!("{} {}", u16::from(f.code), f.reason));
+        self.events.lock().unwrap().push(format!("close {close:?}"));
+    }
+}
+
+/// Accepts one connection on `server_end` and serves it with `handler` until it closes.
+async fn serve_one(
+    acceptor: &Acceptor,
+    server_end: common::Duplex,
+    handler: &Recorder,
+) -> Result<(wssd::Request, wssd::session::SessionSummary), AcceptError> {
+    let (ws, request) = acceptor.accept(server_end, peer()).await?;
+    let summary = wssd::session::serve(ws, request.clone(), handler, 16).await;
+    Ok((request, summary))
+}
+
+#[test]
+fn ws_handshake_and_echo() {
+    let acceptor = Acceptor::new(Config::default());
+    let handler = Recorder::default();
+    let (server_end, client_end) = duplex();
+    let client = async {
+        let (mut ws, resp) =
+            async_tungstenite::client_async("ws://localhost/chat?room=1", client_end)
+                .await
+                .unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        ws.send(Message::text("tom")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("tom"));
+        ws.send(Message::binary(vec![0u8, 1, 2])).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::binary(vec![0u8, 1, 2])
+        );
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    };
+    let (served, ()) = future::block_on(future::zip(
+        serve_one(&acceptor, server_end, &handler),
+        client,
+    ));
+    let (request, summary) = served.unwrap();
+    assert_eq!(request.path, "/chat");
+    assert_eq!(request.query.as_deref(), Some("room=1"));
+    assert_eq!(request.headers[header::HOST], "localhost");
+    assert_eq!(request.peer_addr, peer());
+    assert!(request.tls.is_none());
+    assert_eq!((summary.messages_in, summary.messages_out), (2, 2));
+    assert_eq!(summary.close_code, Some(CloseCode::Status));
+}
+
+#[test]
+fn wss_handshake_and_echo() {
+    let certs = wssd::tls::SelfSigned::generate().unwrap();
+    let acceptor = Acceptor::new(Config::default().tls(certs.server_config().unwrap()));
+    let handler = Recorder::default();
+    let (server_end, client_end) = duplex();
+    let client = async {
+        let tls = tls_connector(&certs.ca_pem)
+            .connect(common::localhost(), client_end)
+            .await
+            .unwrap();
+        let (mut ws, _) = async_tungstenite::client_async("wss://localhost/wss", tls)
+            .await
+            .unwrap();
+        ws.send(Message::text("tom")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("tom"));
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    };
+    let (served, ()) = future::block_on(future::zip(
+        serve_one(&acceptor, server_end, &handler),
+        client,
+    ));
+    let (request, summary) = served.unwrap();
+    let tls = request.tls.expect("TLS facts");
+    assert_eq!(tls.version, "TLSv1.3");
+    assert_eq!(tls.alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(tls.sni.as_deref(), Some("localhost"));
+    assert_eq!(summary.messages_in, 1);
+}
+
+#[test]
+fn wrong_path_gets_404_before_the_upgrade() {
+    let acceptor = Acceptor::new(Config::default().path("/wss"));
+    let handler = Recorder::default();
+    let (server_end, client_end) = duplex();
+    let client = async {
+        let err = async_tungstenite::client_async("ws://localhost/other", client_end)
+            .await
+            .unwrap_err();
+        match err {
+            async_tungstenite::tungstenite::Error::Http(resp) => {
+                assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+                let body = String::from_utf8(resp.into_body().unwrap()).unwrap();
+                assert!(body.contains("/wss"), "body names the right path: {body}");
+            }
+            other => panic!("expected an HTTP 404, got {other}"),
+        }
+    };
+    let (served, ()) = future::block_on(future::zip(
+        serve_one(&acceptor, server_end, &handler),
+        client,
+    ));
+    match served {
+        Err(AcceptError::WrongPath { path }) => assert_eq!(path, "/other"),
+        other => panic!("expected WrongPath, got {other:?}"),
+    }
+    assert!(
+        handler.events.lock().unwrap().is_empty(),
+        "the handler never saw it"
+    );
+}
+
+/// A TLS 1.1 ClientHello: legacy_version 0x0302, no supported_versions extension.
+fn tls11_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x02]; // client_version TLS 1.1
+    body.extend([7u8; 32]); // random
+    body.push(0); // session id
+    body.extend([0x00, 0x06, 0xc0, 0x13, 0xc0, 0x09, 0x00, 0x2f]); // three CBC suites
+    body.extend([0x01, 0x00]); // null compression
+    let extensions = [
+        // signature_algorithms: ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, rsa_pkcs1_sha256
+        &[
+            0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01,
+        ][..],
+        // supported_groups: secp256r1, x25519
+        &[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x17, 0x00, 0x1d],
+        // ec_point_formats: uncompressed
+        &[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00],
+    ]
+    .concat();
+    body.extend([0, extensions.len() as u8]);
+    body.extend(extensions);
+    let mut handshake = vec![0x01, 0, 0, body.len() as u8];
+    handshake.extend(body);
+    let mut record = vec![0x16, 0x03, 0x01, 0, handshake.len() as u8];
+    record.extend(handshake);
+    record
+}
+
+#[test]
+fn tls_1_1_only_client_is_refused() {
+    let certs = wssd::tls::SelfSigned::generate().unwrap();
+    let acceptor = Acceptor::new(Config::default().tls(certs.server_config().unwrap()));
+    let handler = Recorder::default();
+    let (server_end, mut client_end) = duplex();
+    let client = async {
+        client_end.write_all(&tls11_client_hello()).await.unwrap();
+        let mut answer = vec![0u8; 7];
+        client_end.read_exact(&mut answer).await.unwrap();
+        answer
+    };
+    let (served, answer) = future::block_on(future::zip(
+        serve_one(&acceptor, server_end, &handler),
+        client,
+    ));
+    match served {
+        Err(e @ AcceptError::Tls(_)) => {
+            let text = e.to_string();
+            assert!(text.contains("requires TLS 1.2 or 1.3"), "says why: {text}");
+        }
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    // A TLS alert record (content type 21), fatal (2), protocol_version (70).
+    assert_eq!(answer[0], 0x15, "an alert record: {answer:?}");
+    assert_eq!(
+        &answer[5..7],
+        &[2, 70],
+        "fatal protocol_version: {answer:?}"
+    );
+}
+
+#[test]
+fn close_handshake_carries_code_and_reason_both_ways() {
+    let acceptor = Acceptor::new(Config::default());
+    // The client closes with 4000 "bye".
+    let handler = Recorder::default();
+    let (server_end, client_end) = duplex();
+    let client = async {
+        let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        let frame = CloseFrame {
+            code: CloseCode::Library(4000),
+            reason: "bye".into(),
+        };
+        ws.close(Some(frame)).await.unwrap();
+        while ws.next().await.is_some() {}
+    };
+    let (served, ()) = future::block_on(future::zip(
+        serve_one(&acceptor, server_end, &handler),
+        client,
+    ));
+    assert_eq!(served.unwrap().1.close_code, Some(CloseCode::Library(4000)));
+    assert_eq!(
+        handler.events.lock().unwrap().last().unwrap(),
+        "close Some(\"4000 bye\")"
+    );
+
+    // The server closes with 4001 "as asked", after delivering what was queued before.
+    let handler = Recorder::default();
+    let (server_end, client_end) = duplex();
+    let client = async {
+        let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        ws.send(Message::text("first")).await.unwrap();
+        ws.send(Message::text("close-me")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("first"));
+        match ws.next().await.unwrap().unwrap() {
+            Message::Close(Some(frame)) => {
+                assert_eq!(frame.code, CloseCode::Library(4001));
+                assert_eq!(frame.reason, "as asked");
+            }
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        while ws.next().await.is_some() {}
+    };
+    let (served, ()) = future::block_on(future::zip(
+        serve_one(&acceptor, server_end, &handler),
+        client,
+    ));
+    assert_eq!(served.unwrap().1.close_code, Some(CloseCode::Library(4001)));
+}
+
+#[test]
+fn subprotocol_is_chosen_from_the_offer_and_echoed() {
+    let acceptor = Acceptor::new(Config::default().subprotocols(["chat.v2", "chat.v1"]));
+    let handler = Recorder::default();
+    let (server_end, client_end) = duplex();
+    let client = async {
+        let mut req = "ws://localhost/".into_client_request().unwrap();
+        req.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "chat.v1, chat.v2, other".parse().unwrap(),
+        );
+        let (mut ws, resp) = async_tungstenite::client_async(req, client_end)
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()[header::SEC_WEBSOCKET_PROTOCOL], "chat.v2");
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    };
+    let (served, ()) = future::block_on(future::zip(
+        serve_one(&acceptor, server_end, &handler),
+        client,
+    ));
+    assert_eq!(served.unwrap().0.subprotocol.as_deref(), Some("chat.v2"));
+
+    // A client that offers none gets none back.
+    let (server_end, client_end) = duplex();
+    let client = async {
+        let (mut ws, resp) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        assert!(resp.headers().get(header::SEC_WEBSOCKET_PROTOCOL).is_none());
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    };
+    let (served, ()) = future::block_on(future::zip(
+        serve_one(&acceptor, server_end, &handler),
+        client,
+    ));
+    assert_eq!(served.unwrap().0.subprotocol, None);
+}
+
+#[test]
+fn invalid_utf8_and_oversized_messages_fail_with_their_close_codes() {
+    let mut config = Config::default();
+    config.limits.max_message_size = 1024;
+    config.limits.max_frame_size = 1024;
+    let acceptor = Acceptor::new(config);
+    for (frame, code) in [
+        // FIN + text, masked, 2 bytes: 0xC3 0x28 is not UTF-8.
+        (vec![0x81, 0x82, 0, 0, 0, 0, 0xC3, 0x28], 1007u16),
+        // FIN + binary, masked, 2000 bytes (16-bit length) over the 1 KiB limit.
+        (
+            [vec![0x82, 0xFE, 0x07, 0xD0, 0, 0, 0, 0], vec![0u8; 2000]].concat(),
+            1009,
+        ),
+        // An unmasked client frame (RFC 6455 section 5.1).
+        (vec![0x81, 0x02, b'h', b'i'], 1002),
+    ] {
+        let handler = Recorder::default();
+        let (server_end, client_end) = duplex();
+        let client = async {
+            let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+                .await
+                .unwrap();
+            let mut raw = ws.into_inner();
+            raw.write_all(&frame).await.unwrap();
+            let mut head = [0u8; 4];
+            raw.read_exact(&mut head).await.unwrap();
+            head
+        };
+        let (served, head) = future::block_on(future::zip(
+            serve_one(&acceptor, server_end, &handler),
+            client,
+        ));
+        assert_eq!(head[0], 0x88, "a close frame");
+        assert_eq!(u16::from_be_bytes([head[2], head[3]]), code);
+        assert_eq!(served.unwrap().1.close_code, Some(CloseCode::from(code)));
+    }
+}
