@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,21 +14,37 @@ use async_tungstenite::tungstenite::{
     protocol::WebSocketConfig,
 };
 use futures_io::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use futures_rustls::{TlsAcceptor, rustls::ProtocolVersion, server::TlsStream};
 
 use crate::config::Config;
+use crate::forwarded;
+use crate::sniff::{self, FirstByte, ProxyHeaderError};
 
 /// A WebSocket over `S`, after a successful opening handshake: a `Stream` of
 /// incoming messages and a `Sink` of outgoing ones (async-tungstenite).
 pub type WebSocket<S> = async_tungstenite::WebSocketStream<Stream<S>>;
 
 /// The transport under a [`WebSocket`]: `S` itself for `ws://`, or TLS over `S` for `wss://`.
+///
+/// Bytes read while sniffing the connection (a PROXY protocol header's remainder, the
+/// first bytes of the ClientHello or request) are replayed first, then freed.
 #[derive(Debug)]
-pub enum Stream<S> {
-    /// Plain `ws://`, as behind a TLS-terminating proxy.
-    Plain(S),
-    /// `wss://`: TLS terminated here (boxed: the TLS state is about 1 KiB).
-    Tls(Box<TlsStream<S>>),
+pub struct Stream<S>(Transport<S>);
+
+#[derive(Debug)]
+enum Transport<S> {
+    Plain(Rewind<S>),
+    /// Boxed: the TLS state is about 1 KiB.
+    Tls(Box<TlsStream<Rewind<S>>>),
+}
+
+/// A stream that first replays `prefix`.
+#[derive(Debug)]
+struct Rewind<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
 }
 
 /// The facts of one accepted request: what the client asked for, and how it connected.
@@ -42,6 +58,10 @@ pub struct Request {
     pub headers: HeaderMap,
     /// The TCP peer's address. Behind a proxy, this is the proxy.
     pub peer_addr: SocketAddr,
+    /// The client's IP address: from the PROXY protocol header and the `Forwarded`,
+    /// `X-Forwarded-For` or `X-Real-IP` headers when they come from a trusted proxy
+    /// (see [`crate::forwarded`]), else the TCP peer's.
+    pub client_ip: IpAddr,
     /// The subprotocol chosen and echoed in `Sec-WebSocket-Protocol` (RFC 6455 section 4.2.2), if any.
     pub subprotocol: Option<String>,
     /// TLS facts, when TLS was terminated here.
@@ -74,6 +94,14 @@ pub enum AcceptError {
     /// The opening handshake failed: not a WebSocket upgrade request, a malformed request,
     /// or the connection broke (RFC 6455 section 4.2.1).
     Handshake(tungstenite::Error),
+    /// The connection failed or closed before it said anything.
+    Io(io::Error),
+    /// `proxy_protocol` is on and the trusted peer sent no valid PROXY protocol header.
+    ProxyHeader(ProxyHeaderError),
+    /// Plain HTTP (`ws://` or `http://`) arrived on a TLS port; HTTP 400 was sent, saying to use `wss://`.
+    PlainHttpOnTlsPort,
+    /// A TLS ClientHello arrived on a plain `ws://` port.
+    TlsOnPlainPort,
 }
 
 impl fmt::Display for AcceptError {
@@ -87,6 +115,21 @@ impl fmt::Display for AcceptError {
                 )
             }
             AcceptError::Handshake(e) => write!(f, "WebSocket opening handshake failed: {e}"),
+            AcceptError::Io(e) => write!(f, "connection failed before the handshake: {e}"),
+            AcceptError::ProxyHeader(e) => {
+                write!(
+                    f,
+                    "{e}: closed (send PROXY protocol from the balancer, or drop --proxy-protocol)"
+                )
+            }
+            AcceptError::PlainHttpOnTlsPort => write!(
+                f,
+                "client sent plain HTTP to a TLS port: answered 400 (the client should use wss://, not ws:// or http://)"
+            ),
+            AcceptError::TlsOnPlainPort => write!(
+                f,
+                "client started TLS on a plain ws port: use ws:// or start wssd with --cert/--key"
+            ),
         }
     }
 }
@@ -96,7 +139,11 @@ impl std::error::Error for AcceptError {
         match self {
             AcceptError::Tls(e) => Some(e),
             AcceptError::Handshake(e) => Some(e),
-            AcceptError::WrongPath { .. } => None,
+            AcceptError::Io(e) => Some(e),
+            AcceptError::ProxyHeader(e) => Some(e),
+            AcceptError::WrongPath { .. }
+            | AcceptError::PlainHttpOnTlsPort
+            | AcceptError::TlsOnPlainPort => None,
         }
     }
 }
@@ -159,13 +206,15 @@ impl Acceptor {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        let (stream, proxied) = self.sniff(stream, peer_addr).await?;
+        let peer_ip = proxied.map_or(peer_addr.ip(), |source| source.ip());
         let (stream, tls) = match &self.config.tls {
-            None => (Stream::Plain(stream), None),
+            None => (Stream(Transport::Plain(stream)), None),
             Some(tls) => {
                 let acceptor = TlsAcceptor::from(tls.clone());
                 let tls = acceptor.accept(stream).await.map_err(AcceptError::Tls)?;
                 let info = tls_info(tls.get_ref().1);
-                (Stream::Tls(Box::new(tls)), Some(info))
+                (Stream(Transport::Tls(Box::new(tls))), Some(info))
             }
         };
         let limits = &self.config.limits;
@@ -185,6 +234,11 @@ impl Acceptor {
                     query: req.uri().query().map(str::to_owned),
                     headers: req.headers().clone(),
                     peer_addr,
+                    client_ip: forwarded::client_ip(
+                        peer_ip,
+                        req.headers(),
+                        &self.config.trusted_proxies,
+                    ),
                     subprotocol,
                     tls: tls.clone(),
                 }));
@@ -208,6 +262,66 @@ impl Acceptor {
                 Err(AcceptError::Handshake(tungstenite::Error::ConnectionClosed))
             }
         }
+    }
+
+    /// Reads the PROXY protocol header (when configured, from trusted peers) and the
+    /// first byte, and turns away TLS on a plain port and plain HTTP on a TLS port.
+    async fn sniff<S>(
+        &self,
+        mut stream: S,
+        peer_addr: SocketAddr,
+    ) -> Result<(Rewind<S>, Option<SocketAddr>), AcceptError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut buf = Vec::new();
+        let mut proxied = None;
+        if self.config.proxy_protocol
+            && forwarded::is_trusted(peer_addr.ip(), &self.config.trusted_proxies)
+        {
+            let header = loop {
+                read_more(&mut stream, &mut buf).await?;
+                if let Some(header) =
+                    sniff::parse_proxy_header(&buf).map_err(AcceptError::ProxyHeader)?
+                {
+                    break header;
+                }
+            };
+            buf.drain(..header.len);
+            proxied = header.source;
+        }
+        if buf.is_empty() {
+            read_more(&mut stream, &mut buf).await?;
+        }
+        match (sniff::classify(buf[0]), self.config.tls.is_some()) {
+            (FirstByte::Http, true) => {
+                let answer = self.wrong_port_answer(&buf);
+                // Best effort: the client may be gone already.
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.close().await;
+                Err(AcceptError::PlainHttpOnTlsPort)
+            }
+            (FirstByte::Tls, false) => Err(AcceptError::TlsOnPlainPort),
+            _ => Ok((
+                Rewind {
+                    prefix: buf,
+                    pos: 0,
+                    inner: stream,
+                },
+                proxied,
+            )),
+        }
+    }
+
+    /// HTTP 400 for plain HTTP on a TLS port, naming the `wss://` URL to use.
+    fn wrong_port_answer(&self, request_start: &[u8]) -> String {
+        let host = host_header(request_start).unwrap_or("HOST:PORT");
+        let path = self.config.path.as_deref().unwrap_or("/");
+        let body = format!("This port speaks TLS: connect with wss://{host}{path}\n");
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
     }
 
     /// Checks the path and chooses the subprotocol; `Err` is the 404 response.
@@ -257,6 +371,41 @@ fn tls_hint(e: &io::Error) -> &'static str {
     }
 }
 
+/// Reads at least one more byte into `buf`, up to the longest PROXY header.
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<(), AcceptError> {
+    if buf.len() >= sniff::V2_MAX {
+        return Err(AcceptError::ProxyHeader(ProxyHeaderError(
+            "longer than any valid header",
+        )));
+    }
+    let mut chunk = [0u8; 1024];
+    let want = chunk.len().min(sniff::V2_MAX - buf.len());
+    let n = stream
+        .read(&mut chunk[..want])
+        .await
+        .map_err(AcceptError::Io)?;
+    if n == 0 {
+        let closed = io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the client");
+        return Err(AcceptError::Io(closed));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+/// The `Host` header's value in the start of an HTTP request, if it is there and is a plain host\[:port\].
+fn host_header(request: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(request).ok()?;
+    let value = text.split("\r\n").skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("host").then(|| value.trim())
+    })?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-.:[]".contains(c);
+    (!value.is_empty() && value.chars().all(plain)).then_some(value)
+}
+
 /// The first of `ours` (most preferred first) that the client offers in `Sec-WebSocket-Protocol`.
 fn choose_subprotocol(ours: &[String], headers: &HeaderMap) -> Option<String> {
     if ours.is_empty() {
@@ -300,15 +449,62 @@ fn tls_info(conn: &futures_rustls::rustls::ServerConnection) -> TlsInfo {
     }
 }
 
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let n = buf.len().min(this.prefix.len() - this.pos);
+            buf[..n].copy_from_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new(); // replayed: free it
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        match &mut self.get_mut().0 {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -319,9 +515,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        match &mut self.get_mut().0 {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -330,23 +526,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().0 {
+            Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        match &mut self.get_mut().0 {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_close(cx),
-            Stream::Tls(s) => Pin::new(s).poll_close(cx),
+        match &mut self.get_mut().0 {
+            Transport::Plain(s) => Pin::new(s).poll_close(cx),
+            Transport::Tls(s) => Pin::new(s).poll_close(cx),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_rustls::rustls::ServerConfig;
+use ipnet::IpNet;
 
 /// What an [`Acceptor`](crate::Acceptor) accepts: TLS or plain, which path, which subprotocols, and the limits.
 ///
@@ -13,7 +14,7 @@ use futures_rustls::rustls::ServerConfig;
 ///     .subprotocols(["chat.v2", "chat.v1"]);
 /// assert!(config.tls.is_none()); // plain ws, as behind nginx (Method 1)
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The rustls server configuration; `None` serves plain `ws://` (behind a TLS-terminating proxy).
     /// Build one with [`tls::from_pem_files`](crate::tls::from_pem_files).
@@ -29,6 +30,28 @@ pub struct Config {
     pub subprotocols: Vec<String>,
     /// The per-connection limits.
     pub limits: Limits,
+    /// The proxies whose `Forwarded`, `X-Forwarded-For`, `X-Real-IP` and PROXY protocol
+    /// headers are believed (see [`crate::forwarded`]). Default: loopback only,
+    /// `127.0.0.0/8` and `::1`, where nginx or Apache on the same machine connects from.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Expect a PROXY protocol v1 or v2 header (from an L4 balancer such as HAProxy,
+    /// nginx `stream` or a cloud load balancer) before the TLS ClientHello or HTTP
+    /// request, from trusted proxies only. A trusted peer that sends none is closed.
+    /// Default `false`.
+    pub proxy_protocol: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tls: None,
+            path: None,
+            subprotocols: Vec::new(),
+            limits: Limits::default(),
+            trusted_proxies: crate::forwarded::loopback(),
+            proxy_protocol: false,
+        }
+    }
 }
 
 impl Config {
@@ -47,6 +70,18 @@ impl Config {
     /// Sets the subprotocols this server speaks, most preferred first (RFC 6455 section 1.9).
     pub fn subprotocols<I: IntoIterator<Item = S>, S: Into<String>>(mut self, list: I) -> Self {
         self.subprotocols = list.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the proxies whose forwarding headers are believed (default: loopback only).
+    pub fn trusted_proxies(mut self, ranges: impl IntoIterator<Item = IpNet>) -> Self {
+        self.trusted_proxies = ranges.into_iter().collect();
+        self
+    }
+
+    /// Expects a PROXY protocol v1 or v2 header from trusted proxies.
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
         self
     }
 

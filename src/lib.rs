@@ -84,10 +84,12 @@
 
 mod accept;
 mod config;
+pub mod forwarded;
 pub mod hub;
 pub mod session;
 #[cfg(feature = "smol")]
 pub mod smol;
+pub mod sniff;
 pub mod tls;
 
 pub use accept::{AcceptError, Acceptor, Request, Stream, TlsInfo, WebSocket};

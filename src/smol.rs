@@ -18,7 +18,7 @@ use crate::{Acceptor, Handler, session};
 ///
 /// Each connection gets `TCP_NODELAY`, the handshake under
 /// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout), then the
-/// session loop. One info line is logged per open and one per close (peer, path,
+/// session loop. One info line is logged per open and one per close (client IP and peer, path,
 /// TLS version, duration in seconds, messages in and out, close code); a failed
 /// handshake is one warn line. One bad client never affects another.
 ///
@@ -97,13 +97,18 @@ async fn connection<H: Handler>(
     };
     let tls = request.tls.as_ref().map_or("plain", |t| t.version);
     let path = request.path.clone();
-    log::info!("open {peer} {path} {tls}");
+    let who = if request.client_ip == peer.ip() {
+        peer.to_string()
+    } else {
+        format!("{} (via {peer})", request.client_ip)
+    };
+    log::info!("open {who} {path} {tls}");
     let summary = session::serve(ws, request, &*handler, limits.send_queue).await;
     let code = summary
         .close_code
         .map_or("none (dropped)".to_string(), |c| u16::from(c).to_string());
     log::info!(
-        "close {peer} {path} {tls} {:.1}s in={} out={} code={code}",
+        "close {who} {path} {tls} {:.1}s in={} out={} code={code}",
         started.elapsed().as_secs_f32(),
         summary.messages_in,
         summary.messages_out,

@@ -340,3 +340,159 @@ fn invalid_utf8_and_oversized_messages_fail_with_their_close_codes() {
         assert_eq!(served.unwrap().1.close_code, Some(CloseCode::from(code)));
     }
 }
+
+/// Accepts one connection from `peer_addr` and returns its request facts.
+async fn accept_from(
+    acceptor: &Acceptor,
+    server_end: common::Duplex,
+    peer_addr: std::net::SocketAddr,
+) -> Result<wssd::Request, AcceptError> {
+    let (ws, request) = acceptor.accept(server_end, peer_addr).await?;
+    wssd::session::serve(ws, request.clone(), &Recorder::default(), 16).await;
+    Ok(request)
+}
+
+/// Opens a ws connection with extra request headers, then closes it.
+async fn ws_client_with(stream: common::Duplex, headers: &[(&'static str, &str)]) {
+    let mut req = "ws://localhost/wss".into_client_request().unwrap();
+    for (name, value) in headers {
+        req.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    let (mut ws, _) = async_tungstenite::client_async(req, stream).await.unwrap();
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+}
+
+#[test]
+fn client_ip_comes_from_trusted_proxies_only() {
+    let acceptor =
+        Acceptor::new(Config::default().trusted_proxies(["127.0.0.1/32".parse().unwrap()]));
+    let via_proxy = |peer_addr: &str, header: (&'static str, &'static str)| {
+        let (server_end, client_end) = duplex();
+        let peer_addr = peer_addr.parse().unwrap();
+        let (request, ()) = future::block_on(future::zip(
+            accept_from(&acceptor, server_end, peer_addr),
+            ws_client_with(client_end, &[header]),
+        ));
+        request.unwrap()
+    };
+    // Through the trusted proxy: the header names the client.
+    let request = via_proxy("127.0.0.1:5000", ("x-real-ip", "127.0.0.9"));
+    assert_eq!(request.client_ip.to_string(), "127.0.0.9");
+    assert_eq!(request.peer_addr.to_string(), "127.0.0.1:5000");
+    // Directly from 127.0.0.9, a spoofed X-Forwarded-For changes nothing.
+    let request = via_proxy("127.0.0.9:5000", ("x-forwarded-for", "203.0.113.7"));
+    assert_eq!(request.client_ip.to_string(), "127.0.0.9");
+}
+
+#[test]
+fn proxy_protocol_header_before_the_tls_client_hello() {
+    let certs = wssd::tls::SelfSigned::generate().unwrap();
+    let acceptor = Acceptor::new(
+        Config::default()
+            .tls(certs.server_config().unwrap())
+            .proxy_protocol(true),
+    );
+    let (server_end, mut client_end) = duplex();
+    let client = async {
+        client_end
+            .write_all(b"PROXY TCP4 127.0.0.9 127.0.0.1 40001 8282\r\n")
+            .await
+            .unwrap();
+        let tls = tls_connector(&certs.ca_pem)
+            .connect(common::localhost(), client_end)
+            .await
+            .unwrap();
+        let (mut ws, _) = async_tungstenite::client_async("wss://localhost/", tls)
+            .await
+            .unwrap();
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    };
+    let (request, ()) = future::block_on(future::zip(
+        accept_from(&acceptor, server_end, peer()),
+        client,
+    ));
+    let request = request.unwrap();
+    assert_eq!(request.client_ip.to_string(), "127.0.0.9");
+    assert_eq!(request.tls.unwrap().version, "TLSv1.3");
+}
+
+#[test]
+fn proxy_protocol_missing_from_a_trusted_peer_closes_only_that_connection() {
+    let acceptor = Acceptor::new(Config::default().proxy_protocol(true));
+    let (server_end, mut client_end) = duplex();
+    let client = async {
+        client_end
+            .write_all(b"GET /wss HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+    };
+    let (result, ()) = future::block_on(future::zip(
+        accept_from(&acceptor, server_end, peer()),
+        client,
+    ));
+    assert!(
+        matches!(result, Err(AcceptError::ProxyHeader(_))),
+        "{result:?}"
+    );
+    // An untrusted peer is not asked for one: it is a direct client.
+    let (server_end, client_end) = duplex();
+    let direct = "192.0.2.1:1234".parse().unwrap();
+    let (result, ()) = future::block_on(future::zip(
+        accept_from(&acceptor, server_end, direct),
+        ws_client_with(client_end, &[]),
+    ));
+    assert_eq!(result.unwrap().client_ip.to_string(), "192.0.2.1");
+}
+
+#[test]
+fn plain_http_on_the_tls_port_gets_400_naming_wss() {
+    let certs = wssd::tls::SelfSigned::generate().unwrap();
+    let acceptor = Acceptor::new(
+        Config::default()
+            .tls(certs.server_config().unwrap())
+            .path("/wss"),
+    );
+    let (server_end, mut client_end) = duplex();
+    let client = async {
+        client_end
+            .write_all(b"GET /wss HTTP/1.1\r\nHost: localhost:8282\r\nUpgrade: websocket\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client_end.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    let (result, answer) = future::block_on(future::zip(
+        accept_from(&acceptor, server_end, peer()),
+        client,
+    ));
+    assert!(
+        matches!(result, Err(AcceptError::PlainHttpOnTlsPort)),
+        "{result:?}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.ends_with("This port speaks TLS: connect with wss://localhost:8282/wss\n"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn tls_on_the_plain_port_is_named() {
+    let acceptor = Acceptor::new(Config::default());
+    let (server_end, mut client_end) = duplex();
+    let client = async { client_end.write_all(&tls11_client_hello()).await.unwrap() };
+    let (result, ()) = future::block_on(future::zip(
+        accept_from(&acceptor, server_end, peer()),
+        client,
+    ));
+    let err = result.unwrap_err();
+    assert!(matches!(err, AcceptError::TlsOnPlainPort), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("use ws:// or start wssd with --cert/--key"),
+        "{err}"
+    );
+}

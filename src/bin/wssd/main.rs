@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use argh::FromArgs;
 use log::LevelFilter;
+use wssd::forwarded::IpNet;
 use wssd::{Config, Connection, Handler, Hub, Message, tls};
 
 #[derive(FromArgs)]
@@ -49,6 +50,15 @@ struct Args {
     /// log level: off, error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info")]
     log_level: LevelFilter,
+
+    /// a proxy whose X-Forwarded-For, Forwarded, X-Real-IP and PROXY headers are believed,
+    /// as CIDR or IP; repeatable (default: 127.0.0.0/8 and ::1)
+    #[argh(option, from_str_fn(parse_net))]
+    trusted_proxy: Vec<IpNet>,
+
+    /// expect a PROXY protocol v1/v2 header from trusted proxies (behind HAProxy, nginx stream or a cloud L4 balancer)
+    #[argh(switch)]
+    proxy_protocol: bool,
 
     /// answer every message with TEXT instead of echoing it
     #[argh(option)]
@@ -118,11 +128,15 @@ fn run(args: Args) -> Result<(), String> {
         return Err("--reply and --broadcast exclude each other: choose one".into());
     }
     let (tls, trust_hint) = tls_config(&args)?;
-    let config = Config {
+    let mut config = Config {
         tls,
         path: args.path.clone(),
+        proxy_protocol: args.proxy_protocol,
         ..Config::default()
     };
+    if !args.trusted_proxy.is_empty() {
+        config.trusted_proxies = args.trusted_proxy.clone();
+    }
     if let Some(path) = &config.path
         && !path.starts_with('/')
     {
@@ -209,6 +223,14 @@ fn tls_config(args: &Args) -> Result<TlsSetup, String> {
             Ok((Some(config), Some(hint)))
         }
     }
+}
+
+/// A CIDR range, or one IP address as a range of one.
+fn parse_net(value: &str) -> Result<IpNet, String> {
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{value:?} is not an IP address or CIDR range (such as 10.0.0.0/8)"))
 }
 
 fn display_host(ip: IpAddr) -> String {
