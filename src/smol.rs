@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer, future};
 
-use crate::{Acceptor, Handler, session};
+use crate::{AcceptError, Acceptor, Handler, session};
 
 /// Accepts connections on `listener` forever, running each on `executor`.
 ///
@@ -87,6 +87,10 @@ async fn connection<H: Handler>(
     .await
     {
         Some(Ok(accepted)) => accepted,
+        // A connect that says nothing: a port probe or an L4 balancer's health check.
+        Some(Err(AcceptError::Io(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return log::debug!("{peer}: closed before sending anything");
+        }
         Some(Err(e)) => return log::warn!("{peer}: {e}"),
         None => {
             return log::warn!(

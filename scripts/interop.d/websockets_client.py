@@ -1,56 +1,17 @@
 """A WebSocket client written by nobody here (PyPI `websockets`) against the real wssd binary.
 
-Usage: python websockets_client.py PATH_TO_WSSD
+Usage: WSSD=target/debug/wssd python websockets_client.py
 Prints one PASS/FAIL line per case, then `N passed, N failed`; exits 1 on any failure.
 """
-import asyncio
 import os
 import ssl
-import subprocess
 import sys
-import tempfile
 
 import websockets
 
-WSSD = sys.argv[1]
-results = []
+from harness import Wssd, case, self_signed_dir, tally
 
-
-class Wssd:
-    """The binary on an ephemeral loopback port; stopped on exit."""
-
-    def __init__(self, *args):
-        self.proc = subprocess.Popen(
-            [WSSD, "--listen", "127.0.0.1:0", "--threads", "1", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for line in self.proc.stdout:  # blocks until the URL line, or EOF on exit
-            if line.startswith("serving "):
-                self.url = line.split()[1]
-                return
-        raise RuntimeError(f"wssd exited with {self.proc.wait()} before serving")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.proc.kill()
-        self.proc.wait()
-
-
-def case(name):
-    def run(fn):
-        try:
-            asyncio.run(asyncio.wait_for(fn(), timeout=20))
-            results.append(True)
-            print(f"PASS {name}")
-        except Exception as e:  # noqa: BLE001 - every failure is reported, none hidden
-            results.append(False)
-            print(f"FAIL {name}: {type(e).__name__}: {e}")
-    return run
-
-
-tmp = tempfile.mkdtemp(prefix="wssd-interop-")
-ca_dir = os.path.join(tmp, "ca")
+ca_dir = self_signed_dir()
 
 
 def trusting(ca_file):
@@ -115,7 +76,5 @@ async def _():
         assert ws.close_reason == "bye", ws.close_reason
 
 
-passed = sum(results)
-failed = len(results) - passed
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+if __name__ == "__main__":
+    sys.exit(tally())

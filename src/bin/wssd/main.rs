@@ -1,5 +1,7 @@
 //! `wssd`: serve wss (or ws behind a proxy) from the command line.
 
+mod proxy_config;
+
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -67,6 +69,15 @@ struct Args {
     /// relay each message to every other connected client instead of echoing it
     #[argh(switch)]
     broadcast: bool,
+
+    #[argh(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    ProxyConfig(proxy_config::ProxyConfig),
 }
 
 /// What the server does with each message.
@@ -108,7 +119,19 @@ impl Handler for Mode {
 }
 
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
+    let mut args: Args = argh::from_env();
+    if let Some(Command::ProxyConfig(config)) = args.command.take() {
+        return match config.render() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wssd proxy-config: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let _ = simple_logger::SimpleLogger::new()
         .with_level(args.log_level)
         .with_colors(std::io::stderr().is_terminal())

@@ -1,0 +1,9 @@
+"""Runs every interop suite (each module runs its cases as it is imported), then one tally."""
+import sys
+
+from harness import tally
+
+import websockets_client  # noqa: F401,E402 - the Python websockets client against wssd
+import proxies  # noqa: F401,E402 - Method 1 through real nginx and Apache
+
+sys.exit(tally())

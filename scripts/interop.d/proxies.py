@@ -1,0 +1,243 @@
+"""Method 1 against real nginx and Apache, configured from `wssd proxy-config` output.
+
+Each proxy runs on a loopback high port with its own config directory, pid file and logs,
+and a certificate made by `wssd --self-signed-dir`; the system's default sites are untouched.
+Clients bind their source address to 127.0.0.9, so the client IP wssd reports can be told
+apart from the proxy's 127.0.0.1.
+"""
+import asyncio
+import os
+import ssl
+import subprocess
+import sys
+
+import websockets
+
+from harness import TMP, WSSD, Wssd, case, free_port, self_signed_dir, tally, wait_for_port
+
+CLIENT = ("127.0.0.9", 0)
+ca = self_signed_dir()
+trust = ssl.create_default_context(cafile=os.path.join(ca, "ca.pem"))
+
+
+def proxy_config(kind, port, upstreams):
+    args = [WSSD, "proxy-config", kind, "--server-name", "localhost", "--listen", f"127.0.0.1:{port}",
+            "--cert", os.path.join(ca, "cert.pem"), "--key", os.path.join(ca, "key.pem")]
+    for u in upstreams:
+        args += ["--upstream", f"127.0.0.1:{u.port}"]
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+class Nginx:
+    """nginx in the foreground with its own prefix directory."""
+
+    count = 0
+
+    def __init__(self, http="", stream=""):
+        Nginx.count += 1
+        self.dir = os.path.join(TMP, f"nginx-{Nginx.count}")
+        os.makedirs(self.dir)
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+daemon off;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.dir}/body;
+    proxy_temp_path {self.dir}/proxy;
+    fastcgi_temp_path {self.dir}/fastcgi;
+    uwsgi_temp_path {self.dir}/uwsgi;
+    scgi_temp_path {self.dir}/scgi;
+{http}
+}}
+stream {{
+{stream}
+}}
+""")
+        check = subprocess.run(["nginx", "-t", "-p", self.dir, "-c", conf], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx -t failed: {check.stderr}")
+        self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", conf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+class Apache:
+    """apache2 in the foreground with its own ServerRoot-less config, pid file and logs."""
+
+    count = 0
+    MODULES = ["mpm_event", "authz_core", "ssl", "socache_shmcb", "headers", "proxy", "proxy_http",
+               "proxy_wstunnel", "proxy_balancer", "lbmethod_byrequests", "slotmem_shm"]
+
+    def __init__(self, site):
+        Apache.count += 1
+        self.dir = os.path.join(TMP, f"apache-{Apache.count}")
+        os.makedirs(self.dir)
+        with open(os.path.join(self.dir, "wssd.conf"), "w") as f:
+            f.write(site)
+        conf = os.path.join(self.dir, "apache2.conf")
+        modules = "\n".join(f"LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so" for m in self.MODULES)
+        with open(conf, "w") as f:
+            f.write(f"""
+{modules}
+ServerName localhost
+DefaultRuntimeDir {self.dir}
+PidFile {self.dir}/apache2.pid
+ErrorLog {self.dir}/error.log
+LogLevel warn
+User www-data
+Group www-data
+Include {self.dir}/wssd.conf
+""")
+        env = dict(os.environ, APACHE_ARGUMENTS=f"-d {self.dir} -f {conf}")
+        check = subprocess.run(["apachectl", "-t"], env=env, capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"apachectl -t failed: {check.stderr}")
+        self.proc = subprocess.Popen(["apache2", "-d", self.dir, "-f", conf, "-DFOREGROUND"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+async def echo(url, **kwargs):
+    async with websockets.connect(url, local_addr=CLIENT, **kwargs) as ws:
+        await ws.send("tom")
+        got = await ws.recv()
+        assert got == "tom", got
+
+
+def assert_client_ip(server, via_proxy=True):
+    last = server.opens()[-1]
+    expected = "open 127.0.0.9 (via 127.0.0.1:" if via_proxy else "open 127.0.0.9:"
+    assert expected in last, last
+
+
+@case("proxy-config nginx allows only TLS 1.2 and 1.3, passes Upgrade via a map, sets timeouts")
+def _():
+    text = proxy_config("nginx", 443, [])
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in text, text
+    for needle in ["map $http_upgrade", "proxy_http_version 1.1;", "X-Real-IP", "X-Forwarded-For",
+                   "X-Forwarded-Proto", "proxy_read_timeout 3600s;", "proxy_send_timeout 3600s;"]:
+        assert needle in text, needle
+    for bad in ["SSLv2", "SSLv3", "TLSv1 ", "TLSv1.1", "RC4"]:
+        assert bad not in text.replace("SSLv2, SSLv3, TLS 1.0/1.1 and RC4", ""), bad
+
+
+@case("proxy-config apache allows only TLS 1.2 and 1.3")
+def _():
+    text = proxy_config("apache", 443, [])
+    assert "SSLProtocol -all +TLSv1.2 +TLSv1.3" in text, text
+    assert "ProxyTimeout 3600" in text and "X-Real-IP" in text and "X-Forwarded-Proto" in text
+
+
+async def through_nginx_and_spoof():
+    with Wssd("--plain", "--path", "/wss", "--trusted-proxy", "127.0.0.1") as backend:
+        port = free_port()
+        with Nginx(http=proxy_config("nginx", port, [backend])) as nginx:
+            wait_for_port(port, nginx.proc)
+            await echo(f"wss://localhost:{port}/wss", ssl=trust)
+            assert_client_ip(backend)
+        # Directly, with a spoofed X-Forwarded-For: only 127.0.0.1 is trusted.
+        await echo(backend.url, additional_headers={"X-Forwarded-For": "203.0.113.7"})
+        assert_client_ip(backend, via_proxy=False)
+        assert "203.0.113.7" not in backend.log()
+
+
+@case("nginx (nginx -t clean) -> wssd: echo, client IP 127.0.0.9; a direct spoofed X-Forwarded-For changes nothing")
+def _():
+    return through_nginx_and_spoof()
+
+
+async def through_apache():
+    with Wssd("--plain", "--path", "/wss", "--trusted-proxy", "127.0.0.1") as backend:
+        port = free_port()
+        with Apache(proxy_config("apache", port, [backend])) as apache:
+            wait_for_port(port, apache.proc)
+            await echo(f"wss://localhost:{port}/wss", ssl=trust)
+            assert_client_ip(backend)
+
+
+@case("Apache (apachectl -t clean) -> wssd: echo, client IP 127.0.0.9")
+def _():
+    return through_apache()
+
+
+async def balanced(proxy_class):
+    with Wssd("--plain", "--path", "/wss") as a, Wssd("--plain", "--path", "/wss") as b:
+        port = free_port()
+        kind = "nginx" if proxy_class is Nginx else "apache"
+        text = proxy_config(kind, port, [a, b])
+        with (Nginx(http=text) if proxy_class is Nginx else Apache(text)) as proxy:
+            wait_for_port(port, proxy.proc)
+            clients = []
+            for _ in range(20):
+                ws = await websockets.connect(f"wss://localhost:{port}/wss", ssl=trust)
+                await ws.send("tom")
+                assert await ws.recv() == "tom"
+                clients.append(ws)
+            for ws in clients:
+                await ws.close()
+        counts = (len(a.opens()), len(b.opens()))
+        assert sum(counts) == 20 and min(counts) >= 1, counts
+
+
+@case("nginx with two wssd upstreams spreads 20 connections over both")
+def _():
+    return balanced(Nginx)
+
+
+@case("Apache balancer with two wssd upstreams spreads 20 connections over both")
+def _():
+    return balanced(Apache)
+
+
+async def proxy_protocol():
+    cert, key = os.path.join(ca, "cert.pem"), os.path.join(ca, "key.pem")
+    with Wssd("--plain", "--proxy-protocol", "--trusted-proxy", "127.0.0.1") as plain, \
+            Wssd("--self-signed-dir", ca, "--proxy-protocol", "--trusted-proxy", "127.0.0.1") as tls:
+        tls_at_nginx, tls_at_wssd = free_port(), free_port()
+        stream = f"""
+    server {{  # TLS terminated at nginx; PROXY v1 then plain ws to wssd
+        listen 127.0.0.1:{tls_at_nginx} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        proxy_pass 127.0.0.1:{plain.port};
+        proxy_protocol on;
+    }}
+    server {{  # TLS passed through; PROXY v1 then the ClientHello to wssd
+        listen 127.0.0.1:{tls_at_wssd};
+        proxy_pass 127.0.0.1:{tls.port};
+        proxy_protocol on;
+    }}"""
+        with Nginx(stream=stream) as nginx:
+            wait_for_port(tls_at_nginx, nginx.proc)
+            wait_for_port(tls_at_wssd, nginx.proc)
+            await echo(f"wss://localhost:{tls_at_nginx}/", ssl=trust)
+            assert_client_ip(plain)
+            await echo(f"wss://localhost:{tls_at_wssd}/", ssl=trust)
+            assert_client_ip(tls)
+
+
+@case("PROXY protocol v1 from nginx stream, TLS at nginx and TLS at wssd: client IP 127.0.0.9")
+def _():
+    return proxy_protocol()
+
+
+if __name__ == "__main__":
+    sys.exit(tally())
