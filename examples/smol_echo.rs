@@ -36,7 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             smol::spawn(async move {
                 match acceptor.accept(stream, peer).await {
                     Ok((ws, request)) => {
-                        wssd::session::serve(ws, request, &*handler, 256).await;
+                        wssd::session::serve(ws, request, &*handler, &acceptor.config().limits)
+                            .await;
                     }
                     Err(e) => eprintln!("{peer}: {e}"),
                 }

@@ -122,6 +122,14 @@ pub struct Limits {
     /// [`Connection::send`](crate::Connection::send) waits: nothing is dropped
     /// silently. Default 256.
     pub send_queue: usize,
+    /// How often the server sends a ping (RFC 6455 section 5.5.2), in seconds.
+    /// Default 25 s: under the 30 to 60 s idle timeouts of typical proxies, NAT
+    /// gateways and mobile networks, so a quiet connection stays open. Zero disables pings.
+    pub ping_interval: Duration,
+    /// A connection from which nothing (no message, no pong) arrived for this long is
+    /// closed with 1001 (going away), in seconds. Checked at each ping, so it acts
+    /// within one `ping_interval` after it expires. Default 60 s: two missed pongs.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -133,6 +141,8 @@ impl Default for Limits {
             read_buffer_size: 4 << 10,
             write_buffer_size: 16 << 10,
             send_queue: 256,
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -60,7 +60,7 @@
 //! // One connection here; a server loops, spawning a task per connection.
 //! let (stream, peer) = listener.accept().await?;
 //! let (ws, request) = acceptor.accept(stream, peer).await?;
-//! let summary = wssd::session::serve(ws, request, &*handler, 256).await;
+//! let summary = wssd::session::serve(ws, request, &*handler, &acceptor.config().limits).await;
 //! assert_eq!(summary.messages_in, 1);
 //! # assert_eq!(client.await, Message::text("ok"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())

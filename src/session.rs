@@ -15,6 +15,9 @@ use futures_util::SinkExt;
 
 use crate::Message;
 use crate::accept::{Request, WebSocket};
+use crate::config::Limits;
+use async_io::Timer;
+use std::time::Instant;
 
 /// What the embedder's code does when a connection opens, sends a message, and closes.
 ///
@@ -183,20 +186,28 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// writes what is queued on its [`Connection`], and does the close handshake.
 ///
 /// Queued messages are written before the next read, several per flush (corking).
-/// Client pings are answered with pongs (RFC 6455 section 5.5.2). A protocol
+/// Client pings are answered with pongs (RFC 6455 section 5.5.2); the server pings
+/// every [`Limits::ping_interval`] and closes with 1001 a connection silent for
+/// [`Limits::idle_timeout`]. A protocol
 /// violation is answered with close code 1002, invalid UTF-8 in a text message
 /// with 1007, and a message or frame over the limits with 1009 (RFC 6455 section 7.4.1).
 pub async fn serve<S, H>(
     mut ws: WebSocket<S>,
     request: Request,
     handler: &H,
-    send_queue: usize,
+    limits: &Limits,
 ) -> SessionSummary
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler + ?Sized,
 {
-    let (tx, rx) = async_channel::bounded(send_queue.max(1));
+    let (tx, rx) = async_channel::bounded(limits.send_queue.max(1));
+    let mut ticks = if limits.ping_interval.is_zero() {
+        Timer::never()
+    } else {
+        Timer::interval(limits.ping_interval)
+    };
+    let mut last_heard = Instant::now();
     let conn = Connection {
         shared: Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -212,15 +223,41 @@ where
     enum Event {
         Queued(Result<Message, async_channel::RecvError>),
         Frame(Option<Result<Message, tungstenite::Error>>),
+        Tick,
     }
     loop {
         // Writes first: the queue drains before the next read, so a flood of
         // incoming messages cannot grow it past what one callback queues.
-        let event = future::or(async { Event::Queued(rx.recv().await) }, async {
-            Event::Frame(ws.next().await)
-        })
-        .await;
+        let queued = async { Event::Queued(rx.recv().await) };
+        let frame = async { Event::Frame(ws.next().await) };
+        let tick = async {
+            ticks.next().await;
+            Event::Tick
+        };
+        let event = future::or(queued, future::or(tick, frame)).await;
+        if let Event::Frame(Some(Ok(_))) = event {
+            last_heard = Instant::now();
+        }
         match event {
+            Event::Tick if last_heard.elapsed() >= limits.idle_timeout => {
+                let idle = last_heard.elapsed().as_secs();
+                summary.close_code = Some(CloseCode::Away);
+                summary.error = Some(format!(
+                    "nothing heard for {idle} s, not even a pong: closed"
+                ));
+                let frame = CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "idle timeout".into(),
+                };
+                let _ = ws.close(Some(frame)).await; // the peer is likely gone: do not wait for it
+                break;
+            }
+            Event::Tick => {
+                if let Err(e) = ws.send(Message::Ping(Default::default())).await {
+                    summary.error = Some(format!("ping failed: {e}"));
+                    break;
+                }
+            }
             Event::Queued(Ok(msg)) => {
                 let mut result = ws.feed(msg).await;
                 summary.messages_out += 1;

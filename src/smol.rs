@@ -107,7 +107,7 @@ async fn connection<H: Handler>(
         format!("{} (via {peer})", request.client_ip)
     };
     log::info!("open {who} {path} {tls}");
-    let summary = session::serve(ws, request, &*handler, limits.send_queue).await;
+    let summary = session::serve(ws, request, &*handler, &limits).await;
     let code = summary
         .close_code
         .map_or("none (dropped)".to_string(), |c| u16::from(c).to_string());

@@ -11,7 +11,9 @@ use async_tungstenite::tungstenite::{
 use common::{duplex, peer, tls_connector};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use futures_util::StreamExt;
-use wssd::{AcceptError, Acceptor, CloseCode, CloseFrame, Config, Connection, Handler, Message};
+use wssd::{
+    AcceptError, Acceptor, CloseCode, CloseFrame, Config, Connection, Handler, Limits, Message,
+};
 
 /// Echoes, closes with 4001 on "close-me", and records what it saw.
 #[derive(Default)]
@@ -47,7 +49,7 @@ async fn serve_one(
     handler: &Recorder,
 ) -> Result<(wssd::Request, wssd::session::SessionSummary), AcceptError> {
     let (ws, request) = acceptor.accept(server_end, peer()).await?;
-    let summary = wssd::session::serve(ws, request.clone(), handler, 16).await;
+    let summary = wssd::session::serve(ws, request.clone(), handler, &Limits::default()).await;
     Ok((request, summary))
 }
 
@@ -348,7 +350,13 @@ async fn accept_from(
     peer_addr: std::net::SocketAddr,
 ) -> Result<wssd::Request, AcceptError> {
     let (ws, request) = acceptor.accept(server_end, peer_addr).await?;
-    wssd::session::serve(ws, request.clone(), &Recorder::default(), 16).await;
+    wssd::session::serve(
+        ws,
+        request.clone(),
+        &Recorder::default(),
+        &Limits::default(),
+    )
+    .await;
     Ok(request)
 }
 
@@ -495,4 +503,72 @@ fn tls_on_the_plain_port_is_named() {
             .contains("use ws:// or start wssd with --cert/--key"),
         "{err}"
     );
+}
+
+fn heartbeat_limits(idle_ms: u64) -> Limits {
+    Limits {
+        ping_interval: std::time::Duration::from_millis(10),
+        idle_timeout: std::time::Duration::from_millis(idle_ms),
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn server_pings_and_a_ponging_client_stays_open() {
+    let acceptor = Acceptor::new(Config::default());
+    let limits = heartbeat_limits(60_000);
+    let (server_end, client_end) = duplex();
+    let server = async {
+        let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
+        wssd::session::serve(ws, request, &Recorder::default(), &limits).await
+    };
+    let client = async {
+        let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        // Reading answers pings with pongs (tungstenite does it); three pings in a row.
+        for _ in 0..3 {
+            assert!(matches!(
+                ws.next().await.unwrap().unwrap(),
+                Message::Ping(_)
+            ));
+        }
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    };
+    let (summary, ()) = future::block_on(future::zip(server, client));
+    // The client closed without a code: 1005, not the 1001 of an idle timeout.
+    assert_eq!(summary.close_code, Some(CloseCode::Status), "{summary:?}");
+}
+
+#[test]
+fn a_silent_client_is_closed_with_1001_after_the_idle_timeout() {
+    let acceptor = Acceptor::new(Config::default());
+    let limits = heartbeat_limits(50);
+    let (server_end, client_end) = duplex();
+    let server = async {
+        let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
+        wssd::session::serve(ws, request, &Recorder::default(), &limits).await
+    };
+    let client = async {
+        let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        // Read raw frames and never answer: skip the pings (0x89 0x00) up to the close frame.
+        let mut raw = ws.into_inner();
+        let mut head = [0u8; 2];
+        loop {
+            raw.read_exact(&mut head).await.unwrap();
+            let mut payload = vec![0u8; usize::from(head[1] & 0x7F)];
+            raw.read_exact(&mut payload).await.unwrap();
+            if head[0] == 0x88 {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+            assert_eq!(head[0], 0x89, "only pings before the close");
+        }
+    };
+    let (summary, code) = future::block_on(future::zip(server, client));
+    assert_eq!(code, 1001);
+    assert_eq!(summary.close_code, Some(CloseCode::Away));
+    assert!(summary.error.unwrap().contains("not even a pong"));
 }
