@@ -1,0 +1,24 @@
+//! The README shows the generated proxy configs verbatim: this keeps it true.
+
+#[test]
+fn readme_shows_the_current_proxy_config_output() {
+    let readme = include_str!("../README.md");
+    for server in ["nginx", "apache"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wssd"))
+            .args(["proxy-config", server, "--server-name", "example.com"])
+            .args([
+                "--cert",
+                "/etc/ssl/example.com.pem",
+                "--key",
+                "/etc/ssl/example.com.key",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let config = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            readme.contains(&format!("```{server}\n{config}```")),
+            "README.md's {server} config is stale: paste the output of `wssd proxy-config {server} ...`"
+        );
+    }
+}
