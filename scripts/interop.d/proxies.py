@@ -239,5 +239,54 @@ def _():
     return proxy_protocol()
 
 
+class HAProxy:
+    """haproxy in the foreground (-db) with its own config and pid file."""
+
+    def __init__(self, config):
+        self.dir = os.path.join(TMP, f"haproxy-{free_port()}")
+        os.makedirs(self.dir)
+        conf = os.path.join(self.dir, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write(config)
+        check = subprocess.run(["haproxy", "-c", "-f", conf], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"haproxy -c failed: {check.stdout}{check.stderr}")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", conf, "-p", os.path.join(self.dir, "pid")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+async def proxy_protocol_v2():
+    with Wssd("--self-signed-dir", ca, "--proxy-protocol", "--trusted-proxy", "127.0.0.1") as tls:
+        port = free_port()
+        config = f"""
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend wss
+    bind 127.0.0.1:{port}
+    default_backend wssd
+backend wssd
+    server one 127.0.0.1:{tls.port} send-proxy-v2
+"""
+        with HAProxy(config) as haproxy:
+            wait_for_port(port, haproxy.proc)
+            await echo(f"wss://localhost:{port}/", ssl=trust)
+            assert_client_ip(tls)
+
+
+@case("PROXY protocol v2 from HAProxy (send-proxy-v2), TLS at wssd: client IP 127.0.0.9")
+def _():
+    return proxy_protocol_v2()
+
+
 if __name__ == "__main__":
     sys.exit(tally())
