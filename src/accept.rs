@@ -1,4 +1,5 @@
-//! The accept path: TLS accept, then the RFC 6455 opening handshake, over any stream.
+//! The accept path: PROXY header, first-byte check, TLS accept, then the RFC 6455
+//! opening handshake, over any stream.
 
 use std::fmt;
 use std::io;
@@ -8,10 +9,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_tungstenite::tungstenite::{
-    self,
-    handshake::server::{ErrorResponse, Request as HttpRequest, Response as HttpResponse},
-    http::{self, HeaderMap, HeaderValue, StatusCode, header},
-    protocol::WebSocketConfig,
+    http::HeaderMap,
+    protocol::{Role, WebSocketConfig},
 };
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +18,7 @@ use futures_rustls::{TlsAcceptor, rustls::ProtocolVersion, server::TlsStream};
 
 use crate::config::Config;
 use crate::forwarded;
+use crate::handshake::{self, Decision, Refusal};
 use crate::sniff::{self, FirstByte, ProxyHeaderError};
 
 /// A WebSocket over `S`, after a successful opening handshake: a `Stream` of
@@ -27,14 +27,14 @@ pub type WebSocket<S> = async_tungstenite::WebSocketStream<Stream<S>>;
 
 /// The transport under a [`WebSocket`]: `S` itself for `ws://`, or TLS over `S` for `wss://`.
 ///
-/// Bytes read while sniffing the connection (a PROXY protocol header's remainder, the
-/// first bytes of the ClientHello or request) are replayed first, then freed.
+/// For TLS, the ClientHello bytes read while sniffing the connection are replayed
+/// to rustls first, then freed.
 #[derive(Debug)]
 pub struct Stream<S>(Transport<S>);
 
 #[derive(Debug)]
 enum Transport<S> {
-    Plain(Rewind<S>),
+    Plain(S),
     /// Boxed: the TLS state is about 1 KiB.
     Tls(Box<TlsStream<Rewind<S>>>),
 }
@@ -91,10 +91,21 @@ pub enum AcceptError {
         /// The path the client asked for.
         path: String,
     },
-    /// The opening handshake failed: not a WebSocket upgrade request, a malformed request,
-    /// or the connection broke (RFC 6455 section 4.2.1).
-    Handshake(tungstenite::Error),
-    /// The connection failed or closed before it said anything.
+    /// A plain HTTP request (no `Upgrade: websocket`) for the WebSocket path: answered
+    /// 426 Upgrade Required, or with the test page when [`Config::test_page`] is on.
+    NotWebSocket {
+        /// Whether the test page was served.
+        test_page: bool,
+    },
+    /// An invalid opening handshake (RFC 6455 section 4.2.1), answered with 400, 405,
+    /// 426 (wrong version) or 431 (headers over [`Limits::max_request_header_bytes`](crate::Limits::max_request_header_bytes)).
+    BadRequest {
+        /// The HTTP status sent.
+        status: u16,
+        /// What was wrong, in plain words (also the response body).
+        reason: String,
+    },
+    /// The connection failed or closed before the handshake finished.
     Io(io::Error),
     /// `proxy_protocol` is on and the trusted peer sent no valid PROXY protocol header.
     ProxyHeader(ProxyHeaderError),
@@ -114,8 +125,18 @@ impl fmt::Display for AcceptError {
                     "no WebSocket at path {path:?}: answered 404 (check the client's URL or --path)"
                 )
             }
-            AcceptError::Handshake(e) => write!(f, "WebSocket opening handshake failed: {e}"),
-            AcceptError::Io(e) => write!(f, "connection failed before the handshake: {e}"),
+            AcceptError::NotWebSocket { test_page: false } => write!(
+                f,
+                "plain HTTP request without `Upgrade: websocket`: answered 426 (a browser tab, a health check, or a proxy that drops the Upgrade header)"
+            ),
+            AcceptError::NotWebSocket { test_page: true } => write!(f, "served the test page"),
+            AcceptError::BadRequest { status, reason } => {
+                write!(
+                    f,
+                    "invalid WebSocket opening handshake: answered {status}: {reason}"
+                )
+            }
+            AcceptError::Io(e) => write!(f, "connection failed before the handshake finished: {e}"),
             AcceptError::ProxyHeader(e) => {
                 write!(
                     f,
@@ -138,10 +159,11 @@ impl std::error::Error for AcceptError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             AcceptError::Tls(e) => Some(e),
-            AcceptError::Handshake(e) => Some(e),
             AcceptError::Io(e) => Some(e),
             AcceptError::ProxyHeader(e) => Some(e),
             AcceptError::WrongPath { .. }
+            | AcceptError::NotWebSocket { .. }
+            | AcceptError::BadRequest { .. }
             | AcceptError::PlainHttpOnTlsPort
             | AcceptError::TlsOnPlainPort => None,
         }
@@ -206,62 +228,86 @@ impl Acceptor {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let (stream, proxied) = self.sniff(stream, peer_addr).await?;
-        let peer_ip = proxied.map_or(peer_addr.ip(), |source| source.ip());
-        let (stream, tls) = match &self.config.tls {
+        let (stream, mut buf, proxied) = self.sniff(stream, peer_addr).await?;
+        let (mut stream, tls) = match &self.config.tls {
             None => (Stream(Transport::Plain(stream)), None),
             Some(tls) => {
+                let hello = Rewind {
+                    prefix: std::mem::take(&mut buf),
+                    pos: 0,
+                    inner: stream,
+                };
                 let acceptor = TlsAcceptor::from(tls.clone());
-                let tls = acceptor.accept(stream).await.map_err(AcceptError::Tls)?;
+                let tls = acceptor.accept(hello).await.map_err(AcceptError::Tls)?;
                 let info = tls_info(tls.get_ref().1);
                 (Stream(Transport::Tls(Box::new(tls))), Some(info))
             }
         };
+
+        // The request head: `buf` may hold its start already (plain ws).
         let limits = &self.config.limits;
+        let (head_len, head) = loop {
+            match handshake::parse_head(&buf) {
+                Ok(Some(parsed)) => break parsed,
+                Ok(None) if buf.len() < limits.max_request_header_bytes => {
+                    read_more(&mut stream, &mut buf, limits.max_request_header_bytes).await?;
+                }
+                Ok(None) => {
+                    let why = format!(
+                        "Request headers over {} bytes (Limits::max_request_header_bytes)",
+                        limits.max_request_header_bytes
+                    );
+                    let answer = handshake::Answer {
+                        status: 431u16.try_into().expect("a valid status"),
+                        headers: Vec::new(),
+                        content_type: "text/plain; charset=utf-8",
+                        body: format!("{why}\n"),
+                    };
+                    return Err(refuse(&mut stream, answer, Refusal::Invalid(why), "").await);
+                }
+                Err(answer) => {
+                    let why = answer.body.trim_end().to_owned();
+                    return Err(refuse(&mut stream, answer, Refusal::Invalid(why), "").await);
+                }
+            }
+        };
+        let (response, subprotocol) = match handshake::decide(&self.config, &head, tls.is_some()) {
+            Decision::Upgrade {
+                response,
+                subprotocol,
+            } => (response, subprotocol),
+            Decision::Refuse(answer, why) => {
+                return Err(refuse(&mut stream, answer, why, &head.path).await);
+            }
+        };
+        stream.write_all(&response).await.map_err(AcceptError::Io)?;
+        stream.flush().await.map_err(AcceptError::Io)?;
+
+        let peer_ip = proxied.map_or(peer_addr.ip(), |source| source.ip());
+        let request = Request {
+            client_ip: forwarded::client_ip(peer_ip, &head.headers, &self.config.trusted_proxies),
+            path: head.path,
+            query: head.query,
+            headers: head.headers,
+            peer_addr,
+            subprotocol,
+            tls,
+        };
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(limits.read_buffer_size)
             .write_buffer_size(limits.write_buffer_size)
             .max_message_size(Some(limits.max_message_size))
             .max_frame_size(Some(limits.max_frame_size));
-
-        // The callback sees the request; `facts` carries what it saw out of it.
-        let mut facts: Option<Result<Request, String>> = None;
-        #[allow(clippy::result_large_err)] // the Err type is tungstenite's callback contract
-        let callback = |req: &HttpRequest, resp: HttpResponse| match self.answer(req, resp) {
-            Ok((resp, subprotocol)) => {
-                facts = Some(Ok(Request {
-                    path: req.uri().path().to_owned(),
-                    query: req.uri().query().map(str::to_owned),
-                    headers: req.headers().clone(),
-                    peer_addr,
-                    client_ip: forwarded::client_ip(
-                        peer_ip,
-                        req.headers(),
-                        &self.config.trusted_proxies,
-                    ),
-                    subprotocol,
-                    tls: tls.clone(),
-                }));
-                Ok(resp)
-            }
-            Err(not_found) => {
-                facts = Some(Err(req.uri().path().to_owned()));
-                Err(not_found)
-            }
-        };
-        let result =
-            async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config))
-                .await;
-        match (result, facts) {
-            (Ok(ws), Some(Ok(request))) => Ok((ws, request)),
-            (_, Some(Err(path))) => Err(AcceptError::WrongPath { path }),
-            (Err(e), _) => Err(AcceptError::Handshake(e)),
-            (Ok(ws), None) => {
-                // Unreachable: tungstenite calls the callback before a successful handshake.
-                drop(ws);
-                Err(AcceptError::Handshake(tungstenite::Error::ConnectionClosed))
-            }
-        }
+        // Frames the client sent right behind its request are not lost.
+        buf.drain(..head_len);
+        let ws = async_tungstenite::WebSocketStream::from_partially_read(
+            stream,
+            buf,
+            Role::Server,
+            Some(ws_config),
+        )
+        .await;
+        Ok((ws, request))
     }
 
     /// Reads the PROXY protocol header (when configured, from trusted peers) and the
@@ -270,7 +316,7 @@ impl Acceptor {
         &self,
         mut stream: S,
         peer_addr: SocketAddr,
-    ) -> Result<(Rewind<S>, Option<SocketAddr>), AcceptError>
+    ) -> Result<(S, Vec<u8>, Option<SocketAddr>), AcceptError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -280,7 +326,7 @@ impl Acceptor {
             && forwarded::is_trusted(peer_addr.ip(), &self.config.trusted_proxies)
         {
             let header = loop {
-                read_more(&mut stream, &mut buf).await?;
+                read_more(&mut stream, &mut buf, sniff::V2_MAX).await?;
                 if let Some(header) =
                     sniff::parse_proxy_header(&buf).map_err(AcceptError::ProxyHeader)?
                 {
@@ -291,7 +337,7 @@ impl Acceptor {
             proxied = header.source;
         }
         if buf.is_empty() {
-            read_more(&mut stream, &mut buf).await?;
+            read_more(&mut stream, &mut buf, sniff::V2_MAX).await?;
         }
         match (sniff::classify(buf[0]), self.config.tls.is_some()) {
             (FirstByte::Http, true) => {
@@ -302,14 +348,7 @@ impl Acceptor {
                 Err(AcceptError::PlainHttpOnTlsPort)
             }
             (FirstByte::Tls, false) => Err(AcceptError::TlsOnPlainPort),
-            _ => Ok((
-                Rewind {
-                    prefix: buf,
-                    pos: 0,
-                    inner: stream,
-                },
-                proxied,
-            )),
+            _ => Ok((stream, buf, proxied)),
         }
     }
 
@@ -322,30 +361,6 @@ impl Acceptor {
             "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
-    }
-
-    /// Checks the path and chooses the subprotocol; `Err` is the 404 response.
-    #[allow(clippy::result_large_err)] // the Err type is tungstenite's callback contract
-    fn answer(
-        &self,
-        req: &HttpRequest,
-        mut resp: HttpResponse,
-    ) -> Result<(HttpResponse, Option<String>), ErrorResponse> {
-        if let Some(path) = &self.config.path
-            && req.uri().path() != path
-        {
-            return Err(plain_response(
-                StatusCode::NOT_FOUND,
-                format!("No WebSocket here: connect to {path}\n"),
-            ));
-        }
-        let chosen = choose_subprotocol(&self.config.subprotocols, req.headers());
-        if let Some(p) = &chosen {
-            let value = HeaderValue::from_str(p).expect("a token offered by the client");
-            resp.headers_mut()
-                .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
-        }
-        Ok((resp, chosen))
     }
 }
 
@@ -371,18 +386,19 @@ fn tls_hint(e: &io::Error) -> &'static str {
     }
 }
 
-/// Reads at least one more byte into `buf`, up to the longest PROXY header.
+/// Reads at least one more byte into `buf`, keeping it at most `cap` bytes long.
 async fn read_more<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut Vec<u8>,
+    cap: usize,
 ) -> Result<(), AcceptError> {
-    if buf.len() >= sniff::V2_MAX {
+    if buf.len() >= cap {
         return Err(AcceptError::ProxyHeader(ProxyHeaderError(
             "longer than any valid header",
         )));
     }
     let mut chunk = [0u8; 1024];
-    let want = chunk.len().min(sniff::V2_MAX - buf.len());
+    let want = chunk.len().min(cap - buf.len());
     let n = stream
         .read(&mut chunk[..want])
         .await
@@ -395,6 +411,28 @@ async fn read_more<S: AsyncRead + Unpin>(
     Ok(())
 }
 
+/// Writes `answer`, closes the stream, and says why in an [`AcceptError`].
+async fn refuse<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    answer: handshake::Answer,
+    why: Refusal,
+    path: &str,
+) -> AcceptError {
+    // Best effort: the client may be gone already.
+    let _ = stream.write_all(&answer.to_bytes()).await;
+    let _ = stream.close().await;
+    match why {
+        Refusal::WrongPath => AcceptError::WrongPath {
+            path: path.to_owned(),
+        },
+        Refusal::NotWebSocket { test_page } => AcceptError::NotWebSocket { test_page },
+        Refusal::Invalid(reason) => AcceptError::BadRequest {
+            status: answer.status.as_u16(),
+            reason,
+        },
+    }
+}
+
 /// The `Host` header's value in the start of an HTTP request, if it is there and is a plain host\[:port\].
 fn host_header(request: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(request).ok()?;
@@ -404,35 +442,6 @@ fn host_header(request: &[u8]) -> Option<&str> {
     })?;
     let plain = |c: char| c.is_ascii_alphanumeric() || "-.:[]".contains(c);
     (!value.is_empty() && value.chars().all(plain)).then_some(value)
-}
-
-/// The first of `ours` (most preferred first) that the client offers in `Sec-WebSocket-Protocol`.
-fn choose_subprotocol(ours: &[String], headers: &HeaderMap) -> Option<String> {
-    if ours.is_empty() {
-        return None;
-    }
-    let offered: Vec<&str> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    ours.iter().find(|p| offered.contains(&p.as_str())).cloned()
-}
-
-/// An HTTP error response with a short text body, closing the connection.
-pub(crate) fn plain_response(status: StatusCode, body: String) -> ErrorResponse {
-    let mut resp = http::Response::new(Some(body.clone()));
-    *resp.status_mut() = status;
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
 }
 
 fn tls_info(conn: &futures_rustls::rustls::ServerConnection) -> TlsInfo {

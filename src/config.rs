@@ -39,6 +39,10 @@ pub struct Config {
     /// request, from trusted proxies only. A trusted peer that sends none is closed.
     /// Default `false`.
     pub proxy_protocol: bool,
+    /// Answer a plain `GET` of the WebSocket path (no `Upgrade` header) with a small
+    /// self-contained HTML page that runs the recipe's snippet against its own origin,
+    /// instead of 426 Upgrade Required. Default `false`.
+    pub test_page: bool,
 }
 
 impl Default for Config {
@@ -50,6 +54,7 @@ impl Default for Config {
             limits: Limits::default(),
             trusted_proxies: crate::forwarded::loopback(),
             proxy_protocol: false,
+            test_page: false,
         }
     }
 }
@@ -85,6 +90,12 @@ impl Config {
         self
     }
 
+    /// Serves the test page on a plain `GET` of the WebSocket path, instead of 426.
+    pub fn test_page(mut self, on: bool) -> Self {
+        self.test_page = on;
+        self
+    }
+
     /// Sets the per-connection limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -99,6 +110,10 @@ pub struct Limits {
     /// listener loop (the core has no timer). Default 10 s: a phone on a poor network
     /// finishes well inside it, and a slowloris client is cut off.
     pub handshake_timeout: Duration,
+    /// The largest opening-handshake request head (request line plus headers), in bytes.
+    /// Larger gets HTTP 431. Default 16 KiB: a browser's handshake with cookies is a few
+    /// KiB, and nginx's default is 4 buffers of 8 KiB for the whole head.
+    pub max_request_header_bytes: usize,
     /// The largest incoming message, in bytes, after reassembling its frames
     /// (RFC 6455 section 5.4). A larger one closes the connection with 1009
     /// (message too big). Default 1 MiB: chat, push and game messages are far
@@ -136,6 +151,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             handshake_timeout: Duration::from_secs(10),
+            max_request_header_bytes: 16 << 10,
             max_message_size: 1 << 20,
             max_frame_size: 1 << 20,
             read_buffer_size: 4 << 10,

@@ -85,6 +85,7 @@
 mod accept;
 mod config;
 pub mod forwarded;
+mod handshake;
 pub mod hub;
 pub mod session;
 #[cfg(feature = "smol")]

@@ -5,6 +5,7 @@ Prints one PASS/FAIL line per case, then `N passed, N failed`; exits 1 on any fa
 """
 import os
 import ssl
+import subprocess
 import sys
 
 import websockets
@@ -74,6 +75,31 @@ async def _():
         await ws.close(code=4000, reason="bye")
         assert ws.close_code == 4000, ws.close_code
         assert ws.close_reason == "bye", ws.close_reason
+
+
+def curl(url):
+    """(status, body) from real curl, which knows nothing of WebSockets."""
+    out = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", url], capture_output=True, text=True, timeout=20)
+    body, _, status = out.stdout.rpartition("\n")
+    return int(status), body
+
+
+@case("curl http:// against the wss port: 400 whose body says wss://")
+def _():
+    with Wssd("--self-signed-dir", ca_dir, "--path", "/wss") as srv:
+        status, body = curl(f"http://localhost:{srv.port}/wss")
+        assert status == 400, status
+        assert f"This port speaks TLS: connect with wss://localhost:{srv.port}/wss" in body, body
+
+
+@case("curl of the ws path without Upgrade: 426; with --test-page: the HTML page")
+def _():
+    with Wssd("--plain", "--path", "/wss") as srv:
+        status, body = curl(srv.url.replace("ws://", "http://"))
+        assert status == 426 and "new WebSocket(" in body, (status, body)
+    with Wssd("--plain", "--path", "/wss", "--test-page") as srv:
+        status, body = curl(srv.url.replace("ws://", "http://"))
+        assert status == 200 and "<title>wssd test page</title>" in body, (status, body)
 
 
 if __name__ == "__main__":

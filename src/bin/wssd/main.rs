@@ -45,6 +45,10 @@ struct Args {
     #[argh(option)]
     path: Option<String>,
 
+    /// answer a plain GET of the WebSocket path with a page that runs the recipe's snippet, instead of 426
+    #[argh(switch)]
+    test_page: bool,
+
     /// worker threads (default: the number of CPU cores)
     #[argh(option)]
     threads: Option<usize>,
@@ -155,6 +159,7 @@ fn run(args: Args) -> Result<(), String> {
         tls,
         path: args.path.clone(),
         proxy_protocol: args.proxy_protocol,
+        test_page: args.test_page,
         ..Config::default()
     };
     if !args.trusted_proxy.is_empty() {

@@ -1,0 +1,348 @@
+//! The server side of the RFC 6455 opening handshake (section 4.2): parse the request
+//! head, decide, and write the answer. Pure functions over bytes; the I/O is in `accept`.
+
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::http::{
+    HeaderMap, HeaderName, HeaderValue, StatusCode, header,
+};
+
+use crate::config::Config;
+
+/// The most request headers accepted; more gets 431.
+const MAX_HEADERS: usize = 64;
+
+/// The self-contained test page served by `--test-page` on a plain `GET` of the WebSocket path.
+const TEST_PAGE: &str = include_str!("test_page.html");
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+}
+
+/// An HTTP response that ends the connection instead of upgrading it.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    /// Extra headers, such as `Upgrade: websocket` on a 426.
+    pub headers: Vec<(&'static str, String)>,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Answer {
+    fn text(status: StatusCode, body: impl Into<String>) -> Self {
+        let mut body = body.into();
+        body.push('\n');
+        Answer {
+            status,
+            headers: Vec::new(),
+            content_type: "text/plain; charset=utf-8",
+            body,
+        }
+    }
+
+    /// The response, `Connection: close`, with its body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            self.content_type,
+            self.body.len()
+        );
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.push_str(&self.body);
+        out.into_bytes()
+    }
+}
+
+/// Parses the request head at the start of `buf`: `Ok(None)` while it is incomplete,
+/// else its length and contents.
+///
+/// # Errors
+/// The 400 or 431 [`Answer`] for a malformed head or too many headers.
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, Answer> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Answer::text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("More than {MAX_HEADERS} request headers"),
+            ));
+        }
+        Err(e) => {
+            return Err(Answer::text(
+                StatusCode::BAD_REQUEST,
+                format!("Malformed HTTP request: {e}"),
+            ));
+        }
+    };
+    let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_owned())),
+        None => (target, None),
+    };
+    let mut map = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes());
+        let value = HeaderValue::from_bytes(h.value);
+        match (name, value) {
+            (Ok(name), Ok(value)) => {
+                map.append(name, value);
+            }
+            _ => {
+                let bad = format!("Malformed request header {:?}", h.name);
+                return Err(Answer::text(StatusCode::BAD_REQUEST, bad));
+            }
+        }
+    }
+    let head = Head {
+        method: req.method.unwrap_or_default().to_owned(),
+        path: path.to_owned(),
+        query,
+        headers: map,
+    };
+    Ok(Some((len, head)))
+}
+
+/// What to do with a complete request head.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Answer 101 with these bytes; the chosen subprotocol, if any.
+    Upgrade {
+        response: Vec<u8>,
+        subprotocol: Option<String>,
+    },
+    /// Answer this and close.
+    Refuse(Answer, Refusal),
+}
+
+/// Why a request was not upgraded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    WrongPath,
+    NotWebSocket { test_page: bool },
+    Invalid(String),
+}
+
+/// Decides on a request head (RFC 6455 section 4.2.1), choosing the subprotocol (section 4.2.2).
+pub(crate) fn decide(config: &Config, head: &Head, tls: bool) -> Decision {
+    if let Some(path) = &config.path
+        && head.path != *path
+    {
+        let answer = Answer::text(
+            StatusCode::NOT_FOUND,
+            format!("No WebSocket here: connect to {path}"),
+        );
+        return Decision::Refuse(answer, Refusal::WrongPath);
+    }
+    let h = &head.headers;
+    if !has_token(h, header::UPGRADE, "websocket") {
+        if config.test_page && head.method == "GET" {
+            let answer = Answer {
+                status: StatusCode::OK,
+                headers: vec![("Cache-Control", "no-store".into())],
+                content_type: "text/html; charset=utf-8",
+                body: TEST_PAGE.to_owned(),
+            };
+            return Decision::Refuse(answer, Refusal::NotWebSocket { test_page: true });
+        }
+        let scheme = if tls || has_token(h, "x-forwarded-proto", "https") {
+            "wss"
+        } else {
+            "ws"
+        };
+        let host = h
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("HOST");
+        let mut answer = Answer::text(
+            StatusCode::UPGRADE_REQUIRED,
+            format!(
+                "This is a WebSocket endpoint: connect with new WebSocket(\"{scheme}://{host}{}\"). \
+                 Behind a proxy, a 426 here means the proxy dropped the Upgrade header.",
+                head.path
+            ),
+        );
+        answer.headers = vec![("Upgrade", "websocket".into())];
+        return Decision::Refuse(answer, Refusal::NotWebSocket { test_page: false });
+    }
+    let invalid = |status, why: &str| {
+        Decision::Refuse(Answer::text(status, why), Refusal::Invalid(why.to_owned()))
+    };
+    if head.method != "GET" {
+        return invalid(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "A WebSocket opening handshake is a GET request",
+        );
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let why = "Only WebSocket version 13 (RFC 6455) is spoken here";
+        let mut answer = Answer::text(StatusCode::UPGRADE_REQUIRED, why);
+        answer.headers = vec![("Sec-WebSocket-Version", "13".into())];
+        return Decision::Refuse(answer, Refusal::Invalid(why.to_owned()));
+    }
+    if !has_token(h, header::CONNECTION, "upgrade") {
+        return invalid(
+            StatusCode::BAD_REQUEST,
+            "No `Connection: Upgrade` header: a proxy in between may drop it (nginx: proxy_set_header Connection \"upgrade\")",
+        );
+    }
+    if !h.contains_key(header::HOST) {
+        return invalid(StatusCode::BAD_REQUEST, "No Host header");
+    }
+    let key = match h.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if key.len() == 24 => key,
+        _ => {
+            return invalid(
+                StatusCode::BAD_REQUEST,
+                "Missing or malformed Sec-WebSocket-Key",
+            );
+        }
+    };
+    let subprotocol = choose_subprotocol(&config.subprotocols, h);
+    let mut response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    if let Some(p) = &subprotocol {
+        response.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    }
+    response.push_str("\r\n");
+    Decision::Upgrade {
+        response: response.into_bytes(),
+        subprotocol,
+    }
+}
+
+/// Whether any instance of header `name` lists `token` (case-insensitive, comma-separated).
+fn has_token(headers: &HeaderMap, name: impl header::AsHeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The first of `ours` (most preferred first) that the client offers in `Sec-WebSocket-Protocol`.
+fn choose_subprotocol(ours: &[String], headers: &HeaderMap) -> Option<String> {
+    if ours.is_empty() {
+        return None;
+    }
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    ours.iter().find(|p| offered.contains(&p.as_str())).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Head {
+        parse_head(text.as_bytes()).unwrap().unwrap().1
+    }
+
+    const UPGRADE: &str = "GET /wss?x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+    #[test]
+    fn rfc_6455_sample_key_gives_the_sample_accept() {
+        let Decision::Upgrade { response, .. } = decide(&Config::default(), &head(UPGRADE), false)
+        else {
+            panic!("expected an upgrade")
+        };
+        let response = String::from_utf8(response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(
+            response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            "{response}"
+        );
+    }
+
+    #[test]
+    fn incomplete_head_waits_and_path_and_query_split() {
+        assert!(parse_head(&UPGRADE.as_bytes()[..30]).unwrap().is_none());
+        let (len, h) = parse_head(UPGRADE.as_bytes()).unwrap().unwrap();
+        assert_eq!(len, UPGRADE.len());
+        assert_eq!((h.path.as_str(), h.query.as_deref()), ("/wss", Some("x=1")));
+    }
+
+    #[test]
+    fn plain_get_gets_426_or_the_test_page() {
+        let get = head("GET /wss HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        let Decision::Refuse(answer, why) = decide(&Config::default(), &get, true) else {
+            panic!()
+        };
+        assert_eq!(answer.status, StatusCode::UPGRADE_REQUIRED);
+        assert!(
+            answer
+                .body
+                .contains("new WebSocket(\"wss://example.com/wss\")"),
+            "{}",
+            answer.body
+        );
+        assert_eq!(why, Refusal::NotWebSocket { test_page: false });
+        let config = Config::default().test_page(true);
+        let Decision::Refuse(answer, _) = decide(&config, &get, true) else {
+            panic!()
+        };
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body.contains("new WebSocket("));
+    }
+
+    #[test]
+    fn bad_handshakes_get_their_status() {
+        let cases = [
+            (
+                UPGRADE.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
+                426,
+            ),
+            (UPGRADE.replace("keep-alive, Upgrade", "keep-alive"), 400),
+            (UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"), 400),
+            (UPGRADE.replace("GET", "POST"), 405),
+        ];
+        for (text, status) in cases {
+            let Decision::Refuse(answer, _) = decide(&Config::default(), &head(&text), false)
+            else {
+                panic!("{text}")
+            };
+            assert_eq!(answer.status.as_u16(), status, "{text}");
+        }
+    }
+
+    #[test]
+    fn malformed_and_oversized_heads_are_refused() {
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
+        let text = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(parse_head(text.as_bytes()).unwrap_err().status, 431);
+        let bytes = parse_head(b"GET / HTTP/1.1\r\n\r\n")
+            .map(|_| ())
+            .map_err(|a| a.to_bytes());
+        assert!(bytes.is_ok());
+    }
+}
