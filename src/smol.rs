@@ -91,6 +91,9 @@ async fn connection<H: Handler>(
         Some(Err(AcceptError::Io(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
             return log::debug!("{peer}: closed before sending anything");
         }
+        Some(Err(e @ AcceptError::NotWebSocket { test_page: true })) => {
+            return log::info!("{peer}: {e}");
+        }
         Some(Err(e)) => return log::warn!("{peer}: {e}"),
         None => {
             return log::warn!(

@@ -4,6 +4,7 @@ import sys
 from harness import tally
 
 import websockets_client  # noqa: F401,E402 - the Python websockets client against wssd
-import proxies  # noqa: F401,E402 - Method 1 through real nginx and Apache
+import proxies  # noqa: F401,E402 - Method 1 through real nginx, Apache and HAProxy
+import browser  # noqa: F401,E402 - the recipe's test in real Chromium
 
 sys.exit(tally())

@@ -1,0 +1,78 @@
+"""The recipe's own test: a real browser (Debian's headless Chromium, driven by playwright-core)
+runs `new WebSocket("wss://...")` against wssd. The browser trusts wssd's local CA through an NSS
+database in its own HOME, as a person would import it; no certificate error is ignored."""
+import json
+import os
+import subprocess
+import sys
+
+from harness import TMP, Wssd, case, free_port, self_signed_dir, tally, wait_for_port
+from servers import Nginx, proxy_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ca = self_signed_dir()
+
+
+def home(trusting):
+    """A HOME whose NSS database trusts wssd's CA, or trusts nothing."""
+    path = os.path.join(TMP, "home-trusting" if trusting else "home-empty")
+    nssdb = os.path.join(path, ".pki", "nssdb")
+    if not os.path.isdir(nssdb):
+        os.makedirs(nssdb)
+        subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
+        if trusting:
+            subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "wssd local CA",
+                            "-i", os.path.join(ca, "ca.pem")], check=True)
+    return path
+
+
+def browser(mode, url, trusting=True):
+    env = dict(os.environ, HOME=home(trusting))
+    out = subprocess.run(["node", os.path.join(HERE, "browser", "browser.mjs"), mode, url],
+                         env=env, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"browser.mjs failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@case("Chromium, Method 2 (wss direct, --reply ok), CA trusted via NSS: the snippet gets ok")
+def _():
+    with Wssd("--self-signed-dir", ca, "--reply", "ok") as srv:
+        result = browser("snippet", srv.url)
+        assert result == {"ok": True, "got": [{"text": "ok"}, {"text": "ok"}]}, result
+
+
+@case("Chromium, echo: a text message comes back as text, an ArrayBuffer as binary")
+def _():
+    with Wssd("--self-signed-dir", ca) as srv:
+        result = browser("snippet", srv.url)
+        assert result == {"ok": True, "got": [{"text": "tom"}, {"binary": [1, 2, 3]}]}, result
+
+
+@case("Chromium without the CA imported is refused (the test can fail)")
+def _():
+    with Wssd("--self-signed-dir", ca, "--reply", "ok") as srv:
+        result = browser("snippet", srv.url, trusting=False)
+        assert result["ok"] is False and result["got"] == [], result
+        assert "handshake" in srv.log() or "TLS" in srv.log(), srv.log()
+
+
+@case("Chromium, Method 1 through real nginx at /wss: the snippet gets its echo")
+def _():
+    with Wssd("--plain", "--path", "/wss") as backend:
+        port = free_port()
+        with Nginx(http=proxy_config("nginx", port, [backend])) as nginx:
+            wait_for_port(port, nginx.proc)
+            result = browser("snippet", f"wss://localhost:{port}/wss")
+            assert result == {"ok": True, "got": [{"text": "tom"}, {"binary": [1, 2, 3]}]}, result
+
+
+@case("Chromium loads --test-page over https and the page's own snippet gets its echo")
+def _():
+    with Wssd("--self-signed-dir", ca, "--test-page") as srv:
+        result = browser("page", srv.url.replace("wss://", "https://") + "/")
+        assert result == {"ok": True, "title": "wssd test page: tom"}, result
+
+
+if __name__ == "__main__":
+    sys.exit(tally())

@@ -1,0 +1,55 @@
+// Runs the recipe's browser test in Debian's headless Chromium and prints one JSON line.
+//
+//   node browser.mjs snippet URL   the recipe's snippet, from a blank page: open, send "tom"
+//                                  and an ArrayBuffer [1, 2, 3], record both replies
+//   node browser.mjs page URL      load the --test-page at URL and wait for its first reply
+//
+// HOME must hold the NSS database (~/.pki/nssdb) that says which CAs to trust; no
+// certificate error is ever ignored. A fresh user data directory is made per run.
+import { chromium } from "playwright-core";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const [mode, url] = process.argv.slice(2);
+const userDataDir = mkdtempSync(join(tmpdir(), "wssd-chromium-"));
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  env: { ...process.env },
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+let result;
+try {
+  const page = await context.newPage();
+  if (mode === "page") {
+    const response = await page.goto(url).catch((e) => ({ error: String(e) }));
+    if (response.error) {
+      result = { ok: false, error: response.error };
+    } else {
+      await page.waitForFunction(() => document.title.includes(":"), null, { timeout: 15000 });
+      result = { ok: true, title: await page.title() };
+    }
+  } else {
+    result = await page.evaluate((url) => new Promise((resolve) => {
+      // The recipe's snippet, plus a binary message.
+      const ws = new WebSocket(url);
+      ws.binaryType = "arraybuffer";
+      const got = [];
+      ws.onopen = () => { ws.send("tom"); ws.send(new Uint8Array([1, 2, 3]).buffer); };
+      ws.onmessage = (e) => {
+        got.push(typeof e.data === "string" ? { text: e.data } : { binary: [...new Uint8Array(e.data)] });
+        if (got.length === 2) { ws.close(1000, "done"); resolve({ ok: true, got }); }
+      };
+      ws.onclose = (e) => resolve({ ok: false, closeCode: e.code, got });
+      setTimeout(() => resolve({ ok: false, error: "no replies within 15 s", got }), 15000);
+    }), url);
+  }
+} finally {
+  await context.close();
+  rmSync(userDataDir, { recursive: true, force: true });
+}
+console.log(JSON.stringify(result));
