@@ -7,11 +7,12 @@ apart from the proxy's 127.0.0.1.
 """
 import os
 import ssl
+import subprocess
 import sys
 
 import websockets
 
-from harness import Wssd, case, free_port, self_signed_dir, tally, wait_for_port
+from harness import WSSD, Wssd, case, free_port, self_signed_dir, tally, wait_for_port
 from servers import Apache, HAProxy, Nginx, proxy_config
 
 CLIENT = ("127.0.0.9", 0)
@@ -168,6 +169,41 @@ backend wssd
 @case("PROXY protocol v2 from HAProxy (send-proxy-v2), TLS at wssd: client IP 127.0.0.9")
 def _():
     return proxy_protocol_v2()
+
+
+def probe(url):
+    out = subprocess.run([WSSD, "probe", url, "--ca", os.path.join(ca, "ca.pem")],
+                         capture_output=True, text=True, timeout=60)
+    return out.returncode, out.stdout
+
+
+@case("wssd probe through nginx without the Upgrade headers names proxy_http_version and Upgrade")
+def _():
+    with Wssd("--plain", "--path", "/wss") as backend:
+        port = free_port()
+        # The classic mistake: a plain proxy_pass, as for any web page.
+        broken = f"""
+server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {os.path.join(ca, "cert.pem")};
+    ssl_certificate_key {os.path.join(ca, "key.pem")};
+    location /wss {{ proxy_pass http://127.0.0.1:{backend.port}; }}
+}}"""
+        with Nginx(http=broken) as nginx:
+            wait_for_port(port, nginx.proc)
+            code, out = probe(f"wss://localhost:{port}/wss")
+        assert code != 0, out
+        assert "proxy_http_version 1.1;" in out and "proxy_set_header Upgrade" in out, out
+
+
+@case("wssd probe through nginx whose wssd upstream is down names the upstream (502)")
+def _():
+    port, dead = free_port(), free_port()
+    with Nginx(http=proxy_config("nginx", port, [type("Dead", (), {"port": dead})])) as nginx:
+        wait_for_port(port, nginx.proc)
+        code, out = probe(f"wss://localhost:{port}/wss")
+    assert code != 0, out
+    assert "HTTP 502" in out and "upstream (wssd) is down" in out, out
 
 
 if __name__ == "__main__":

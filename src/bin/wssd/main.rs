@@ -1,5 +1,6 @@
 //! `wssd`: serve wss (or ws behind a proxy) from the command line.
 
+mod probe;
 mod proxy_config;
 
 use std::io::IsTerminal;
@@ -82,6 +83,7 @@ struct Args {
 #[argh(subcommand)]
 enum Command {
     ProxyConfig(proxy_config::ProxyConfig),
+    Probe(probe::Probe),
 }
 
 /// What the server does with each message.
@@ -124,17 +126,27 @@ impl Handler for Mode {
 
 fn main() -> ExitCode {
     let mut args: Args = argh::from_env();
-    if let Some(Command::ProxyConfig(config)) = args.command.take() {
-        return match config.render() {
-            Ok(text) => {
-                print!("{text}");
+    match args.command.take() {
+        Some(Command::Probe(probe)) => {
+            return if probe.run() {
                 ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("wssd proxy-config: {e}");
+            } else {
                 ExitCode::FAILURE
-            }
-        };
+            };
+        }
+        Some(Command::ProxyConfig(config)) => {
+            return match config.render() {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wssd proxy-config: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     let _ = simple_logger::SimpleLogger::new()
         .with_level(args.log_level)
