@@ -30,7 +30,10 @@ pub type WebSocket<S> = async_tungstenite::WebSocketStream<Stream<S>>;
 /// For TLS, the ClientHello bytes read while sniffing the connection are replayed
 /// to rustls first, then freed.
 #[derive(Debug)]
-pub struct Stream<S>(Transport<S>);
+pub struct Stream<S> {
+    transport: Transport<S>,
+    fragments: FragmentGuard,
+}
 
 #[derive(Debug)]
 enum Transport<S> {
@@ -218,8 +221,11 @@ impl Acceptor {
     ///
     /// # Errors
     /// [`AcceptError::Tls`] when the TLS handshake fails (including clients that offer
-    /// only TLS 1.1 or older), [`AcceptError::WrongPath`] after answering 404, and
-    /// [`AcceptError::Handshake`] for a request that is not a valid WebSocket upgrade.
+    /// only TLS 1.1 or older), [`AcceptError::WrongPath`] after answering 404,
+    /// [`AcceptError::NotWebSocket`] (426) for a request without `Upgrade: websocket`,
+    /// [`AcceptError::BadRequest`] for an invalid opening handshake, [`AcceptError::Io`]
+    /// when the connection fails, [`AcceptError::ProxyHeader`] for a missing PROXY header,
+    /// and [`AcceptError::PlainHttpOnTlsPort`] or [`AcceptError::TlsOnPlainPort`] for the wrong port.
     pub async fn accept<S>(
         &self,
         stream: S,
@@ -229,8 +235,8 @@ impl Acceptor {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let (stream, mut buf, proxied) = self.sniff(stream, peer_addr).await?;
-        let (mut stream, tls) = match &self.config.tls {
-            None => (Stream(Transport::Plain(stream)), None),
+        let (stream, tls) = match &self.config.tls {
+            None => (Transport::Plain(stream), None),
             Some(tls) => {
                 let hello = Rewind {
                     prefix: std::mem::take(&mut buf),
@@ -240,8 +246,13 @@ impl Acceptor {
                 let acceptor = TlsAcceptor::from(tls.clone());
                 let tls = acceptor.accept(hello).await.map_err(AcceptError::Tls)?;
                 let info = tls_info(tls.get_ref().1);
-                (Stream(Transport::Tls(Box::new(tls))), Some(info))
+                (Transport::Tls(Box::new(tls)), Some(info))
             }
+        };
+        let fragments = FragmentGuard::new(self.config.limits.max_fragments);
+        let mut stream = Stream {
+            transport: stream,
+            fragments,
         };
 
         // The request head: `buf` may hold its start already (plain ws).
@@ -298,8 +309,11 @@ impl Acceptor {
             .write_buffer_size(limits.write_buffer_size)
             .max_message_size(Some(limits.max_message_size))
             .max_frame_size(Some(limits.max_frame_size));
-        // Frames the client sent right behind its request are not lost.
+        // Frames the client sent right behind its request are not lost; the guard
+        // scans them first, then everything read after.
         buf.drain(..head_len);
+        stream.fragments.armed = true;
+        stream.fragments.scan(&buf).map_err(AcceptError::Io)?;
         let ws = async_tungstenite::WebSocketStream::from_partially_read(
             stream,
             buf,
@@ -511,10 +525,112 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().0 {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        let this = self.get_mut();
+        let n = match &mut this.transport {
+            Transport::Plain(s) => std::task::ready!(Pin::new(s).poll_read(cx, buf))?,
+            Transport::Tls(s) => std::task::ready!(Pin::new(s).poll_read(cx, buf))?,
+        };
+        this.fragments.scan(&buf[..n])?;
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Counts the frames of the message being received, from the frame headers in the
+/// byte stream (RFC 6455 section 5.2), skipping payloads without looking at them.
+/// It is armed once the opening handshake is done.
+#[derive(Debug)]
+struct FragmentGuard {
+    max: usize,
+    /// Payload bytes left in the current frame.
+    payload_left: u64,
+    /// The current frame header, as far as it has arrived.
+    header: [u8; 14],
+    header_len: u8,
+    /// Frames of the current data message so far.
+    frames: usize,
+    /// Off until the opening handshake is done.
+    armed: bool,
+}
+
+/// The io error a [`FragmentGuard`] raises; the session loop closes with 1009 for it.
+#[derive(Debug)]
+pub(crate) struct TooManyFragments(pub usize);
+
+impl fmt::Display for TooManyFragments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a message in more than {} fragments (Limits::max_fragments)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TooManyFragments {}
+
+impl FragmentGuard {
+    fn new(max: usize) -> Self {
+        FragmentGuard {
+            max,
+            payload_left: 0,
+            header: [0; 14],
+            header_len: 0,
+            frames: 0,
+            armed: false,
         }
+    }
+
+    fn scan(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        if !self.armed {
+            return Ok(());
+        }
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let skip = self.payload_left.min(bytes.len() as u64);
+                self.payload_left -= skip;
+                bytes = &bytes[skip as usize..];
+                continue;
+            }
+            self.header[usize::from(self.header_len)] = bytes[0];
+            self.header_len += 1;
+            bytes = &bytes[1..];
+            let h = &self.header[..usize::from(self.header_len)];
+            if h.len() < 2 {
+                continue;
+            }
+            let extended = match h[1] & 0x7F {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
+            if h.len() < 2 + extended + mask {
+                continue;
+            }
+            let len = match extended {
+                0 => u64::from(h[1] & 0x7F),
+                n => h[2..2 + n]
+                    .iter()
+                    .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+            };
+            let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0F);
+            if opcode < 8 {
+                // A data frame: 0 continues a message, 1 and 2 start one.
+                self.frames = if opcode == 0 { self.frames + 1 } else { 1 };
+                if self.frames > self.max {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        TooManyFragments(self.max),
+                    ));
+                }
+                if fin {
+                    self.frames = 0;
+                }
+            }
+            self.payload_left = len;
+            self.header_len = 0;
+        }
+        Ok(())
     }
 }
 
@@ -524,7 +640,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().0 {
+        match &mut self.get_mut().transport {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
@@ -535,21 +651,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().0 {
+        match &mut self.get_mut().transport {
             Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Transport::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().0 {
+        match &mut self.get_mut().transport {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().0 {
+        match &mut self.get_mut().transport {
             Transport::Plain(s) => Pin::new(s).poll_close(cx),
             Transport::Tls(s) => Pin::new(s).poll_close(cx),
         }

@@ -119,6 +119,11 @@ pub struct Limits {
     /// (message too big). Default 1 MiB: chat, push and game messages are far
     /// smaller, and a small box must not be made to buffer much for one client.
     pub max_message_size: usize,
+    /// The most frames one incoming message may be fragmented into (RFC 6455 section 5.4).
+    /// More closes the connection with 1009. Default 1024: browsers send one frame per
+    /// message, and other clients fragment at kilobytes; this defeats floods of 1-byte
+    /// fragments (the attack of GHSA-96hv-2xvq-fx4p against Node's `ws`).
+    pub max_fragments: usize,
     /// The largest incoming frame payload, in bytes (RFC 6455 section 5.2).
     /// A larger one closes the connection with 1009. Default 1 MiB, as one
     /// message is usually one frame.
@@ -131,20 +136,29 @@ pub struct Limits {
     /// stream; a flush writes whatever is there. Default 16 KiB, one TLS record:
     /// queued messages go out corked into as few records as possible.
     pub write_buffer_size: usize,
-    /// The outgoing queue of each connection, in messages. When it is full,
+    /// The outgoing queue of each connection, in bytes of payload. When it is full,
     /// [`Connection::try_send`](crate::Connection::try_send) fails with
     /// [`SendError::Full`](crate::SendError::Full) and
     /// [`Connection::send`](crate::Connection::send) waits: nothing is dropped
-    /// silently. Default 256.
-    pub send_queue: usize,
+    /// silently. One message larger than the whole queue is still accepted when the
+    /// queue is empty. Default 256 KiB: seconds of chat or push traffic for one client,
+    /// and a bound on what a client that stops reading can cost.
+    pub send_queue_bytes: usize,
     /// How often the server sends a ping (RFC 6455 section 5.5.2), in seconds.
     /// Default 25 s: under the 30 to 60 s idle timeouts of typical proxies, NAT
     /// gateways and mobile networks, so a quiet connection stays open. Zero disables pings.
     pub ping_interval: Duration,
     /// A connection from which nothing (no message, no pong) arrived for this long is
     /// closed with 1001 (going away), in seconds. Checked at each ping, so it acts
-    /// within one `ping_interval` after it expires. Default 60 s: two missed pongs.
+    /// within one `ping_interval` after it expires. A write to a client that stopped
+    /// reading is given this long too, then the connection is dropped.
+    /// Default 60 s: two missed pongs.
     pub idle_timeout: Duration,
+    /// The most connections served at once, enforced by the listener loop
+    /// ([`crate::smol::serve`]). Past it, a new connection on a plain port gets HTTP 503
+    /// and on a TLS port is closed, with a warning at most once a second.
+    /// Default 10,000: about 0.1 GB of a small box's memory with the default buffers.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -154,11 +168,13 @@ impl Default for Limits {
             max_request_header_bytes: 16 << 10,
             max_message_size: 1 << 20,
             max_frame_size: 1 << 20,
+            max_fragments: 1024,
             read_buffer_size: 4 << 10,
             write_buffer_size: 16 << 10,
-            send_queue: 256,
+            send_queue_bytes: 256 << 10,
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::Message;
 use crate::session::{Connection, SendError};
+use crate::{CloseCode, Message};
 
 /// The registry of live connections, by [`Connection::id`]. Cheap to clone; every clone is the same registry.
 ///
@@ -52,7 +52,8 @@ impl Hub {
     /// Queues `msg` for every registered connection except `except`, and returns how many it was queued for.
     ///
     /// The payload is shared, not copied, between recipients. A recipient whose queue
-    /// is full does not get this message; that is logged as a warning, once per recipient.
+    /// is full is a slow consumer: it is closed with 1013 (try again later) and a
+    /// warning, and the others are not held up.
     pub fn broadcast(&self, msg: &Message, except: Option<u64>) -> usize {
         // Snapshot under the lock, send outside it.
         let recipients: Vec<Connection> = self
@@ -65,11 +66,7 @@ impl Hub {
         for conn in recipients {
             match conn.try_send(msg.clone()) {
                 Ok(()) => queued += 1,
-                Err(SendError::Full) => log::warn!(
-                    "broadcast skipped {}: {}",
-                    conn.request().peer_addr,
-                    SendError::Full
-                ),
+                Err(SendError::Full) => close_slow_consumer(&conn),
                 Err(SendError::Closed) => {}
             }
         }
@@ -79,4 +76,14 @@ impl Hub {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Connection>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Closes a connection whose send queue is full with 1013 (try again later), with a warning.
+pub fn close_slow_consumer(conn: &Connection) {
+    log::warn!(
+        "{}: send queue full ({} bytes): the client reads too slowly; closing with 1013",
+        conn.request().client_ip,
+        conn.buffered_bytes()
+    );
+    conn.close(CloseCode::Again, "send queue full: reading too slowly");
 }

@@ -1,7 +1,7 @@
 //! The session loop: frames in, handler out, a bounded send queue, and the close handshake.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_tungstenite::tungstenite::{
@@ -14,9 +14,10 @@ use futures_lite::{StreamExt, future};
 use futures_util::SinkExt;
 
 use crate::Message;
-use crate::accept::{Request, WebSocket};
+use crate::accept::{Request, TooManyFragments, WebSocket};
 use crate::config::Limits;
 use async_io::Timer;
+use event_listener::Event;
 use std::time::Instant;
 
 /// What the embedder's code does when a connection opens, sends a message, and closes.
@@ -62,7 +63,7 @@ pub trait Handler: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The send queue holds [`Limits::send_queue`](crate::Limits::send_queue) messages
+    /// The send queue holds [`Limits::send_queue_bytes`](crate::Limits::send_queue_bytes)
     /// already: the client reads slower than you send. The message was not queued.
     Full,
     /// The connection is closing or closed. The message was not queued.
@@ -93,6 +94,12 @@ struct Shared {
     id: u64,
     request: Request,
     queue: async_channel::Sender<Message>,
+    /// Payload bytes queued and not yet written.
+    queued_bytes: AtomicUsize,
+    /// The queue's cap, in bytes.
+    queue_limit: usize,
+    /// Notified as queued bytes are written, for senders waiting for room.
+    room: Event,
     /// The close frame asked for by [`Connection::close`], sent after the queue drains.
     close: Mutex<Option<CloseFrame>>,
 }
@@ -120,13 +127,11 @@ impl Connection {
     /// Queues a message without waiting.
     ///
     /// # Errors
-    /// [`SendError::Full`] when the send queue is full, [`SendError::Closed`] when the
-    /// connection is closing or gone. The message is then not queued; nothing is dropped silently.
+    /// [`SendError::Full`] when the send queue has no room for it, [`SendError::Closed`]
+    /// when the connection is closing or gone. The message is then not queued; nothing
+    /// is dropped silently.
     pub fn try_send(&self, msg: Message) -> Result<(), SendError> {
-        self.shared.queue.try_send(msg).map_err(|e| match e {
-            async_channel::TrySendError::Full(_) => SendError::Full,
-            async_channel::TrySendError::Closed(_) => SendError::Closed,
-        })
+        self.push(msg).map_err(|(e, _)| e)
     }
 
     /// Queues a message, waiting while the send queue is full (backpressure).
@@ -136,17 +141,37 @@ impl Connection {
     ///
     /// # Errors
     /// [`SendError::Closed`] when the connection is closing or gone.
-    pub async fn send(&self, msg: Message) -> Result<(), SendError> {
-        self.shared
-            .queue
-            .send(msg)
-            .await
-            .map_err(|_| SendError::Closed)
+    pub async fn send(&self, mut msg: Message) -> Result<(), SendError> {
+        loop {
+            // Listen before trying, so that room made in between is not missed.
+            let room = self.shared.room.listen();
+            match self.push(msg) {
+                Err((SendError::Full, back)) => msg = back,
+                done => return done.map_err(|(e, _)| e),
+            }
+            room.await;
+        }
     }
 
-    /// The number of messages queued and not yet written.
-    pub fn queued(&self) -> usize {
-        self.shared.queue.len()
+    /// Queues `msg` if there is room; on failure, hands it back.
+    fn push(&self, msg: Message) -> Result<(), (SendError, Message)> {
+        let shared = &*self.shared;
+        let size = payload_len(&msg);
+        let before = shared.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        // One message larger than the whole cap still fits into an empty queue.
+        if before > 0 && before + size > shared.queue_limit {
+            shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            return Err((SendError::Full, msg));
+        }
+        shared.queue.try_send(msg).map_err(|e| {
+            shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            (SendError::Closed, e.into_inner())
+        })
+    }
+
+    /// The payload bytes queued on this connection and not yet written.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::Acquire)
     }
 
     /// Starts the closing handshake (RFC 6455 section 7.1.2) with this close code and reason.
@@ -201,7 +226,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler + ?Sized,
 {
-    let (tx, rx) = async_channel::bounded(limits.send_queue.max(1));
+    // Unbounded in messages; bounded in bytes by `Connection::push`.
+    let (tx, rx) = async_channel::unbounded();
     let mut ticks = if limits.ping_interval.is_zero() {
         Timer::never()
     } else {
@@ -213,6 +239,9 @@ where
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             request,
             queue: tx,
+            queued_bytes: AtomicUsize::new(0),
+            queue_limit: limits.send_queue_bytes,
+            room: Event::new(),
             close: Mutex::new(None),
         }),
     };
@@ -220,7 +249,7 @@ where
     let mut peer_close = None;
     handler.on_open(&conn);
 
-    enum Event {
+    enum Step {
         Queued(Result<Message, async_channel::RecvError>),
         Frame(Option<Result<Message, tungstenite::Error>>),
         Tick,
@@ -228,18 +257,18 @@ where
     loop {
         // Writes first: the queue drains before the next read, so a flood of
         // incoming messages cannot grow it past what one callback queues.
-        let queued = async { Event::Queued(rx.recv().await) };
-        let frame = async { Event::Frame(ws.next().await) };
+        let queued = async { Step::Queued(rx.recv().await) };
+        let frame = async { Step::Frame(ws.next().await) };
         let tick = async {
             ticks.next().await;
-            Event::Tick
+            Step::Tick
         };
         let event = future::or(queued, future::or(tick, frame)).await;
-        if let Event::Frame(Some(Ok(_))) = event {
+        if let Step::Frame(Some(Ok(_))) = event {
             last_heard = Instant::now();
         }
         match event {
-            Event::Tick if last_heard.elapsed() >= limits.idle_timeout => {
+            Step::Tick if last_heard.elapsed() >= limits.idle_timeout => {
                 let idle = last_heard.elapsed().as_secs();
                 summary.close_code = Some(CloseCode::Away);
                 summary.error = Some(format!(
@@ -252,26 +281,48 @@ where
                 let _ = ws.close(Some(frame)).await; // the peer is likely gone: do not wait for it
                 break;
             }
-            Event::Tick => {
+            Step::Tick => {
                 if let Err(e) = ws.send(Message::Ping(Default::default())).await {
                     summary.error = Some(format!("ping failed: {e}"));
                     break;
                 }
             }
-            Event::Queued(Ok(msg)) => {
-                let mut result = ws.feed(msg).await;
-                summary.messages_out += 1;
-                while result.is_ok() {
-                    let Ok(msg) = rx.try_recv() else { break };
-                    result = ws.feed(msg).await;
+            Step::Queued(Ok(msg)) => {
+                // Cork: feed what is queued, then flush once; a client that stops
+                // reading gets `idle_timeout` to drain it.
+                let mut written = payload_len(&msg);
+                let cork = async {
+                    ws.feed(msg).await?;
                     summary.messages_out += 1;
-                }
-                if let Err(e) = result.and(ws.flush().await) {
-                    summary.error = Some(format!("write failed: {e}"));
-                    break;
+                    while let Ok(msg) = rx.try_recv() {
+                        written += payload_len(&msg);
+                        ws.feed(msg).await?;
+                        summary.messages_out += 1;
+                    }
+                    ws.flush().await
+                };
+                let result = timeout(limits.idle_timeout, cork).await;
+                conn.shared
+                    .queued_bytes
+                    .fetch_sub(written, Ordering::AcqRel);
+                conn.shared.room.notify(usize::MAX);
+                match result {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        summary.error = Some(format!("write failed: {e}"));
+                        break;
+                    }
+                    None => {
+                        summary.error = Some(format!(
+                            "the client read nothing for {} s while {} bytes waited: dropped (a slow or stalled consumer)",
+                            limits.idle_timeout.as_secs(),
+                            conn.buffered_bytes() + written,
+                        ));
+                        break;
+                    }
                 }
             }
-            Event::Queued(Err(_)) => {
+            Step::Queued(Err(_)) => {
                 // Connection::close was called and the queue is drained.
                 let frame = conn
                     .shared
@@ -285,7 +336,7 @@ where
                 while let Some(Ok(_)) = ws.next().await {}
                 break;
             }
-            Event::Frame(Some(Ok(msg))) => match msg {
+            Step::Frame(Some(Ok(msg))) => match msg {
                 Message::Text(_) | Message::Binary(_) => {
                     summary.messages_in += 1;
                     handler.on_message(&conn, msg);
@@ -297,8 +348,8 @@ where
                 }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             },
-            Event::Frame(None) => break,
-            Event::Frame(Some(Err(e))) => {
+            Step::Frame(None) => break,
+            Step::Frame(Some(Err(e))) => {
                 if let Some(code) = fail_code(&e) {
                     summary.close_code = Some(code);
                     let reason = truncate_reason(&e.to_string()).to_owned();
@@ -325,6 +376,9 @@ where
 fn fail_code(e: &tungstenite::Error) -> Option<CloseCode> {
     match e {
         tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
+        tungstenite::Error::Io(e) if e.get_ref().is_some_and(|e| e.is::<TooManyFragments>()) => {
+            Some(CloseCode::Size)
+        }
         tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
         tungstenite::Error::Protocol(
             ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,
@@ -332,6 +386,25 @@ fn fail_code(e: &tungstenite::Error) -> Option<CloseCode> {
         tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
         _ => None,
     }
+}
+
+/// The payload length of a message, in bytes: what it costs in the send queue.
+fn payload_len(msg: &Message) -> usize {
+    match msg {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(_) => 0,
+        Message::Frame(f) => f.len(),
+    }
+}
+
+/// `fut`'s output, or `None` if `limit` passes first.
+async fn timeout<T>(limit: std::time::Duration, fut: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        Timer::after(limit).await;
+        None
+    })
+    .await
 }
 
 /// Cuts `reason` to at most 123 bytes on a character boundary (RFC 6455 section 5.5).

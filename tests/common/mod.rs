@@ -30,8 +30,14 @@ impl std::fmt::Debug for Duplex {
 
 /// Two connected ends: what one writes, the other reads.
 pub fn duplex() -> (Duplex, Duplex) {
-    let (r1, w1) = piper::pipe(64 * 1024);
-    let (r2, w2) = piper::pipe(64 * 1024);
+    duplex_with(64 * 1024)
+}
+
+/// Two connected ends whose pipes hold `capacity` bytes each way: a writer blocks when
+/// the reader falls that far behind, like a full TCP window.
+pub fn duplex_with(capacity: usize) -> (Duplex, Duplex) {
+    let (r1, w1) = piper::pipe(capacity);
+    let (r2, w2) = piper::pipe(capacity);
     (
         Duplex {
             read: r1,

@@ -112,8 +112,8 @@ impl Handler for Mode {
                 Ok(())
             }
         };
-        if let Err(e) = sent {
-            log::warn!("{}: reply not sent: {e}", conn.request().peer_addr);
+        if let Err(wssd::SendError::Full) = sent {
+            wssd::hub::close_slow_consumer(conn);
         }
     }
 

@@ -1,0 +1,185 @@
+//! Limits over in-memory pipes: the fragment guard, and the byte-bounded send queue.
+
+mod common;
+
+use common::{duplex, duplex_with, peer};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use futures_util::StreamExt;
+use wssd::{Acceptor, CloseCode, Config, Connection, Handler, Limits, Message, SendError};
+
+/// Echoes, and hands each new connection to the test.
+struct Echo(async_channel::Sender<Connection>);
+
+impl Handler for Echo {
+    fn on_open(&self, conn: &Connection) {
+        self.0.try_send(conn.clone()).unwrap();
+    }
+    fn on_message(&self, conn: &Connection, msg: Message) {
+        conn.try_send(msg).unwrap();
+    }
+}
+
+/// A masked client frame with this first byte (FIN and opcode) and payload.
+fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut out = vec![first, 0x80 | payload.len() as u8, 0, 0, 0, 0]; // mask key 0: payload as is
+    out.extend_from_slice(payload);
+    out
+}
+
+async fn serve(
+    server_end: common::Duplex,
+    limits: Limits,
+    conns: async_channel::Sender<Connection>,
+) -> wssd::session::SessionSummary {
+    let acceptor = Acceptor::new(Config::default().limits(limits));
+    let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
+    wssd::session::serve(ws, request, &Echo(conns), &limits).await
+}
+
+#[test]
+fn a_flood_of_one_byte_fragments_is_closed_with_1009() {
+    let (server_end, client_end) = duplex();
+    let (conns, _keep) = async_channel::unbounded();
+    let client = async {
+        let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        let mut raw = ws.into_inner();
+        let mut flood = frame(0x01, b"a"); // text, not final
+        for _ in 0..2000 {
+            flood.extend(frame(0x00, b"a")); // continuation, not final
+        }
+        // The server may close before reading all of it.
+        let _ = raw.write_all(&flood).await;
+        let mut head = [0u8; 4];
+        raw.read_exact(&mut head).await.unwrap();
+        head
+    };
+    let (summary, head) = future::block_on(future::zip(
+        serve(server_end, Limits::default(), conns),
+        client,
+    ));
+    assert_eq!(head[0], 0x88, "a close frame");
+    assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1009);
+    assert_eq!(summary.close_code, Some(CloseCode::Size));
+    assert!(summary.error.unwrap().contains("fragments"));
+}
+
+#[test]
+fn a_message_in_a_few_fragments_arrives_whole() {
+    let (server_end, client_end) = duplex();
+    let (conns, _keep) = async_channel::unbounded();
+    let client = async {
+        let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        let mut raw = ws.into_inner();
+        let mut message = frame(0x01, b"to");
+        message.extend(frame(0x89, b"")); // a ping between fragments is allowed
+        message.extend(frame(0x00, b"m"));
+        message.extend(frame(0x80, b"!")); // final continuation
+        raw.write_all(&message).await.unwrap();
+        let mut ws = async_tungstenite::WebSocketStream::from_raw_socket(
+            raw,
+            wssd::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            got.push(ws.next().await.unwrap().unwrap());
+        }
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+        got
+    };
+    let (_, got) = future::block_on(future::zip(
+        serve(server_end, Limits::default(), conns),
+        client,
+    ));
+    assert_eq!(
+        got,
+        vec![Message::Pong(Default::default()), Message::text("tom!")]
+    );
+}
+
+#[test]
+fn a_full_send_queue_says_full_then_send_waits_and_nothing_is_lost() {
+    // A 1 KiB pipe: the server's writes stall until the client reads.
+    let (server_end, client_end) = duplex_with(1024);
+    let limits = Limits {
+        send_queue_bytes: 1024,
+        ..Limits::default()
+    };
+    let (conns, opened) = async_channel::unbounded();
+    let big = Message::binary(vec![7u8; 4096]);
+    let (reading_tx, reading) = async_channel::bounded::<()>(1);
+    let app = async {
+        let conn: Connection = opened.recv().await.unwrap();
+        // An empty queue takes one message larger than its cap.
+        conn.try_send(big.clone()).unwrap();
+        assert_eq!(conn.buffered_bytes(), 4096);
+        // It is not written yet (the client is not reading): no room for more.
+        assert_eq!(conn.try_send(Message::text("small")), Err(SendError::Full));
+        // `send` waits for room instead; the client starts reading now.
+        reading_tx.send(()).await.unwrap();
+        conn.send(Message::text("small")).await.unwrap();
+        conn.close(CloseCode::Normal, "done");
+    };
+    let client = async {
+        let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        reading.recv().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(Ok(msg)) = ws.next().await {
+            got.push(msg);
+        }
+        got
+    };
+    let ((summary, ()), got) = future::block_on(future::zip(
+        future::zip(serve(server_end, limits, conns), app),
+        client,
+    ));
+    assert_eq!(
+        got.len(),
+        3,
+        "{:?}",
+        got.iter().map(|m| m.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(got[0], big);
+    assert_eq!(got[1], Message::text("small"));
+    assert!(matches!(&got[2], Message::Close(Some(f)) if f.code == CloseCode::Normal));
+    assert_eq!(summary.messages_out, 2);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_the_idle_timeout() {
+    let (server_end, client_end) = duplex_with(1024);
+    let limits = Limits {
+        idle_timeout: std::time::Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let (conns, opened) = async_channel::unbounded();
+    let app = async {
+        let conn: Connection = opened.recv().await.unwrap();
+        conn.try_send(Message::binary(vec![0u8; 64 * 1024]))
+            .unwrap();
+    };
+    let client = async {
+        // Handshake, then never read again; keep the pipe open until the server gives up.
+        let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        ws
+    };
+    let ((summary, ()), _ws) = future::block_on(future::zip(
+        future::zip(serve(server_end, limits, conns), app),
+        client,
+    ));
+    assert!(
+        summary.error.unwrap().contains("read nothing"),
+        "a stalled consumer is named"
+    );
+}
