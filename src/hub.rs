@@ -73,6 +73,15 @@ impl Hub {
         queued
     }
 
+    /// Starts the closing handshake on every registered connection, with this close code
+    /// and reason; each one writes what is already queued first.
+    pub fn close_all(&self, code: CloseCode, reason: &str) {
+        let all: Vec<Connection> = self.lock().values().cloned().collect();
+        for conn in all {
+            conn.close(code, reason);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Connection>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }

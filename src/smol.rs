@@ -7,20 +7,70 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use event_listener::Event;
+use smol::io::AsyncWriteExt;
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer, future};
 
-use crate::{AcceptError, Acceptor, Handler, session};
+use crate::{
+    AcceptError, Acceptor, CloseCode, CloseFrame, Connection, Handler, Hub, Message, session,
+};
 
-/// Accepts connections on `listener` forever, running each on `executor`.
+/// Stops a running server gracefully; cheap to clone, and every clone is the same switch.
+///
+/// [`Shutdown::trigger`] makes [`serve`] stop accepting, close every connection with
+/// 1001 (going away, RFC 6455 section 7.4.1) after the messages already queued on it
+/// are written, and return once they have all ended or the shutdown timeout passed.
+/// The `wssd` binary triggers it on SIGINT and SIGTERM.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    inner: Arc<ShutdownInner>,
+}
+
+#[derive(Debug, Default)]
+struct ShutdownInner {
+    triggered: AtomicBool,
+    event: Event,
+}
+
+impl Shutdown {
+    /// Starts the graceful shutdown. Calling it again does nothing more.
+    pub fn trigger(&self) {
+        self.inner.triggered.store(true, Ordering::SeqCst);
+        self.inner.event.notify(usize::MAX);
+    }
+
+    /// Whether [`Shutdown::trigger`] was called.
+    pub fn is_triggered(&self) -> bool {
+        self.inner.triggered.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once [`Shutdown::trigger`] is called.
+    pub async fn wait(&self) {
+        loop {
+            let listener = self.inner.event.listen();
+            if self.is_triggered() {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` is triggered, running each on `executor`.
 ///
 /// Each connection gets `TCP_NODELAY`, the handshake under
 /// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout), then the
 /// session loop. One info line is logged per open and one per close (client IP and peer, path,
 /// TLS version, duration in seconds, messages in and out, close code); a failed
 /// handshake is one warn line. One bad client never affects another.
+///
+/// Past [`Limits::max_connections`](crate::Limits::max_connections) live connections, a new
+/// one is refused: HTTP 503 on a plain port, a close on a TLS port, and a warning at most
+/// once a second. On shutdown, connections get up to `shutdown_timeout` to finish.
 ///
 /// # Errors
 /// None in practice: accept errors (such as running out of file descriptors) are
@@ -30,48 +80,204 @@ pub async fn serve<H: Handler>(
     acceptor: Acceptor,
     handler: Arc<H>,
     executor: Arc<Executor<'static>>,
+    shutdown: Shutdown,
+    shutdown_timeout: Duration,
 ) -> io::Result<()> {
+    let tracked = Arc::new(Tracked {
+        inner: handler,
+        live: Hub::default(),
+        shutdown: shutdown.clone(),
+    });
+    let open = Arc::new(AtomicUsize::new(0));
+    // Each connection task holds a clone; `recv` fails once all are dropped.
+    let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+    let mut refusals = Refusals::default();
+    let max = acceptor.config().limits.max_connections;
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        });
+        let (stream, peer) = match accepted.await {
+            None => break,
+            Some(Ok(accepted)) => accepted,
+            Some(Err(e)) => {
                 log::warn!("accept failed: {e} (too many open files? raise `ulimit -n`)");
                 Timer::after(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let (acceptor, handler) = (acceptor.clone(), handler.clone());
+        if open.load(Ordering::Acquire) >= max {
+            refusals.refused(max);
+            if acceptor.config().tls.is_none() {
+                executor.spawn(busy(stream)).detach();
+            }
+            continue;
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        let guard = OpenGuard {
+            open: open.clone(),
+            _done: done_tx.clone(),
+        };
+        let (acceptor, tracked) = (acceptor.clone(), tracked.clone());
         executor
-            .spawn(connection(stream, peer, acceptor, handler))
+            .spawn(async move {
+                connection(stream, peer, acceptor, tracked).await;
+                drop(guard);
+            })
             .detach();
     }
+
+    // Graceful shutdown: no new connections; 1001 to every live one after its queue drains.
+    drop(listener);
+    let live = tracked.live.count();
+    log::info!(
+        "shutting down: closing {live} connections with 1001 (up to {} s)",
+        shutdown_timeout.as_secs()
+    );
+    tracked
+        .live
+        .close_all(CloseCode::Away, "server shutting down");
+    drop(done_tx);
+    let all_done = async { while done_rx.recv().await.is_ok() {} };
+    let finished = future::or(
+        async {
+            all_done.await;
+            true
+        },
+        async {
+            Timer::after(shutdown_timeout).await;
+            false
+        },
+    );
+    if finished.await {
+        log::info!("shutdown complete");
+    } else {
+        log::warn!(
+            "shutdown timeout: {} connections still open, dropped",
+            open.load(Ordering::Acquire)
+        );
+    }
+    Ok(())
 }
 
-/// Runs [`serve`] on a new multi-threaded executor with `threads` threads (at least 1), blocking the calling thread.
+/// Runs [`serve`] on a new multi-threaded executor with `threads` threads (at least 1),
+/// blocking the calling thread until `shutdown` is triggered and connections are done.
 ///
 /// # Errors
-/// As [`serve`]; it only returns on error.
+/// As [`serve`].
 pub fn run<H: Handler>(
     listener: TcpListener,
     acceptor: Acceptor,
     handler: Arc<H>,
     threads: usize,
+    shutdown: Shutdown,
+    shutdown_timeout: Duration,
 ) -> io::Result<()> {
     let executor = Arc::new(Executor::new());
+    let stop = Shutdown::default(); // ends the worker threads once serving is over
     for n in 1..threads.max(1) {
-        let executor = executor.clone();
+        let (executor, stop) = (executor.clone(), stop.clone());
         std::thread::Builder::new()
             .name(format!("wssd-{n}"))
-            .spawn(move || future::block_on(executor.run(future::pending::<()>())))?;
+            .spawn(move || future::block_on(executor.run(stop.wait())))?;
     }
-    future::block_on(executor.run(serve(listener, acceptor, handler, executor.clone())))
+    let served = future::block_on(executor.run(serve(
+        listener,
+        acceptor,
+        handler,
+        executor.clone(),
+        shutdown,
+        shutdown_timeout,
+    )));
+    stop.trigger();
+    served
+}
+
+/// The handler, plus the registry of live connections that shutdown closes.
+struct Tracked<H> {
+    inner: Arc<H>,
+    live: Hub,
+    shutdown: Shutdown,
+}
+
+impl<H: Handler> Handler for Tracked<H> {
+    fn on_open(&self, conn: &Connection) {
+        self.live.add(conn);
+        // Opened while the shutdown sweep ran: close it too.
+        if self.shutdown.is_triggered() {
+            conn.close(CloseCode::Away, "server shutting down");
+        }
+        self.inner.on_open(conn);
+    }
+    fn on_message(&self, conn: &Connection, msg: Message) {
+        self.inner.on_message(conn, msg);
+    }
+    fn on_close(&self, conn: &Connection, close: Option<&CloseFrame>) {
+        self.live.remove(conn.id());
+        self.inner.on_close(conn, close);
+    }
+}
+
+/// Counts a connection as open until dropped; its `_done` sender tells shutdown when
+/// the last connection has ended.
+struct OpenGuard {
+    open: Arc<AtomicUsize>,
+    _done: async_channel::Sender<()>,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Refused connections, and when the last warning was logged.
+#[derive(Default)]
+struct Refusals {
+    since_warning: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Refusals {
+    fn refused(&mut self, max: usize) {
+        self.since_warning += 1;
+        if self
+            .last_warning
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            log::warn!(
+                "{max} connections open (Limits::max_connections, --max-connections): refused {} new ones",
+                self.since_warning
+            );
+            self.since_warning = 0;
+            self.last_warning = Some(Instant::now());
+        }
+    }
+}
+
+/// Answers 503 on a plain port that is at its connection limit.
+async fn busy(mut stream: TcpStream) {
+    let body = "Too many connections: try again later\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.close().await;
+    };
+    let give_up = async {
+        Timer::after(Duration::from_secs(1)).await;
+    };
+    future::or(write, give_up).await;
 }
 
 async fn connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: Acceptor,
-    handler: Arc<H>,
+    handler: Arc<Tracked<H>>,
 ) {
     let _ = stream.set_nodelay(true);
     let limits = acceptor.config().limits;

@@ -19,11 +19,13 @@
 //! # Ok::<(), wssd::tls::TlsError>(())
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use futures_rustls::rustls::server::ResolvesServerCert;
 use futures_rustls::rustls::{
     self, ServerConfig, crypto::CryptoProvider, crypto::ring::default_provider, sign::CertifiedKey,
     sign::SingleCertAndKey,
@@ -192,11 +194,20 @@ pub fn from_pem_files(
     cert: impl AsRef<Path>,
     key: impl AsRef<Path>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let (cert, key) = (cert.as_ref(), key.as_ref());
+    Ok(server_config(load_certified_key(
+        cert.as_ref(),
+        key.as_ref(),
+    )?))
+}
+
+/// Loads a PEM certificate chain and private key and checks that they belong together.
+///
+/// # Errors
+/// As [`from_pem_files`].
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let chain = load_certificate_chain(cert)?;
     let key_der = load_private_key(key)?;
-    let certified = certified_key(chain, key_der, cert, key)?;
-    Ok(server_config(certified))
+    certified_key(chain, key_der, cert, key)
 }
 
 /// Reads a PEM certificate chain: the leaf first, then the intermediates (RFC 5246 section 7.4.2).
@@ -275,13 +286,83 @@ pub fn certified_key(
 ///
 /// Uses rustls' `ring` crypto provider.
 pub fn server_config(certified: CertifiedKey) -> Arc<ServerConfig> {
+    config_with(Arc::new(SingleCertAndKey::from(certified)))
+}
+
+fn config_with(resolver: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("the ring provider supports TLS 1.2 and 1.3")
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
+}
+
+/// Certificates that can be replaced while the server runs, chosen by SNI (RFC 6066 section 3).
+///
+/// New TLS handshakes use whatever is current; connections already open keep the
+/// certificate they were made with. A client that sends no SNI, or a name with no
+/// certificate of its own, gets the default one.
+///
+/// ```no_run
+/// use std::path::Path;
+/// use wssd::tls::{CertResolver, load_certified_key};
+///
+/// let resolver = CertResolver::new(load_certified_key(Path::new("a.pem"), Path::new("a.key"))?);
+/// resolver.set_for_name("b.example.com", load_certified_key(Path::new("b.pem"), Path::new("b.key"))?);
+/// let config = wssd::Config::default().tls(resolver.server_config());
+/// // Later, after renewal (on SIGHUP, say): new handshakes get the new certificate.
+/// resolver.set_default(load_certified_key(Path::new("a.pem"), Path::new("a.key"))?);
+/// # Ok::<(), wssd::tls::TlsError>(())
+/// ```
+#[derive(Debug)]
+pub struct CertResolver {
+    default: RwLock<Arc<CertifiedKey>>,
+    by_name: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl CertResolver {
+    /// A resolver with this default certificate and no names of its own.
+    pub fn new(default: CertifiedKey) -> Arc<Self> {
+        Arc::new(CertResolver {
+            default: RwLock::new(Arc::new(default)),
+            by_name: RwLock::default(),
+        })
+    }
+
+    /// Replaces the default certificate, for handshakes from now on.
+    pub fn set_default(&self, certified: CertifiedKey) {
+        *self.default.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(certified);
+    }
+
+    /// Sets or replaces the certificate for one SNI host name (case-insensitive).
+    pub fn set_for_name(&self, name: &str, certified: CertifiedKey) {
+        let mut map = self.by_name.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(name.to_ascii_lowercase(), Arc::new(certified));
+    }
+
+    /// The server configuration that takes its certificates from this resolver.
+    pub fn server_config(self: &Arc<Self>) -> Arc<ServerConfig> {
+        config_with(self.clone())
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = hello.server_name() {
+            let map = self.by_name.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(certified) = map.get(&name.to_ascii_lowercase()) {
+                return Some(certified.clone());
+            }
+        }
+        Some(
+            self.default
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
 }
 
 /// The SHA-256 fingerprint of a DER certificate, as colon-separated upper-case hex (the form browsers and `openssl x509 -fingerprint -sha256` show).

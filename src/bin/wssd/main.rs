@@ -1,5 +1,6 @@
 //! `wssd`: serve wss (or ws behind a proxy) from the command line.
 
+mod certs;
 mod probe;
 mod proxy_config;
 
@@ -11,8 +12,10 @@ use std::sync::Arc;
 
 use argh::FromArgs;
 use log::LevelFilter;
+use std::time::Duration;
 use wssd::forwarded::IpNet;
-use wssd::{Config, Connection, Handler, Hub, Message, tls};
+use wssd::smol::Shutdown;
+use wssd::{Config, Connection, Handler, Hub, Limits, Message};
 
 #[derive(FromArgs)]
 /// wssd: a WebSocket-over-TLS (wss) server. With no arguments it serves
@@ -41,6 +44,11 @@ struct Args {
     /// serve plain ws:// without TLS, behind a TLS-terminating proxy such as nginx
     #[argh(switch)]
     plain: bool,
+
+    /// serve NAME from its own PEM certificate and key on the same port, chosen by SNI;
+    /// repeatable, reloaded on SIGHUP like --cert (as NAME=CERT,KEY)
+    #[argh(option, from_str_fn(certs::parse_sni))]
+    sni: Vec<certs::SniCert>,
 
     /// accept WebSockets only on this path, such as /wss; others get 404 (default: any path)
     #[argh(option)]
@@ -74,6 +82,46 @@ struct Args {
     /// relay each message to every other connected client instead of echoing it
     #[argh(switch)]
     broadcast: bool,
+
+    /// seconds for the TLS and WebSocket handshakes, against slowloris (default 10)
+    #[argh(option, default = "10")]
+    handshake_timeout: u64,
+
+    /// the largest handshake request head, in bytes; more gets 431 (default 16384)
+    #[argh(option, default = "16384")]
+    max_header_bytes: usize,
+
+    /// the most connections at once; more get 503 or a close (default 10000)
+    #[argh(option, default = "10000")]
+    max_connections: usize,
+
+    /// the largest incoming message, in bytes; more closes with 1009 (default 1048576)
+    #[argh(option, default = "1 << 20")]
+    max_message_size: usize,
+
+    /// the largest incoming frame, in bytes; more closes with 1009 (default 1048576)
+    #[argh(option, default = "1 << 20")]
+    max_frame_size: usize,
+
+    /// the most fragments in one incoming message; more closes with 1009 (default 1024)
+    #[argh(option, default = "1024")]
+    max_fragments: usize,
+
+    /// each connection's send queue, in bytes; a client that falls further behind is closed with 1013 (default 262144)
+    #[argh(option, default = "256 << 10")]
+    send_queue_bytes: usize,
+
+    /// seconds between server pings; 0 disables them (default 25)
+    #[argh(option, default = "25")]
+    ping_interval: u64,
+
+    /// seconds without any message or pong before closing with 1001 (default 60)
+    #[argh(option, default = "60")]
+    idle_timeout: u64,
+
+    /// seconds to finish open connections after SIGINT or SIGTERM (default 10)
+    #[argh(option, default = "10")]
+    shutdown_timeout: u64,
 
     #[argh(subcommand)]
     command: Option<Command>,
@@ -166,12 +214,33 @@ fn run(args: Args) -> Result<(), String> {
     if args.reply.is_some() && args.broadcast {
         return Err("--reply and --broadcast exclude each other: choose one".into());
     }
-    let (tls, trust_hint) = tls_config(&args)?;
+    let tls = certs::setup(certs::TlsArgs {
+        cert: &args.cert,
+        key: &args.key,
+        sni: &args.sni,
+        plain: args.plain,
+        self_signed: args.self_signed,
+        self_signed_dir: &args.self_signed_dir,
+    })?;
+    let secs = Duration::from_secs;
+    let limits = Limits {
+        handshake_timeout: secs(args.handshake_timeout),
+        max_request_header_bytes: args.max_header_bytes,
+        max_connections: args.max_connections,
+        max_message_size: args.max_message_size,
+        max_frame_size: args.max_frame_size,
+        max_fragments: args.max_fragments,
+        send_queue_bytes: args.send_queue_bytes,
+        ping_interval: secs(args.ping_interval),
+        idle_timeout: secs(args.idle_timeout),
+        ..Limits::default()
+    };
     let mut config = Config {
-        tls,
+        tls: tls.config,
         path: args.path.clone(),
         proxy_protocol: args.proxy_protocol,
         test_page: args.test_page,
+        limits,
         ..Config::default()
     };
     if !args.trusted_proxy.is_empty() {
@@ -200,7 +269,7 @@ fn run(args: Args) -> Result<(), String> {
     println!(
         "  ws = new WebSocket(\"{url}\"); ws.onmessage = e => console.log(e.data); ws.onopen = () => ws.send(\"tom\");"
     );
-    if let Some(hint) = trust_hint {
+    if let Some(hint) = tls.trust_hint {
         println!("{hint}");
     }
 
@@ -213,56 +282,47 @@ fn run(args: Args) -> Result<(), String> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let acceptor = wssd::Acceptor::new(config);
-    wssd::smol::run(listener, acceptor, Arc::new(mode), threads).map_err(|e| e.to_string())
+    let shutdown = Shutdown::default();
+    watch_signals(shutdown.clone(), tls.files).map_err(|e| format!("cannot watch signals: {e}"))?;
+    let timeout = secs(args.shutdown_timeout);
+    wssd::smol::run(
+        listener,
+        acceptor,
+        Arc::new(mode),
+        threads,
+        shutdown,
+        timeout,
+    )
+    .map_err(|e| e.to_string())
 }
 
-type TlsSetup = (Option<Arc<wssd::rustls::ServerConfig>>, Option<String>);
-
-/// The TLS configuration the flags ask for, and a line telling how to trust it.
-fn tls_config(args: &Args) -> Result<TlsSetup, String> {
-    let self_signed = args.self_signed || args.self_signed_dir.is_some();
-    match (&args.cert, &args.key, args.plain, self_signed) {
-        (Some(_), None, ..) => Err("--cert needs --key: pass the private key file too".into()),
-        (None, Some(_), ..) => Err("--key needs --cert: pass the certificate file too".into()),
-        (Some(_), Some(_), true, _) | (None, None, true, true) => Err(
-            "--plain serves ws:// without TLS: drop --plain, or drop the certificate options"
-                .into(),
-        ),
-        (Some(_), Some(_), _, true) => {
-            Err("--self-signed and --cert/--key exclude each other: choose one".into())
-        }
-        (Some(cert), Some(key), false, false) => {
-            let config = tls::from_pem_files(cert, key).map_err(|e| e.to_string())?;
-            log::info!(
-                "TLS certificate chain {}, private key {}",
-                cert.display(),
-                key.display()
-            );
-            Ok((Some(config), None))
-        }
-        (None, None, true, false) => Ok((None, None)),
-        (None, None, false, _) => {
-            let generated = match &args.self_signed_dir {
-                Some(dir) => tls::SelfSigned::load_or_create(dir),
-                None => tls::SelfSigned::generate(),
-            }
-            .map_err(|e| e.to_string())?;
-            let config = generated.server_config().map_err(|e| e.to_string())?;
-            let leaf = generated.leaf().map_err(|e| e.to_string())?;
-            log::info!(
-                "self-signed certificate, SHA-256 fingerprint {}",
-                tls::fingerprint(&leaf)
-            );
-            let hint = match &args.self_signed_dir {
-                Some(dir) => format!(
-                    "The certificate is signed by a local CA: trust {} in the browser or client first.",
-                    dir.join("ca.pem").display()
-                ),
-                None => "The certificate is self-signed and new each start: open the https:// form of that URL once and accept the warning, or use --self-signed-dir DIR and trust DIR/ca.pem.".to_string(),
-            };
-            Ok((Some(config), Some(hint)))
-        }
-    }
+/// SIGINT and SIGTERM start the graceful shutdown (a second one exits at once);
+/// SIGHUP reloads the certificate files.
+fn watch_signals(shutdown: Shutdown, files: Option<certs::Files>) -> std::io::Result<()> {
+    use async_signal::{Signal, Signals};
+    use futures_lite::StreamExt;
+    let mut signals = Signals::new([Signal::Int, Signal::Term, Signal::Hup])?;
+    std::thread::Builder::new()
+        .name("wssd-signals".into())
+        .spawn(move || {
+            smol::block_on(async {
+                while let Some(Ok(signal)) = signals.next().await {
+                    match (signal, &files) {
+                        (Signal::Hup, Some(files)) => files.reload(),
+                        (Signal::Hup, None) => log::warn!("SIGHUP: no certificate files to reload"),
+                        _ if shutdown.is_triggered() => {
+                            log::warn!("{signal:?} again: exiting now");
+                            std::process::exit(1);
+                        }
+                        _ => {
+                            log::info!("{signal:?}: shutting down gracefully");
+                            shutdown.trigger();
+                        }
+                    }
+                }
+            })
+        })?;
+    Ok(())
 }
 
 /// A CIDR range, or one IP address as a range of one.
