@@ -129,8 +129,8 @@ pub struct Wssd {
     child: Child,
     /// The URL it printed, such as `wss://localhost:41234`.
     pub url: String,
-    /// Its stderr log lines, collected by a thread.
-    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Its stderr log lines, collected by a thread; the condvar is notified per line.
+    pub log: Arc<(std::sync::Mutex<Vec<String>>, std::sync::Condvar)>,
 }
 
 impl Wssd {
@@ -143,13 +143,16 @@ impl Wssd {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the wssd binary runs");
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::new((std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new()));
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
+                sink.0.lock().unwrap().push(line);
+                sink.1.notify_all();
             }
+            // EOF: wake waiters so they can see the process is gone.
+            sink.1.notify_all();
         });
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -165,8 +168,78 @@ impl Wssd {
         let status = child.wait().unwrap();
         panic!(
             "wssd exited ({status}) before serving: {:?}",
-            log.lock().unwrap()
+            log.0.lock().unwrap()
         );
+    }
+
+    /// Blocks until `count` log lines contain `needle` (event-driven: the log thread
+    /// notifies per line), and fails after 30 s. Returns those lines.
+    pub fn wait_for_log(&self, needle: &str, count: usize) -> Vec<String> {
+        let (lines, arrived) = &*self.log;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut lines = lines.lock().unwrap();
+        loop {
+            let found: Vec<String> = lines
+                .iter()
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{count} lines with {needle:?} not logged within 30 s: {lines:#?}"
+            );
+            lines = arrived.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// All log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.0.lock().unwrap().clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (after a signal). A watchdog kills it after 30 s,
+    /// which then shows as death by SIGKILL in the returned status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            // Disconnected means it exited in time; only a timeout kills.
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                cancelled.recv_timeout(Duration::from_secs(30))
+            {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            }
+        });
+        let status = self.child.wait().unwrap();
+        drop(cancel);
+        watchdog.join().unwrap();
+        status
+    }
+
+    /// The number of open file descriptors of the process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
     }
 
     /// The loopback address it listens on.
