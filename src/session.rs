@@ -360,7 +360,9 @@ where
                         }))
                         .await;
                 }
-                if !matches!(e, tungstenite::Error::ConnectionClosed) {
+                // A peer that just goes away is ordinary (phones do it all the time);
+                // the close line's `code=none (dropped)` records it.
+                if !is_disconnect(&e) {
                     summary.error = Some(e.to_string());
                 }
                 break;
@@ -370,6 +372,22 @@ where
     rx.close();
     handler.on_close(&conn, peer_close.as_ref());
     summary
+}
+
+/// Whether `e` only says the peer went away without a closing handshake.
+fn is_disconnect(e: &tungstenite::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match e {
+        tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => true,
+        tungstenite::Error::Io(e) => {
+            matches!(
+                e.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+            )
+        }
+        _ => false,
+    }
 }
 
 /// The close code that fails the connection for this read error (RFC 6455 section 7.4.1), if one can still be sent.

@@ -254,6 +254,10 @@ fn run(args: Args) -> Result<(), String> {
         ));
     }
 
+    // Signals are watched before the server says it is up.
+    let shutdown = Shutdown::default();
+    watch_signals(shutdown.clone(), tls.files).map_err(|e| format!("cannot watch signals: {e}"))?;
+
     let listener = smol::block_on(smol::net::TcpListener::bind(args.listen))
         .map_err(|e| bind_error(args.listen, e))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -282,8 +286,6 @@ fn run(args: Args) -> Result<(), String> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let acceptor = wssd::Acceptor::new(config);
-    let shutdown = Shutdown::default();
-    watch_signals(shutdown.clone(), tls.files).map_err(|e| format!("cannot watch signals: {e}"))?;
     let timeout = secs(args.shutdown_timeout);
     wssd::smol::run(
         listener,
