@@ -115,9 +115,27 @@ fn sighup_reload_serves_the_new_certificate_and_drops_none_of_50_live_connection
             old.push(ws);
         }
 
-        for f in ["cert.pem", "key.pem"] {
-            std::fs::copy(b.join(f), live.join(f)).unwrap();
-        }
+        // Half a renewal (the new certificate, the old key): the reload fails, says why,
+        // and the old certificate stays.
+        std::fs::copy(b.join("cert.pem"), live.join("cert.pem")).unwrap();
+        server.signal("HUP");
+        let failed = server.wait_for_log("reload failed, keeping the current certificate", 1);
+        assert!(
+            failed[0].contains("does not belong to the certificate"),
+            "{failed:?}"
+        );
+        let tcp = TcpStream::connect(server.addr()).await.unwrap();
+        let tls = common::tls_connector(&both_cas)
+            .connect(common::localhost(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(
+            fingerprint_of(&tls),
+            wssd::tls::fingerprint(&cert_a.leaf().unwrap())
+        );
+
+        // The whole renewal.
+        std::fs::copy(b.join("key.pem"), live.join("key.pem")).unwrap();
         server.signal("HUP");
         server.wait_for_log("reloaded", 1);
 
@@ -276,4 +294,57 @@ fn a_thousand_connect_disconnect_cycles_leave_no_connection_or_descriptor_behind
         .count();
     assert_eq!(opens, 1001);
     assert_eq!(server.open_fds(), fds_before, "file descriptors leaked");
+}
+
+#[test]
+fn sni_picks_the_certificate_for_the_name_asked_for() {
+    let (main_dir, other_dir) = (common::temp_dir("sni-main"), common::temp_dir("sni-other"));
+    let main = wssd::tls::SelfSigned::load_or_create(&main_dir).unwrap();
+    // A certificate for another name, signed by its own CA.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::CertificateParams::new(vec!["chat.example.test".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(other_dir.join("cert.pem"), other.pem()).unwrap();
+    std::fs::write(other_dir.join("key.pem"), key.serialize_pem()).unwrap();
+
+    let arg = |d: &std::path::Path, f: &str| d.join(f).to_str().unwrap().to_string();
+    let sni = format!(
+        "chat.example.test={},{}",
+        arg(&other_dir, "cert.pem"),
+        arg(&other_dir, "key.pem")
+    );
+    let server = Wssd::start(&[
+        "--cert",
+        &arg(&main_dir, "cert.pem"),
+        "--key",
+        &arg(&main_dir, "key.pem"),
+        "--sni",
+        &sni,
+    ]);
+    let cas = format!("{}{}", main.ca_pem, ca_cert.pem());
+    smol::block_on(bounded(async {
+        for (name, expected) in [
+            ("chat.example.test", other.der().clone()),
+            ("localhost", main.leaf().unwrap()),
+        ] {
+            let tcp = TcpStream::connect(server.addr()).await.unwrap();
+            let server_name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
+            let tls = common::tls_connector(&cas)
+                .connect(server_name, tcp)
+                .await
+                .unwrap();
+            let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+            assert_eq!(served, expected, "for SNI {name}");
+            let url = format!("wss://{name}:{}/", server.addr().port());
+            let (mut ws, _) = async_tungstenite::client_async(url, tls).await.unwrap();
+            echo(&mut ws, name).await;
+        }
+    }));
 }
