@@ -1,70 +1,254 @@
-//! [`Hub`]: the registry of live connections, for sending to one connection or to all.
+//! [`Hub`]: the registry of live connections, with users and groups, for sending to one
+//! connection, one user, one group, or everyone.
+//!
+//! This is what Workerman users know from GatewayWorker (`sendToClient`, `bindUid`,
+//! `sendToUid`, `joinGroup`, `sendToGroup`, `sendToAll`), in-process and runtime-agnostic.
+//! With the `redis` feature, [`crate::redis`] links the hubs of several wssd instances, so
+//! that user, group and broadcast sends reach connections on every instance.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use async_tungstenite::tungstenite::protocol::frame::{
+    Frame,
+    coding::{Data, OpCode},
+};
 
 use crate::session::{Connection, SendError};
 use crate::{CloseCode, Message};
 
-/// The registry of live connections, by [`Connection::id`]. Cheap to clone; every clone is the same registry.
+/// The registry of live connections, by [`Connection::id`], with users and groups.
+/// Cheap to clone; every clone is the same registry. Safe to call from any task or thread,
+/// under concurrent joins, leaves and disconnects.
 ///
-/// Add a connection in [`Handler::on_open`](crate::Handler::on_open) and remove it
-/// in [`Handler::on_close`](crate::Handler::on_close). Sends never wait: each one
-/// goes through the recipient's bounded queue ([`Connection::try_send`]), so a
-/// slow recipient never holds up the others.
+/// Register a connection in [`Handler::on_open`](crate::Handler::on_open) and remove it in
+/// [`Handler::on_close`](crate::Handler::on_close); removal also leaves its user and groups.
+/// Sends never wait: each goes through the recipient's bounded queue, so a slow member never
+/// holds up a group. A recipient whose queue is full is closed with 1013 (try again later).
+/// A message is framed once per send and its bytes shared by every recipient.
 ///
 /// ```
-/// let hub = wssd::Hub::default();
-/// assert_eq!(hub.count(), 0);
-/// assert_eq!(hub.broadcast(&wssd::Message::text("hi"), None), 0);
+/// use wssd::{Connection, Handler, Hub, Message};
+///
+/// /// A chat room per URL path: every message goes to the others in the same room.
+/// struct Rooms(Hub);
+///
+/// impl Handler for Rooms {
+///     fn on_open(&self, conn: &Connection) {
+///         self.0.add(conn);
+///         self.0.join(conn.id(), &conn.request().path);
+///     }
+///     fn on_message(&self, conn: &Connection, msg: Message) {
+///         self.0.send_to_group(&conn.request().path, &msg, &[conn.id()]);
+///     }
+///     fn on_close(&self, conn: &Connection, _: Option<&wssd::CloseFrame>) {
+///         self.0.remove(conn.id());
+///     }
+/// }
+/// # let _ = Rooms(Hub::default());
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Hub {
-    connections: Arc<Mutex<HashMap<u64, Connection>>>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    state: Mutex<State>,
+    /// Where user, group and broadcast sends also go, for other instances.
+    relay: OnceLock<Arc<dyn Relay>>,
+}
+
+#[derive(Default)]
+struct State {
+    connections: HashMap<u64, Member>,
+    users: HashMap<String, HashSet<u64>>,
+    groups: HashMap<String, HashSet<u64>>,
+}
+
+struct Member {
+    conn: Connection,
+    user: Option<String>,
+    groups: HashSet<String>,
+}
+
+/// Who a hub-wide send is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target<'a> {
+    User(&'a str),
+    Group(&'a str),
+    All,
+}
+
+/// Carries user, group and broadcast sends to other instances.
+pub(crate) trait Relay: Send + Sync {
+    fn publish(&self, target: Target<'_>, msg: &Message);
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Hub")
+            .field("connections", &state.connections.len())
+            .field("users", &state.users.len())
+            .field("groups", &state.groups.len())
+            .finish()
+    }
 }
 
 impl Hub {
     /// Registers a live connection.
     pub fn add(&self, conn: &Connection) {
-        self.lock().insert(conn.id(), conn.clone());
+        let member = Member {
+            conn: conn.clone(),
+            user: None,
+            groups: HashSet::new(),
+        };
+        self.lock().connections.insert(conn.id(), member);
     }
 
-    /// Forgets a connection; sends to its id then fail with [`SendError::Closed`].
+    /// Forgets a connection, and takes it out of its user and groups.
     pub fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+        let mut state = self.lock();
+        let Some(member) = state.connections.remove(&id) else {
+            return;
+        };
+        if let Some(user) = member.user {
+            forget(&mut state.users, &user, id);
+        }
+        for group in member.groups {
+            forget(&mut state.groups, &group, id);
+        }
     }
 
-    /// The number of live connections registered.
+    /// Binds a connection to a user id; a user may have several connections (tabs, devices).
+    /// Binding again moves the connection to the new user. Unknown ids are ignored.
+    pub fn bind_user(&self, id: u64, user: &str) {
+        let mut state = self.lock();
+        let Some(member) = state.connections.get_mut(&id) else {
+            return;
+        };
+        let old = member.user.replace(user.to_owned());
+        if let Some(old) = old {
+            forget(&mut state.users, &old, id);
+        }
+        state.users.entry(user.to_owned()).or_default().insert(id);
+    }
+
+    /// Adds a connection to a group (a chat room, a game table). Unknown ids are ignored.
+    pub fn join(&self, id: u64, group: &str) {
+        let mut state = self.lock();
+        let Some(member) = state.connections.get_mut(&id) else {
+            return;
+        };
+        member.groups.insert(group.to_owned());
+        state.groups.entry(group.to_owned()).or_default().insert(id);
+    }
+
+    /// Takes a connection out of a group.
+    pub fn leave(&self, id: u64, group: &str) {
+        let mut state = self.lock();
+        if let Some(member) = state.connections.get_mut(&id) {
+            member.groups.remove(group);
+        }
+        forget(&mut state.groups, group, id);
+    }
+
+    /// The number of live connections registered here (this instance only).
     pub fn count(&self) -> usize {
-        self.lock().len()
+        self.lock().connections.len()
     }
 
-    /// Queues `msg` for the connection with this id, without waiting.
+    /// The ids of a group's members on this instance.
+    pub fn group_members(&self, group: &str) -> Vec<u64> {
+        self.lock()
+            .groups
+            .get(group)
+            .map_or_else(Vec::new, |ids| ids.iter().copied().collect())
+    }
+
+    /// Queues `msg` for one connection of this instance, without waiting.
     ///
     /// # Errors
-    /// [`SendError::Closed`] when no such connection is registered, and
-    /// [`SendError::Full`] when its queue is full.
+    /// [`SendError::Closed`] when no such connection is registered, [`SendError::Full`]
+    /// when its queue is full (it is not closed for that: the caller decides).
     pub fn send_to(&self, id: u64, msg: Message) -> Result<(), SendError> {
-        let conn = self.lock().get(&id).cloned().ok_or(SendError::Closed)?;
-        conn.try_send(msg)
+        let conn = self.lock().connections.get(&id).map(|m| m.conn.clone());
+        conn.ok_or(SendError::Closed)?.try_send(msg)
     }
 
-    /// Queues `msg` for every registered connection except `except`, and returns how many it was queued for.
-    ///
-    /// The payload is shared, not copied, between recipients. A recipient whose queue
-    /// is full is a slow consumer: it is closed with 1013 (try again later) and a
-    /// warning, and the others are not held up.
-    pub fn broadcast(&self, msg: &Message, except: Option<u64>) -> usize {
-        // Snapshot under the lock, send outside it.
-        let recipients: Vec<Connection> = self
+    /// Queues `msg` for every connection of `user`, here and (with Redis) on every other
+    /// instance. Returns how many connections on this instance it was queued for.
+    pub fn send_to_user(&self, user: &str, msg: &Message) -> usize {
+        self.relay(Target::User(user), msg);
+        self.deliver(Target::User(user), msg, &[])
+    }
+
+    /// Queues `msg` for every member of `group` except the ids in `exclude` (ids of this
+    /// instance), here and (with Redis) on every other instance. Returns how many
+    /// connections on this instance it was queued for.
+    pub fn send_to_group(&self, group: &str, msg: &Message, exclude: &[u64]) -> usize {
+        self.relay(Target::Group(group), msg);
+        self.deliver(Target::Group(group), msg, exclude)
+    }
+
+    /// Queues `msg` for every connection except the ids in `exclude`, here and (with
+    /// Redis) on every other instance. Returns how many on this instance it was queued for.
+    pub fn broadcast(&self, msg: &Message, exclude: &[u64]) -> usize {
+        self.relay(Target::All, msg);
+        self.deliver(Target::All, msg, exclude)
+    }
+
+    /// Starts the closing handshake on every registered connection, with this close code
+    /// and reason; each one writes what is already queued first.
+    pub fn close_all(&self, code: CloseCode, reason: &str) {
+        let all: Vec<Connection> = self
             .lock()
+            .connections
             .values()
-            .filter(|c| Some(c.id()) != except)
-            .cloned()
+            .map(|m| m.conn.clone())
             .collect();
+        for conn in all {
+            conn.close(code, reason);
+        }
+    }
+
+    /// Sets where user, group and broadcast sends also go. Only the first call counts.
+    pub(crate) fn set_relay(&self, relay: Arc<dyn Relay>) -> bool {
+        self.inner.relay.set(relay).is_ok()
+    }
+
+    fn relay(&self, target: Target<'_>, msg: &Message) {
+        if let Some(relay) = self.inner.relay.get() {
+            relay.publish(target, msg);
+        }
+    }
+
+    /// Queues `msg` for the local connections `target` names, framed once.
+    pub(crate) fn deliver(&self, target: Target<'_>, msg: &Message, exclude: &[u64]) -> usize {
+        let recipients: Vec<Connection> = {
+            let state = self.lock();
+            let pick = |id: &u64| {
+                (!exclude.contains(id))
+                    .then(|| state.connections.get(id).map(|m| m.conn.clone()))
+                    .flatten()
+            };
+            match target {
+                Target::User(user) => state
+                    .users
+                    .get(user)
+                    .map_or_else(Vec::new, |ids| ids.iter().filter_map(pick).collect()),
+                Target::Group(group) => state
+                    .groups
+                    .get(group)
+                    .map_or_else(Vec::new, |ids| ids.iter().filter_map(pick).collect()),
+                Target::All => state.connections.keys().filter_map(pick).collect(),
+            }
+        };
+        let framed = frame_once(msg);
         let mut queued = 0;
         for conn in recipients {
-            match conn.try_send(msg.clone()) {
+            match conn.try_send(framed.clone()) {
                 Ok(()) => queued += 1,
                 Err(SendError::Full) => close_slow_consumer(&conn),
                 Err(SendError::Closed) => {}
@@ -73,17 +257,35 @@ impl Hub {
         queued
     }
 
-    /// Starts the closing handshake on every registered connection, with this close code
-    /// and reason; each one writes what is already queued first.
-    pub fn close_all(&self, code: CloseCode, reason: &str) {
-        let all: Vec<Connection> = self.lock().values().cloned().collect();
-        for conn in all {
-            conn.close(code, reason);
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Removes `id` from the set under `key`, and the set when it empties.
+fn forget(map: &mut HashMap<String, HashSet<u64>>, key: &str, id: u64) {
+    if let Some(ids) = map.get_mut(key) {
+        ids.remove(&id);
+        if ids.is_empty() {
+            map.remove(key);
         }
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Connection>> {
-        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+/// A text or binary message as one ready frame (RFC 6455 section 5.2): server frames are
+/// unmasked, so the same header and payload serve every recipient, and cloning it shares
+/// the payload instead of copying it.
+fn frame_once(msg: &Message) -> Message {
+    match msg {
+        Message::Text(text) => {
+            Message::Frame(Frame::message(text.clone(), OpCode::Data(Data::Text), true))
+        }
+        Message::Binary(bytes) => Message::Frame(Frame::message(
+            bytes.clone(),
+            OpCode::Data(Data::Binary),
+            true,
+        )),
+        other => other.clone(),
     }
 }
 

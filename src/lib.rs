@@ -87,6 +87,8 @@ mod config;
 pub mod forwarded;
 mod handshake;
 pub mod hub;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod session;
 #[cfg(feature = "smol")]
 pub mod smol;

@@ -83,6 +83,15 @@ struct Args {
     #[argh(switch)]
     broadcast: bool,
 
+    /// chat rooms: the URL path is the room (/wss/room1), each message goes to the others
+    /// in it, and ?user=NAME binds the connection to a user
+    #[argh(switch)]
+    rooms: bool,
+
+    /// fan --broadcast and --rooms out to every wssd instance on this Redis server, such as redis://127.0.0.1:6379/
+    #[argh(option)]
+    redis: Option<String>,
+
     /// seconds for the TLS and WebSocket handshakes, against slowloris (default 10)
     #[argh(option, default = "10")]
     handshake_timeout: u64,
@@ -142,12 +151,23 @@ enum Mode {
     Reply(Message),
     /// Relay to every other connection.
     Broadcast(Hub),
+    /// Relay to the others in the same room (the URL path).
+    Rooms(Hub),
 }
 
 impl Handler for Mode {
     fn on_open(&self, conn: &Connection) {
-        if let Mode::Broadcast(hub) = self {
-            hub.add(conn);
+        match self {
+            Mode::Broadcast(hub) => hub.add(conn),
+            Mode::Rooms(hub) => {
+                hub.add(conn);
+                hub.join(conn.id(), &conn.request().path);
+                let query = conn.request().query.as_deref().unwrap_or("");
+                if let Some(user) = query.split('&').find_map(|kv| kv.strip_prefix("user=")) {
+                    hub.bind_user(conn.id(), user);
+                }
+            }
+            Mode::Echo | Mode::Reply(_) => {}
         }
     }
 
@@ -156,7 +176,11 @@ impl Handler for Mode {
             Mode::Echo => conn.try_send(msg),
             Mode::Reply(reply) => conn.try_send(reply.clone()),
             Mode::Broadcast(hub) => {
-                hub.broadcast(&msg, Some(conn.id()));
+                hub.broadcast(&msg, &[conn.id()]);
+                Ok(())
+            }
+            Mode::Rooms(hub) => {
+                hub.send_to_group(&conn.request().path, &msg, &[conn.id()]);
                 Ok(())
             }
         };
@@ -166,7 +190,7 @@ impl Handler for Mode {
     }
 
     fn on_close(&self, conn: &Connection, _close: Option<&wssd::CloseFrame>) {
-        if let Mode::Broadcast(hub) = self {
+        if let Mode::Broadcast(hub) | Mode::Rooms(hub) = self {
             hub.remove(conn.id());
         }
     }
@@ -211,8 +235,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    if args.reply.is_some() && args.broadcast {
-        return Err("--reply and --broadcast exclude each other: choose one".into());
+    if [args.reply.is_some(), args.broadcast, args.rooms]
+        .iter()
+        .filter(|on| **on)
+        .count()
+        > 1
+    {
+        return Err("--reply, --broadcast and --rooms exclude each other: choose one".into());
     }
     let tls = certs::setup(certs::TlsArgs {
         cert: &args.cert,
@@ -277,11 +306,20 @@ fn run(args: Args) -> Result<(), String> {
         println!("{hint}");
     }
 
-    let mode = match (args.reply, args.broadcast) {
-        (Some(text), _) => Mode::Reply(Message::text(text)),
-        (None, true) => Mode::Broadcast(Hub::default()),
-        (None, false) => Mode::Echo,
+    let mode = match (args.reply, args.broadcast, args.rooms) {
+        (Some(text), ..) => Mode::Reply(Message::text(text)),
+        (None, true, _) => Mode::Broadcast(Hub::default()),
+        (None, false, true) => Mode::Rooms(Hub::default()),
+        (None, false, false) => Mode::Echo,
     };
+    if let Some(url) = &args.redis {
+        let (Mode::Broadcast(hub) | Mode::Rooms(hub)) = &mode else {
+            return Err(
+                "--redis fans out --broadcast and --rooms across instances: add one of them".into(),
+            );
+        };
+        wssd::redis::link(hub, url).map_err(|e| format!("--redis {url}: {e}"))?;
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

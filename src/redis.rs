@@ -1,0 +1,330 @@
+//! Cross-instance fan-out for the [`Hub`] through Redis pub/sub (feature `redis`).
+//!
+//! Several wssd instances behind one load balancer share one Redis server. Each instance
+//! publishes its [`Hub::send_to_user`], [`Hub::send_to_group`] and [`Hub::broadcast`] sends
+//! on the channel [`CHANNEL`], tagged with its own random instance id, and delivers what
+//! the *other* instances publish to its own connections. So:
+//! - local delivery stays local: it happens at once, with no Redis round trip, and goes on
+//!   while Redis is down;
+//! - nothing is delivered twice: an instance ignores its own publications;
+//! - when Redis goes away, the outage is logged once, and both directions reconnect with
+//!   backoff (100 ms doubling to 5 s). Sends made meanwhile wait in a bounded queue
+//!   ([`PUBLISH_QUEUE`] messages) and are published on reconnection.
+//!
+//! What pub/sub does not guarantee: Redis delivers a publication only to the subscribers
+//! connected at that moment, so an instance that is down or reconnecting misses what was
+//! published in between, and a message is not stored anywhere. Redis Streams (`XADD` and a
+//! consumer reading from its last id) would add that replay, at the cost of memory in Redis
+//! and a cursor per instance; pub/sub suits live chat and push, where a missed message is
+//! stale anyway.
+//!
+//! The wire format on [`CHANNEL`] is: version (1 byte, `1`), instance id (8 bytes, big
+//! endian), target kind (1 byte: 0 user, 1 group, 2 everyone), opcode (1 byte: 1 text,
+//! 2 binary), target length (2 bytes, big endian), the target, then the payload.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use event_listener::Event;
+use futures_lite::StreamExt;
+use smol::Timer;
+
+use crate::Message;
+use crate::hub::{Hub, Relay, Target};
+
+/// The Redis pub/sub channel every instance publishes on and subscribes to.
+pub const CHANNEL: &str = "wssd";
+
+/// How many sends wait for Redis while it is unreachable; more are dropped with a warning.
+pub const PUBLISH_QUEUE: usize = 10_000;
+
+/// Links `hub` to every other instance on the Redis server at `url` (such as
+/// `redis://127.0.0.1:6379/`), running its publisher and subscriber on smol's executor.
+///
+/// It returns at once: connecting happens in the background, logged at info level
+/// (`redis: subscribed to ...`) when done and at warn level while it fails.
+///
+/// # Errors
+/// A [`redis::RedisError`] when `url` is not a valid Redis URL, or when `hub` is linked already.
+pub fn link(hub: &Hub, url: &str) -> Result<Link, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let instance = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let (queue, pending) = async_channel::bounded(PUBLISH_QUEUE);
+    let publisher = Arc::new(Publisher {
+        instance,
+        queue,
+        warned_full: AtomicBool::new(false),
+    });
+    if !hub.set_relay(publisher) {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "this Hub is linked to Redis already",
+        )));
+    }
+    let name = url.to_owned();
+    let link = Link {
+        subscribed: Arc::new((AtomicBool::new(false), Event::new())),
+    };
+    smol::spawn(publish(client.clone(), pending, name.clone())).detach();
+    smol::spawn(subscribe(
+        client,
+        hub.clone(),
+        instance,
+        name,
+        link.subscribed.clone(),
+    ))
+    .detach();
+    Ok(link)
+}
+
+/// A hub's link to Redis, as returned by [`link`].
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// Whether the subscriber is subscribed now, and who to tell when it first is.
+    subscribed: Arc<(AtomicBool, Event)>,
+}
+
+impl Link {
+    /// Resolves once this instance is subscribed, so that what other instances publish
+    /// from then on reaches it. Pub/sub keeps nothing for a subscriber that is not there yet.
+    pub async fn subscribed(&self) {
+        loop {
+            let listener = self.subscribed.1.listen();
+            if self.subscribed.0.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+struct Publisher {
+    instance: u64,
+    queue: async_channel::Sender<Vec<u8>>,
+    warned_full: AtomicBool,
+}
+
+impl Relay for Publisher {
+    fn publish(&self, target: Target<'_>, msg: &Message) {
+        let Some(bytes) = encode(self.instance, target, msg) else {
+            return;
+        };
+        match self.queue.try_send(bytes) {
+            Ok(()) => self.warned_full.store(false, Ordering::Relaxed),
+            Err(_) if !self.warned_full.swap(true, Ordering::Relaxed) => log::warn!(
+                "redis: {PUBLISH_QUEUE} sends wait for Redis already: dropping cross-instance sends until it is back"
+            ),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Publishes queued sends, reconnecting with backoff; a send that failed is retried.
+async fn publish(client: redis::Client, pending: async_channel::Receiver<Vec<u8>>, url: String) {
+    let mut retry: Option<Vec<u8>> = None;
+    let mut backoff = Backoff::new("publisher", &url);
+    loop {
+        let mut conn = match client.get_multiplexed_async_connection().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                backoff.failed(&e).await;
+                continue;
+            }
+        };
+        backoff.connected();
+        loop {
+            let bytes = match retry.take() {
+                Some(bytes) => bytes,
+                None => match pending.recv().await {
+                    Ok(bytes) => bytes,
+                    Err(_) => return, // the hub is gone
+                },
+            };
+            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg(&bytes[..])
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = sent {
+                retry = Some(bytes);
+                backoff.failed(&e).await;
+                break;
+            }
+        }
+    }
+}
+
+/// Delivers other instances' sends to local connections, resubscribing with backoff.
+async fn subscribe(
+    client: redis::Client,
+    hub: Hub,
+    instance: u64,
+    url: String,
+    ready: Arc<(AtomicBool, Event)>,
+) {
+    let mut backoff = Backoff::new("subscriber", &url);
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = match subscribed.await {
+            Ok(pubsub) => pubsub,
+            Err(e) => {
+                backoff.failed(&e).await;
+                continue;
+            }
+        };
+        backoff.connected();
+        log::info!("redis: subscribed to {CHANNEL} at {url}");
+        ready.0.store(true, Ordering::Release);
+        ready.1.notify(usize::MAX);
+        let mut messages = pubsub.into_on_message();
+        while let Some(msg) = messages.next().await {
+            match decode(msg.get_payload_bytes()) {
+                Some((origin, _, _)) if origin == instance => {} // delivered locally already
+                Some((_, target, msg)) => {
+                    hub.deliver(target.as_target(), &msg, &[]);
+                }
+                None => log::debug!("redis: ignored a malformed message on {CHANNEL}"),
+            }
+        }
+        ready.0.store(false, Ordering::Release);
+        log::warn!("redis: lost the subscription at {url}; reconnecting");
+    }
+}
+
+/// Reconnection backoff, 100 ms doubling to 5 s, logging an outage once.
+struct Backoff<'a> {
+    what: &'static str,
+    url: &'a str,
+    delay: Duration,
+    down: bool,
+}
+
+impl<'a> Backoff<'a> {
+    fn new(what: &'static str, url: &'a str) -> Self {
+        Backoff {
+            what,
+            url,
+            delay: Duration::from_millis(100),
+            down: false,
+        }
+    }
+
+    async fn failed(&mut self, e: &redis::RedisError) {
+        if !self.down {
+            log::warn!(
+                "redis {}: {} unreachable ({e}); local delivery goes on, retrying with backoff",
+                self.what,
+                self.url
+            );
+            self.down = true;
+        }
+        Timer::after(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(5));
+    }
+
+    fn connected(&mut self) {
+        if self.down {
+            log::info!("redis {}: {} reachable again", self.what, self.url);
+        }
+        self.down = false;
+        self.delay = Duration::from_millis(100);
+    }
+}
+
+/// An owned [`Target`], as decoded.
+enum OwnedTarget {
+    User(String),
+    Group(String),
+    All,
+}
+
+impl OwnedTarget {
+    fn as_target(&self) -> Target<'_> {
+        match self {
+            OwnedTarget::User(u) => Target::User(u),
+            OwnedTarget::Group(g) => Target::Group(g),
+            OwnedTarget::All => Target::All,
+        }
+    }
+}
+
+fn encode(instance: u64, target: Target<'_>, msg: &Message) -> Option<Vec<u8>> {
+    let (opcode, payload): (u8, &[u8]) = match msg {
+        Message::Text(t) => (1, t.as_bytes()),
+        Message::Binary(b) => (2, b),
+        _ => return None, // control frames are per connection
+    };
+    let (kind, name) = match target {
+        Target::User(u) => (0u8, u),
+        Target::Group(g) => (1, g),
+        Target::All => (2, ""),
+    };
+    let name_len = u16::try_from(name.len()).ok()?;
+    let mut out = Vec::with_capacity(13 + name.len() + payload.len());
+    out.push(1);
+    out.extend(instance.to_be_bytes());
+    out.extend([kind, opcode]);
+    out.extend(name_len.to_be_bytes());
+    out.extend(name.as_bytes());
+    out.extend(payload);
+    Some(out)
+}
+
+fn decode(bytes: &[u8]) -> Option<(u64, OwnedTarget, Message)> {
+    if bytes.len() < 13 || bytes[0] != 1 {
+        return None;
+    }
+    let instance = u64::from_be_bytes(bytes[1..9].try_into().ok()?);
+    let (kind, opcode) = (bytes[9], bytes[10]);
+    let name_len = usize::from(u16::from_be_bytes([bytes[11], bytes[12]]));
+    let name = std::str::from_utf8(bytes.get(13..13 + name_len)?)
+        .ok()?
+        .to_owned();
+    let payload = bytes.get(13 + name_len..)?;
+    let target = match kind {
+        0 => OwnedTarget::User(name),
+        1 => OwnedTarget::Group(name),
+        2 => OwnedTarget::All,
+        _ => return None,
+    };
+    let msg = match opcode {
+        1 => Message::text(std::str::from_utf8(payload).ok()?.to_owned()),
+        2 => Message::binary(payload.to_vec()),
+        _ => return None,
+    };
+    Some((instance, target, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_round_trip_and_malformed_input() {
+        for (target, msg) in [
+            (Target::User("alice"), Message::text("hi")),
+            (Target::Group("room/1"), Message::binary(vec![0u8, 255])),
+            (Target::All, Message::text("")),
+        ] {
+            let bytes = encode(42, target, &msg).unwrap();
+            let (instance, decoded, back) = decode(&bytes).unwrap();
+            assert_eq!((instance, decoded.as_target(), back), (42, target, msg));
+        }
+        assert!(encode(1, Target::All, &Message::Ping(Default::default())).is_none());
+        for bad in [
+            &b""[..],
+            b"\x02xxxxxxxxxxxxxx",
+            b"\x01\0\0\0\0\0\0\0\x01\x00\x01\x00\x09ab",
+        ] {
+            assert!(decode(bad).is_none());
+        }
+    }
+}

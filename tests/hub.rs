@@ -1,0 +1,94 @@
+//! The Hub over in-memory pipes: a 1,000-member group send, with one member that stops reading.
+
+mod common;
+
+use std::rc::Rc;
+
+use common::{duplex_with, peer};
+use futures_util::StreamExt;
+use wssd::{Acceptor, Config, Connection, Handler, Hub, Limits, Message, SendError};
+
+/// Joins every connection to group "g" and hands it to the test.
+struct Group(Hub, async_channel::Sender<Connection>);
+
+impl Handler for Group {
+    fn on_open(&self, conn: &Connection) {
+        self.0.add(conn);
+        self.0.join(conn.id(), "g");
+        self.1.try_send(conn.clone()).unwrap();
+    }
+    fn on_message(&self, _: &Connection, _: Message) {}
+    fn on_close(&self, conn: &Connection, _: Option<&wssd::CloseFrame>) {
+        self.0.remove(conn.id());
+    }
+}
+
+#[test]
+fn a_thousand_member_group_send_completes_and_a_stalled_member_is_closed_alone() {
+    const MEMBERS: usize = 1000;
+    const MESSAGES: u8 = 100;
+    let hub = Hub::default();
+    let limits = Limits {
+        send_queue_bytes: 16 << 10,
+        ..Limits::default()
+    };
+    let acceptor = Acceptor::new(Config::default().limits(limits));
+    let (opened_tx, opened) = async_channel::unbounded();
+    let handler = Rc::new(Group(hub.clone(), opened_tx));
+    let (ack_tx, acks) = async_channel::unbounded::<u8>();
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(common::bounded(async {
+        let mut stalled_client = None;
+        let mut members = Vec::new();
+        for i in 0..MEMBERS {
+            // 4 KiB pipes: a member that stops reading stalls its writer quickly.
+            let (server_end, client_end) = duplex_with(4 << 10);
+            let (acceptor, handler) = (acceptor.clone(), handler.clone());
+            ex.spawn(async move {
+                let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
+                wssd::session::serve(ws, request, &*handler, &limits).await;
+            })
+            .detach();
+            let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+                .await
+                .unwrap();
+            members.push(opened.recv().await.unwrap());
+            if i == 0 {
+                stalled_client = Some(ws); // never reads
+                continue;
+            }
+            let ack = ack_tx.clone();
+            ex.spawn(async move {
+                for n in 0..MESSAGES {
+                    let msg = ws.next().await.unwrap().unwrap();
+                    assert_eq!(msg, Message::binary(vec![n; 1024]), "in order, whole");
+                    ack.send(n).await.unwrap();
+                }
+                // Stay connected until the test ends (the executor drops this task).
+                std::future::pending::<()>().await;
+                drop(ws);
+            })
+            .detach();
+        }
+        assert_eq!(hub.group_members("g").len(), MEMBERS);
+
+        for n in 0..MESSAGES {
+            hub.send_to_group("g", &Message::binary(vec![n; 1024]), &[]);
+            // Every reading member got message n before n + 1 is sent.
+            for _ in 1..MEMBERS {
+                assert_eq!(acks.recv().await.unwrap(), n);
+            }
+        }
+        // The stalled member outgrew its 16 KiB queue and was closed (1013): sends to it
+        // fail now, while every other member stays open.
+        assert_eq!(
+            members[0].try_send(Message::text("x")),
+            Err(SendError::Closed)
+        );
+        for conn in &members[1..] {
+            assert_eq!(conn.buffered_bytes(), 0);
+            conn.try_send(Message::text("still open")).unwrap();
+        }
+        drop(stalled_client);
+    })));
+}
