@@ -33,6 +33,8 @@ pub type WebSocket<S> = async_tungstenite::WebSocketStream<Stream<S>>;
 pub struct Stream<S> {
     transport: Transport<S>,
     fragments: FragmentGuard,
+    /// The 101 response, written ahead of anything else on the first write, flush or read.
+    preamble: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -95,10 +97,10 @@ pub enum AcceptError {
         path: String,
     },
     /// A plain HTTP request (no `Upgrade: websocket`) for the WebSocket path: answered
-    /// 426 Upgrade Required, or with the test page when [`Config::test_page`] is on.
+    /// 426 Upgrade Required, or with [`Config::page`] when one is set.
     NotWebSocket {
         /// Whether the test page was served.
-        test_page: bool,
+        page: bool,
     },
     /// An invalid opening handshake (RFC 6455 section 4.2.1), answered with 400, 405,
     /// 426 (wrong version) or 431 (headers over [`Limits::max_request_header_bytes`](crate::Limits::max_request_header_bytes)).
@@ -128,11 +130,11 @@ impl fmt::Display for AcceptError {
                     "no WebSocket at path {path:?}: answered 404 (check the client's URL or --path)"
                 )
             }
-            AcceptError::NotWebSocket { test_page: false } => write!(
+            AcceptError::NotWebSocket { page: false } => write!(
                 f,
                 "plain HTTP request without `Upgrade: websocket`: answered 426 (a browser tab, a health check, or a proxy that drops the Upgrade header)"
             ),
-            AcceptError::NotWebSocket { test_page: true } => write!(f, "served the test page"),
+            AcceptError::NotWebSocket { page: true } => write!(f, "served the page (Config::page)"),
             AcceptError::BadRequest { status, reason } => {
                 write!(
                     f,
@@ -189,9 +191,10 @@ impl std::error::Error for AcceptError {
 /// #     async_tungstenite::client_async(format!("ws://{addr}/wss"), tcp).await.unwrap()
 /// # });
 /// let (stream, peer) = listener.accept().await?;
-/// let (ws, request) = acceptor.accept(stream, peer).await?;
+/// let (mut ws, request) = acceptor.accept(stream, peer).await?;
 /// assert_eq!(request.path, "/wss");
-/// # drop((ws, client.await));
+/// ws.close(None).await?; // writes the 101 answer first, then the close frame
+/// # drop(client.await);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```
@@ -214,6 +217,11 @@ impl Acceptor {
     }
 
     /// Accepts one connection: TLS (when configured), then the WebSocket opening handshake (RFC 6455 section 4.2).
+    ///
+    /// The `101 Switching Protocols` answer is written on the first read, write or flush
+    /// of the returned [`WebSocket`] ([`crate::session::serve`] flushes it right after
+    /// [`Handler::on_open`](crate::Handler::on_open)), so the server registers a connection
+    /// before the client knows it is open.
     ///
     /// `peer_addr` is the TCP peer's address; it is reported in [`Request::peer_addr`].
     /// There is no timeout here: the caller races this future against its own timer
@@ -253,6 +261,7 @@ impl Acceptor {
         let mut stream = Stream {
             transport: stream,
             fragments,
+            preamble: Vec::new(),
         };
 
         // The request head: `buf` may hold its start already (plain ws).
@@ -291,8 +300,9 @@ impl Acceptor {
                 return Err(refuse(&mut stream, answer, why, &head.path).await);
             }
         };
-        stream.write_all(&response).await.map_err(AcceptError::Io)?;
-        stream.flush().await.map_err(AcceptError::Io)?;
+        // The 101 goes out with the first write, flush or read of the WebSocket, so that
+        // `Handler::on_open` runs before the client learns it is connected.
+        stream.preamble = response;
 
         let peer_ip = proxied.map_or(peer_addr.ip(), |source| source.ip());
         let request = Request {
@@ -439,7 +449,7 @@ async fn refuse<W: AsyncWrite + Unpin>(
         Refusal::WrongPath => AcceptError::WrongPath {
             path: path.to_owned(),
         },
-        Refusal::NotWebSocket { test_page } => AcceptError::NotWebSocket { test_page },
+        Refusal::NotWebSocket { page } => AcceptError::NotWebSocket { page },
         Refusal::Invalid(reason) => AcceptError::BadRequest {
             status: answer.status.as_u16(),
             reason,
@@ -519,6 +529,36 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
+    /// Writes and flushes what is left of the preamble.
+    fn poll_preamble(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.preamble.is_empty() {
+            let n = match &mut self.transport {
+                Transport::Plain(s) => {
+                    std::task::ready!(Pin::new(s).poll_write(cx, &self.preamble))?
+                }
+                Transport::Tls(s) => std::task::ready!(Pin::new(s).poll_write(cx, &self.preamble))?,
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.preamble.drain(..n);
+            if self.preamble.is_empty() {
+                self.preamble = Vec::new(); // sent: free it
+                return self.poll_transport_flush(cx);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_transport_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.transport {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -526,6 +566,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        std::task::ready!(this.poll_preamble(cx))?;
         let n = match &mut this.transport {
             Transport::Plain(s) => std::task::ready!(Pin::new(s).poll_read(cx, buf))?,
             Transport::Tls(s) => std::task::ready!(Pin::new(s).poll_read(cx, buf))?,
@@ -640,7 +681,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().transport {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_preamble(cx))?;
+        match &mut this.transport {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
@@ -651,17 +694,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().transport {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_preamble(cx))?;
+        match &mut this.transport {
             Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Transport::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().transport {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
-            Transport::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
+        let this = self.get_mut();
+        std::task::ready!(this.poll_preamble(cx))?;
+        this.poll_transport_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -39,10 +39,11 @@ pub struct Config {
     /// request, from trusted proxies only. A trusted peer that sends none is closed.
     /// Default `false`.
     pub proxy_protocol: bool,
-    /// Answer a plain `GET` of the WebSocket path (no `Upgrade` header) with a small
-    /// self-contained HTML page that runs the recipe's snippet against its own origin,
-    /// instead of 426 Upgrade Required. Default `false`.
-    pub test_page: bool,
+    /// An HTML page to answer a plain `GET` of the WebSocket path with (no `Upgrade`
+    /// header), instead of 426 Upgrade Required: a client page served from the same
+    /// port, such as a chat room's. [`Config::test_page`] sets the built-in test page.
+    /// Default `None`.
+    pub page: Option<Arc<str>>,
 }
 
 impl Default for Config {
@@ -54,7 +55,7 @@ impl Default for Config {
             limits: Limits::default(),
             trusted_proxies: crate::forwarded::loopback(),
             proxy_protocol: false,
-            test_page: false,
+            page: None,
         }
     }
 }
@@ -90,10 +91,16 @@ impl Config {
         self
     }
 
-    /// Serves the test page on a plain `GET` of the WebSocket path, instead of 426.
-    pub fn test_page(mut self, on: bool) -> Self {
-        self.test_page = on;
+    /// Serves `html` on a plain `GET` of the WebSocket path, instead of 426.
+    pub fn page(mut self, html: impl Into<Arc<str>>) -> Self {
+        self.page = Some(html.into());
         self
+    }
+
+    /// Serves the built-in test page on a plain `GET` of the WebSocket path, instead of 426:
+    /// it runs the recipe's snippet against its own origin and shows the replies.
+    pub fn test_page(self) -> Self {
+        self.page(crate::handshake::TEST_PAGE)
     }
 
     /// Sets the per-connection limits.

@@ -12,7 +12,7 @@ use crate::config::Config;
 const MAX_HEADERS: usize = 64;
 
 /// The self-contained test page served by `--test-page` on a plain `GET` of the WebSocket path.
-const TEST_PAGE: &str = include_str!("test_page.html");
+pub(crate) const TEST_PAGE: &str = include_str!("test_page.html");
 
 /// A parsed request head.
 #[derive(Debug)]
@@ -131,7 +131,7 @@ pub(crate) enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
     WrongPath,
-    NotWebSocket { test_page: bool },
+    NotWebSocket { page: bool },
     Invalid(String),
 }
 
@@ -148,14 +148,16 @@ pub(crate) fn decide(config: &Config, head: &Head, tls: bool) -> Decision {
     }
     let h = &head.headers;
     if !has_token(h, header::UPGRADE, "websocket") {
-        if config.test_page && head.method == "GET" {
+        if let Some(page) = &config.page
+            && head.method == "GET"
+        {
             let answer = Answer {
                 status: StatusCode::OK,
                 headers: vec![("Cache-Control", "no-store".into())],
                 content_type: "text/html; charset=utf-8",
-                body: TEST_PAGE.to_owned(),
+                body: page.to_string(),
             };
-            return Decision::Refuse(answer, Refusal::NotWebSocket { test_page: true });
+            return Decision::Refuse(answer, Refusal::NotWebSocket { page: true });
         }
         let scheme = if tls || has_token(h, "x-forwarded-proto", "https") {
             "wss"
@@ -175,7 +177,7 @@ pub(crate) fn decide(config: &Config, head: &Head, tls: bool) -> Decision {
             ),
         );
         answer.headers = vec![("Upgrade", "websocket".into())];
-        return Decision::Refuse(answer, Refusal::NotWebSocket { test_page: false });
+        return Decision::Refuse(answer, Refusal::NotWebSocket { page: false });
     }
     let invalid = |status, why: &str| {
         Decision::Refuse(Answer::text(status, why), Refusal::Invalid(why.to_owned()))
@@ -300,8 +302,8 @@ mod tests {
             "{}",
             answer.body
         );
-        assert_eq!(why, Refusal::NotWebSocket { test_page: false });
-        let config = Config::default().test_page(true);
+        assert_eq!(why, Refusal::NotWebSocket { page: false });
+        let config = Config::default().test_page();
         let Decision::Refuse(answer, _) = decide(&config, &get, true) else {
             panic!()
         };

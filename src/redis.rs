@@ -8,7 +8,8 @@
 //!   while Redis is down;
 //! - nothing is delivered twice: an instance ignores its own publications;
 //! - when Redis goes away, the outage is logged once, and both directions reconnect with
-//!   backoff (100 ms doubling to 5 s). Sends made meanwhile wait in a bounded queue
+//!   backoff (100 ms doubling to 5 s). A subscription is checked with PING every 10 s, so
+//!   a connection that died silently is replaced too. Sends made meanwhile wait in a bounded queue
 //!   ([`PUBLISH_QUEUE`] messages) and are published on reconnection.
 //!
 //! What pub/sub does not guarantee: Redis delivers a publication only to the subscribers
@@ -39,6 +40,10 @@ pub const CHANNEL: &str = "wssd";
 
 /// How many sends wait for Redis while it is unreachable; more are dropped with a warning.
 pub const PUBLISH_QUEUE: usize = 10_000;
+
+/// How often an idle subscription is checked with PING, and how long the answer may take.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Links `hub` to every other instance on the Redis server at `url` (such as
 /// `redis://127.0.0.1:6379/`), running its publisher and subscriber on smol's executor.
@@ -184,14 +189,39 @@ async fn subscribe(
         log::info!("redis: subscribed to {CHANNEL} at {url}");
         ready.0.store(true, Ordering::Release);
         ready.1.notify(usize::MAX);
-        let mut messages = pubsub.into_on_message();
-        while let Some(msg) = messages.next().await {
-            match decode(msg.get_payload_bytes()) {
-                Some((origin, _, _)) if origin == instance => {} // delivered locally already
-                Some((_, target, msg)) => {
-                    hub.deliver(target.as_target(), &msg, &[]);
+        // The sink stays to PING the connection: a subscription whose connection died
+        // silently (a NAT or a proxy dropped it) would otherwise wait forever.
+        let (mut sink, mut messages) = pubsub.split();
+        enum Step {
+            Message(Option<redis::Msg>),
+            Check,
+        }
+        loop {
+            let message = async { Step::Message(messages.next().await) };
+            let check = async {
+                Timer::after(HEALTH_INTERVAL).await;
+                Step::Check
+            };
+            match futures_lite::future::or(message, check).await {
+                Step::Message(Some(msg)) => match decode(msg.get_payload_bytes()) {
+                    Some((origin, _, _)) if origin == instance => {} // delivered locally already
+                    Some((_, target, msg)) => {
+                        hub.deliver(target.as_target(), &msg, &[]);
+                    }
+                    None => log::debug!("redis: ignored a malformed message on {CHANNEL}"),
+                },
+                Step::Message(None) => break,
+                Step::Check => {
+                    let ping = async { sink.ping::<redis::Value>().await.is_ok() };
+                    let deadline = async {
+                        Timer::after(HEALTH_TIMEOUT).await;
+                        false
+                    };
+                    if !futures_lite::future::or(ping, deadline).await {
+                        log::warn!("redis: the subscription at {url} does not answer PING");
+                        break;
+                    }
                 }
-                None => log::debug!("redis: ignored a malformed message on {CHANNEL}"),
             }
         }
         ready.0.store(false, Ordering::Release);

@@ -43,6 +43,10 @@ use std::time::Instant;
 /// ```
 pub trait Handler: Send + Sync + 'static {
     /// A connection finished its opening handshake. `conn.request()` has the request facts.
+    ///
+    /// This runs before the client receives the `101 Switching Protocols` answer: by the
+    /// time the client sees the connection open, whatever this registered (a Hub group, a
+    /// user) is in place, so no message sent after that point can miss it.
     fn on_open(&self, conn: &Connection) {
         let _ = conn;
     }
@@ -247,7 +251,17 @@ where
     };
     let mut summary = SessionSummary::default();
     let mut peer_close = None;
+    // The 101 response is still unsent: the handler sees the connection first, so a
+    // group message sent after the client saw it open reaches it.
     handler.on_open(&conn);
+    if let Err(e) = ws.flush().await {
+        summary.error = Some(format!(
+            "the opening handshake's answer could not be sent: {e}"
+        ));
+        rx.close();
+        handler.on_close(&conn, None);
+        return summary;
+    }
 
     enum Step {
         Queued(Result<Message, async_channel::RecvError>),

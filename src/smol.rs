@@ -297,7 +297,7 @@ async fn connection<H: Handler>(
         Some(Err(AcceptError::Io(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
             return log::debug!("{peer}: closed before sending anything");
         }
-        Some(Err(e @ AcceptError::NotWebSocket { test_page: true })) => {
+        Some(Err(e @ AcceptError::NotWebSocket { page: true })) => {
             return log::info!("{peer}: {e}");
         }
         Some(Err(e)) => return log::warn!("{peer}: {e}"),

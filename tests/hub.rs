@@ -5,6 +5,7 @@ mod common;
 use std::rc::Rc;
 
 use common::{duplex_with, peer};
+use futures_lite::future;
 use futures_util::StreamExt;
 use wssd::{Acceptor, Config, Connection, Handler, Hub, Limits, Message, SendError};
 
@@ -90,5 +91,46 @@ fn a_thousand_member_group_send_completes_and_a_stalled_member_is_closed_alone()
             conn.try_send(Message::text("still open")).unwrap();
         }
         drop(stalled_client);
+    })));
+}
+
+#[test]
+fn a_client_cannot_see_its_connection_open_before_on_open_ran() {
+    let hub = Hub::default();
+    let acceptor = Acceptor::new(Config::default());
+    let (opened_tx, _opened) = async_channel::unbounded();
+    let handler = Rc::new(Group(hub.clone(), opened_tx));
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(common::bounded(async {
+        let (server_end, client_end) = duplex_with(4 << 10);
+        let (accepted_tx, accepted) = async_channel::bounded(1);
+        let (release_tx, release) = async_channel::bounded::<()>(1);
+        ex.spawn(async move {
+            let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
+            // The embedder's own async work between accept and serve (an auth lookup, say).
+            accepted_tx.send(()).await.unwrap();
+            release.recv().await.unwrap();
+            wssd::session::serve(ws, request, &*handler, &Limits::default()).await;
+        })
+        .detach();
+        let mut client = Box::pin(async_tungstenite::client_async(
+            "ws://localhost/",
+            client_end,
+        ));
+        assert!(
+            future::poll_once(&mut client).await.is_none(),
+            "the request is sent, no answer yet"
+        );
+        accepted.recv().await.unwrap();
+        // Accepted, but on_open has not run: the client must not have its 101 yet.
+        assert!(
+            future::poll_once(&mut client).await.is_none(),
+            "the client saw its connection open before the handler registered it"
+        );
+        release_tx.send(()).await.unwrap();
+        let (mut ws, _) = client.await.unwrap();
+        // on_open joined "g" before the 101 went out: this group message cannot miss it.
+        hub.send_to_group("g", &Message::text("welcome"), &[]);
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("welcome"));
     })));
 }

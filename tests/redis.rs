@@ -79,10 +79,14 @@ async fn join(server: &Wssd, path: &str) -> Client {
     async_tungstenite::client_async(url, tcp).await.unwrap().0
 }
 
+/// The next text message, skipping the server's pings.
 async fn next_text(ws: &mut Client) -> String {
-    match ws.next().await.unwrap().unwrap() {
-        Message::Text(t) => t.to_string(),
-        other => panic!("expected text, got {other:?}"),
+    loop {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
     }
 }
 
@@ -126,32 +130,55 @@ fn local_delivery_survives_a_redis_outage_and_cross_instance_delivery_resumes() 
     let port = free_port();
     let redis = Redis::start(port);
     let (a, b) = two_instances(&redis);
+    let _dump = DumpOnPanic(&a, &b);
     smol::block_on(bounded(async {
         let mut a1 = join(&a, "/g").await;
         let mut a2 = join(&a, "/g").await;
         let mut b1 = join(&b, "/g").await;
+        eprintln!("step: before");
         a1.send(Message::text("before")).await.unwrap();
         assert_eq!(next_text(&mut a2).await, "before");
         assert_eq!(next_text(&mut b1).await, "before");
 
+        eprintln!("step: redis down");
         drop(redis);
         a.wait_for_log("redis: lost the subscription", 1);
         // Redis is gone: local delivery goes on.
+        eprintln!("step: during");
         a1.send(Message::text("during")).await.unwrap();
         assert_eq!(next_text(&mut a2).await, "during");
 
+        eprintln!("step: redis up");
         let _redis = Redis::start(port);
         a.wait_for_log("redis: subscribed", 2);
         b.wait_for_log("redis: subscribed", 2);
+        eprintln!("step: after");
         a1.send(Message::text("after")).await.unwrap();
         assert_eq!(next_text(&mut a2).await, "after");
         // b1 gets "during" (queued while Redis was down, published on reconnection) and "after".
+        eprintln!("step: b1 reads");
         let mut got = vec![next_text(&mut b1).await];
         if got[0] == "during" {
             got.push(next_text(&mut b1).await);
         }
         assert_eq!(got.last().unwrap(), "after", "{got:?}");
     }));
+}
+
+/// Prints both instances' logs if the test fails.
+struct DumpOnPanic<'a>(&'a Wssd, &'a Wssd);
+
+impl Drop for DumpOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for line in self.0.log_lines() {
+                eprintln!("A {line}");
+            }
+            for line in self.1.log_lines() {
+                eprintln!("B {line}");
+            }
+        }
+    }
 }
 
 /// Binds each connection to the user named in its path (`/alice`) and records what arrives.

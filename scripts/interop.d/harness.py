@@ -4,51 +4,79 @@ import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 WSSD = os.environ.get("WSSD", "target/debug/wssd")
 TMP = tempfile.mkdtemp(prefix="wssd-interop-")
 results = []
+# Notified whenever any served program logs a line; guards every `Served.lines`.
+ARRIVED = threading.Condition()
 
 
-class Wssd:
-    """The binary on an ephemeral loopback port, its stderr log in a file; stopped on exit."""
+def wait_until(predicate, what, seconds=30):
+    """Blocks until `predicate()` holds, re-checking as log lines arrive; fails after `seconds`."""
+    with ARRIVED:
+        if not ARRIVED.wait_for(predicate, seconds):
+            raise AssertionError(f"not seen within {seconds} s: {what}")
 
-    count = 0
 
-    def __init__(self, *args):
-        Wssd.count += 1
-        self.log_path = os.path.join(TMP, f"wssd-{Wssd.count}.log")
-        self.log_file = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [WSSD, "--listen", "127.0.0.1:0", "--threads", "1", *args],
-            stdout=subprocess.PIPE, stderr=self.log_file, text=True)
+class Served:
+    """A program that prints `serving URL` once it listens; its stderr lines are collected by
+    a thread (wait_for blocks on them); stopped on exit."""
+
+    def __init__(self, argv):
+        self.lines = []
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._collect, daemon=True).start()
         for line in self.proc.stdout:  # blocks until the URL line, or EOF on exit
             if line.startswith("serving "):
                 self.url = line.split()[1]
                 self.port = int(self.url.split(":")[2].split("/")[0])
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
                 return
-        raise RuntimeError(f"wssd exited with {self.proc.wait()} before serving: {self.log()}")
+        raise RuntimeError(f"{argv[0]} exited with {self.proc.wait()} before serving: {self.log()}")
+
+    def _collect(self):
+        for line in self.proc.stderr:
+            with ARRIVED:
+                self.lines.append(line.rstrip("\n"))
+                ARRIVED.notify_all()
 
     def log(self):
-        with open(self.log_path) as f:
-            return f.read()
+        with ARRIVED:
+            return "\n".join(self.lines)
+
+    def count(self, text):
+        """How many log lines so far contain `text`."""
+        with ARRIVED:
+            return sum(text in line for line in self.lines)
+
+    def wait_for(self, text, count=1, seconds=30):
+        """Blocks until `count` log lines contain `text`; fails after `seconds`."""
+        wait_until(lambda: self.count(text) >= count, f"{count} lines with {text!r} in {self.log()}", seconds)
 
     def opens(self):
-        """The `open ...` log lines. Each is written before the session starts, so after a
-        client's first echo it is already in the file."""
-        return [line for line in self.log().splitlines() if "] open " in line]
+        """The `open ...` log lines so far."""
+        with ARRIVED:
+            return [line for line in self.lines if "] open " in line]
 
     def stop(self):
         self.proc.kill()
         self.proc.wait()
-        self.log_file.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class Wssd(Served):
+    """The wssd binary on an ephemeral loopback port."""
+
+    def __init__(self, *args):
+        super().__init__([WSSD, "--listen", "127.0.0.1:0", "--threads", "1", *args])
 
 
 def self_signed_dir():

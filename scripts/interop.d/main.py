@@ -7,5 +7,6 @@ import websockets_client  # noqa: F401,E402 - the Python websockets client again
 import proxies  # noqa: F401,E402 - Method 1 through real nginx, Apache and HAProxy
 import browser  # noqa: F401,E402 - the recipe's test in real Chromium
 import conformance  # noqa: F401,E402 - the Autobahn cases via kosoku
+import scaleout  # noqa: F401,E402 - the examples, and nginx + two wssd + Redis
 
 sys.exit(tally())

@@ -12,7 +12,7 @@ import sys
 
 import websockets
 
-from harness import WSSD, Wssd, case, free_port, self_signed_dir, tally, wait_for_port
+from harness import WSSD, Wssd, case, free_port, self_signed_dir, tally, wait_for_port, wait_until
 from servers import Apache, HAProxy, Nginx, proxy_config
 
 CLIENT = ("127.0.0.9", 0)
@@ -28,9 +28,8 @@ async def echo(url, **kwargs):
 
 
 def assert_client_ip(server, via_proxy=True):
-    last = server.opens()[-1]
-    expected = "open 127.0.0.9 (via 127.0.0.1:" if via_proxy else "open 127.0.0.9:"
-    assert expected in last, last
+    """A connection was logged with client IP 127.0.0.9 (waits for its open line)."""
+    server.wait_for("open 127.0.0.9 (via 127.0.0.1:" if via_proxy else "open 127.0.0.9:")
 
 
 @case("proxy-config nginx allows only TLS 1.2 and 1.3, passes Upgrade via a map, sets timeouts")
@@ -98,7 +97,8 @@ async def balanced(proxy_class):
                 clients.append(ws)
             for ws in clients:
                 await ws.close()
-        counts = (len(a.opens()), len(b.opens()))
+        wait_until(lambda: a.count("] open ") + b.count("] open ") >= 20, "20 open lines")
+        counts = (a.count("] open "), b.count("] open "))
         assert sum(counts) == 20 and min(counts) >= 1, counts
 
 

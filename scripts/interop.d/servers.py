@@ -123,3 +123,29 @@ class HAProxy:
     def __exit__(self, *exc):
         self.proc.terminate()
         self.proc.wait()
+
+
+class Redis:
+    """redis-server on a loopback high port, persistence off, in its own directory."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = os.path.join(TMP, f"redis-{self.port}")
+        os.makedirs(self.dir)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.PIPE, text=True)
+        for line in self.proc.stdout:  # blocks until ready, or EOF on exit
+            if "Ready to accept connections" in line:
+                break
+        else:
+            raise RuntimeError(f"redis-server exited with {self.proc.wait()}")
+        self.url = f"redis://127.0.0.1:{self.port}/"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait()

@@ -268,12 +268,14 @@ fn run(args: Args) -> Result<(), String> {
         tls: tls.config,
         path: args.path.clone(),
         proxy_protocol: args.proxy_protocol,
-        test_page: args.test_page,
         limits,
         ..Config::default()
     };
     if !args.trusted_proxy.is_empty() {
         config.trusted_proxies = args.trusted_proxy.clone();
+    }
+    if args.test_page {
+        config = config.test_page();
     }
     if let Some(path) = &config.path
         && !path.starts_with('/')
