@@ -180,9 +180,12 @@ pub fn run<H: Handler>(
         let (executor, stop) = (executor.clone(), stop.clone());
         std::thread::Builder::new()
             .name(format!("wssd-{n}"))
-            .spawn(move || future::block_on(executor.run(stop.wait())))?;
+            .spawn(move || smol::block_on(executor.run(stop.wait())))?;
     }
-    let served = future::block_on(executor.run(serve(
+    // smol::block_on (not futures-lite's) drives the I/O reactor on this thread while it
+    // waits, instead of leaving it to async-io's fallback thread: no cross-thread wakeup
+    // per readiness event.
+    let served = smol::block_on(executor.run(serve(
         listener,
         acceptor,
         handler,

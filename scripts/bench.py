@@ -1,0 +1,81 @@
+"""The benchmark matrix behind scripts/bench (see there)."""
+import json
+import os
+import subprocess
+import sys
+
+SECS = sys.argv[1] if len(sys.argv) > 1 else "5"
+REL = "target/release"
+SERVERS = {
+    "wssd": lambda tls: [f"{REL}/wssd", "--listen", "127.0.0.1:0", "--threads", "1", "--log-level", "warn"]
+    + ([] if tls else ["--plain"]),
+    "fastwebsockets": lambda tls: [f"{REL}/peer-fastwebsockets", "127.0.0.1:0"] + ([] if tls else ["--plain"]),
+    "tokio-tungstenite": lambda tls: [f"{REL}/peer-tungstenite", "127.0.0.1:0"] + ([] if tls else ["--plain"]),
+}
+ECHO = [(100, 32), (500, 1024), (200, 16384)]
+
+
+def run(server, tls, bench_args):
+    """Starts `server` pinned to CPU 0, runs wssd-bench pinned to CPU 1, returns its JSON."""
+    proc = subprocess.Popen(["taskset", "-c", "0", *SERVERS[server](tls)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = next(line.split()[1] for line in proc.stdout if line.startswith("serving "))
+        out = subprocess.run(["taskset", "-c", "1", f"{REL}/wssd-bench", "--json", *bench_args[:1], url,
+                              *bench_args[1:], "--pid", str(proc.pid)],
+                             capture_output=True, text=True, timeout=300, check=True)
+        return json.loads(out.stdout)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+rows = []
+for tls in (True, False):
+    scheme = "wss" if tls else "ws"
+    for conns, size in ECHO:
+        name = f"{scheme} echo {conns} x {size} B"
+        results = {s: run(s, tls, ["echo", "--conns", str(conns), "--size", str(size), "--secs", SECS]) for s in SERVERS}
+        rows.append((name, "msgs/s", {s: r["msgs_per_s"] for s, r in results.items()}, "higher"))
+        rows.append((name, "server CPU us/msg", {s: r["server_cpu_us_per_msg"] for s, r in results.items()}, "lower"))
+        rows.append((name, "p99 us", {s: r["p99_us"] for s, r in results.items()}, "lower"))
+        print(f"done: {name}", file=sys.stderr, flush=True)
+    results = {s: run(s, tls, ["handshakes", "--concurrency", "32", "--secs", SECS]) for s in SERVERS}
+    rows.append((f"{scheme} handshakes", "per s", {s: r["handshakes_per_s"] for s, r in results.items()}, "higher"))
+    results = {s: run(s, tls, ["idle", "--conns", "2000"]) for s in SERVERS}
+    rows.append((f"{scheme} idle 2,000 conns", "RSS bytes/conn", {s: r["bytes_per_conn"] for s, r in results.items()}, "lower"))
+    print(f"done: {scheme} handshakes and idle", file=sys.stderr, flush=True)
+
+# Scale: 15,000 idle wss connections to wssd, each waiting for one heartbeat ping.
+SERVERS["wssd-scale"] = lambda tls: SERVERS["wssd"](tls) + ["--max-connections", "20000", "--ping-interval", "5"]
+scale = run("wssd-scale", True, ["idle", "--conns", "15000", "--ping-wait", "12"])
+scale_line = (f"Scale: wssd held 15,000 idle wss connections at {scale['rss_after_kib'] / 1024:.0f} MiB RSS "
+              f"({scale['bytes_per_conn']:g} bytes each); {scale['pinged']} of them got their heartbeat ping "
+              f"(--ping-interval 5) within 12 s.")
+print("done: scale", file=sys.stderr, flush=True)
+
+binary = os.path.getsize(f"{REL}/wssd")
+crates = len(set(subprocess.run(["cargo", "tree", "-e", "normal", "--prefix", "none", "-p", "wssd"],
+                                 capture_output=True, text=True, check=True).stdout.split("\n")) - {""})
+
+peers = ["fastwebsockets", "tokio-tungstenite"]
+lines = ["| scenario | measure | wssd | fastwebsockets | tokio-tungstenite | wssd / fastwebsockets | wssd / tokio-tungstenite |",
+         "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+for name, measure, values, better in rows:
+    def ratio(peer):
+        w, p = values["wssd"], values[peer]
+        return f"{w / p:.2f}" if w is not None and p else "n/a"
+    cells = [f"{values[s]:g}" if values[s] is not None else "n/a" for s in ["wssd", *peers]]
+    lines.append(f"| {name} | {measure} ({better} is better) | " + " | ".join(cells) + f" | {ratio(peers[0])} | {ratio(peers[1])} |")
+lines.append("")
+lines.append(scale_line)
+lines.append("")
+lines.append(f"wssd release binary, stripped, default features: {binary} bytes ({binary / 1048576:.2f} MiB); "
+             f"crates in the default build: {crates}.")
+table = "\n".join(lines)
+print(table)
+with open("target/bench/table.md", "w") as f:
+    f.write(table + "\n")
+with open("target/bench/results.json", "w") as f:
+    json.dump({"rows": [{"scenario": n, "measure": m, "values": v} for n, m, v, _ in rows],
+               "scale": scale, "binary_bytes": binary, "crates": crates}, f, indent=1)
