@@ -505,6 +505,16 @@ fn tls_on_the_plain_port_is_named() {
     );
 }
 
+/// Accepts one connection and serves it under `limits` until it ends.
+async fn serve_with(
+    acceptor: &Acceptor,
+    server_end: common::Duplex,
+    limits: &Limits,
+) -> wssd::session::SessionSummary {
+    let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
+    wssd::session::serve(ws, request, &Recorder::default(), limits).await
+}
+
 fn heartbeat_limits(idle_ms: u64) -> Limits {
     Limits {
         ping_interval: std::time::Duration::from_millis(10),
@@ -518,10 +528,7 @@ fn server_pings_and_a_ponging_client_stays_open() {
     let acceptor = Acceptor::new(Config::default());
     let limits = heartbeat_limits(60_000);
     let (server_end, client_end) = duplex();
-    let server = async {
-        let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
-        wssd::session::serve(ws, request, &Recorder::default(), &limits).await
-    };
+    let server = serve_with(&acceptor, server_end, &limits);
     let client = async {
         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
             .await
@@ -546,10 +553,7 @@ fn a_silent_client_is_closed_with_1001_after_the_idle_timeout() {
     let acceptor = Acceptor::new(Config::default());
     let limits = heartbeat_limits(50);
     let (server_end, client_end) = duplex();
-    let server = async {
-        let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
-        wssd::session::serve(ws, request, &Recorder::default(), &limits).await
-    };
+    let server = serve_with(&acceptor, server_end, &limits);
     let client = async {
         let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
             .await
