@@ -69,15 +69,37 @@
 //!
 //! To send from elsewhere (another task, a timer, a message bus), keep the
 //! [`Connection`] handle given to [`Handler::on_open`]: it is cheap to clone and
-//! its send queue is bounded, so a slow client shows up as [`SendError::Full`],
-//! never as a silent drop. A [`Hub`] keeps the live connections for broadcast.
+//! its send queue is bounded in bytes, so a slow client shows up as
+//! [`SendError::Full`] (or [`Connection::send`] waits), never as a silent drop.
+//! `on_open` runs before the client receives its `101`, so whatever it registers is in
+//! place by the time the client sees the connection open.
+//!
+//! # Users, groups and several instances
+//!
+//! A [`Hub`] is the registry of live connections: ids, users ([`Hub::bind_user`],
+//! [`Hub::send_to_user`]), groups ([`Hub::join`], [`Hub::send_to_group`]) and
+//! [`Hub::broadcast`], each send framed once and shared by its recipients. With the
+//! `redis` feature, [`redis::link`] carries user, group and broadcast sends to every
+//! instance on one Redis server.
+//!
+//! # Limits, heartbeat, shutdown, renewal
+//!
+//! Every limit is a field of [`Limits`], with its unit and the reason for its default:
+//! handshake timeout, request head size, message, frame and fragment counts, the send
+//! queue, ping interval and idle timeout, and (for the listener loop) connections.
+//! [`smol::Shutdown`] stops a server gracefully (1001 to every client after its queue
+//! drains), and [`tls::CertResolver`] swaps certificates, chosen by SNI, while it runs.
 //!
 //! # Features
-//! - `smol` (on with `cli`): [`smol::serve`], the listener loop.
+//! - `smol` (on with `cli`): [`smol::serve`] and [`smol::run`], the listener loop, with
+//!   the connection cap and graceful shutdown.
 //! - `self-signed` (on with `cli`): [`tls::SelfSigned`], a local CA and leaf from rcgen.
+//! - `redis` (on with `cli`): [`redis::link`], cross-instance fan-out for the [`Hub`].
+//! - `probe` (on with `cli`): what `wssd probe` needs (system trust store, certificate dates, JSON).
 //! - `cli` (default): the `wssd` binary.
 //!
-//! Without default features, the core depends on no runtime.
+//! Without default features, the core depends on no runtime: it needs only a
+//! `futures_io` stream, and its timers come from async-io, which works under any executor.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
