@@ -214,6 +214,7 @@ impl Hub {
     }
 
     /// Sets where user, group and broadcast sends also go. Only the first call counts.
+    #[cfg(feature = "redis")]
     pub(crate) fn set_relay(&self, relay: Arc<dyn Relay>) -> bool {
         self.inner.relay.set(relay).is_ok()
     }
