@@ -118,6 +118,14 @@ pub enum AcceptError {
     PlainHttpOnTlsPort,
     /// A TLS ClientHello arrived on a plain `ws://` port.
     TlsOnPlainPort,
+    /// The client offered only TLS 1.1 or older (its ClientHello's version is below 1.2,
+    /// RFC 5246 appendix E); a fatal alert was sent. wssd speaks TLS 1.2 and 1.3 only.
+    OldTls {
+        /// What the client offered, such as `"TLS 1.0"`.
+        offered: &'static str,
+        /// The TLS error rustls reported.
+        error: io::Error,
+    },
 }
 
 impl fmt::Display for AcceptError {
@@ -127,7 +135,8 @@ impl fmt::Display for AcceptError {
             AcceptError::WrongPath { path } => {
                 write!(
                     f,
-                    "no WebSocket at path {path:?}: answered 404 (check the client's URL or --path)"
+                    "no WebSocket at path \"{}\": answered 404 (check the client's URL or --path)",
+                    crate::text::escape(path)
                 )
             }
             AcceptError::NotWebSocket { page: false } => write!(
@@ -156,6 +165,10 @@ impl fmt::Display for AcceptError {
                 f,
                 "client started TLS on a plain ws port: use ws:// or start wssd with --cert/--key"
             ),
+            AcceptError::OldTls { offered, error } => write!(
+                f,
+                "TLS handshake failed: {error} (the client offers only {offered}, TLS 1.1 or older; wssd requires TLS 1.2 or 1.3, as WeChat does: update the client)"
+            ),
         }
     }
 }
@@ -163,7 +176,7 @@ impl fmt::Display for AcceptError {
 impl std::error::Error for AcceptError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            AcceptError::Tls(e) => Some(e),
+            AcceptError::Tls(e) | AcceptError::OldTls { error: e, .. } => Some(e),
             AcceptError::Io(e) => Some(e),
             AcceptError::ProxyHeader(e) => Some(e),
             AcceptError::WrongPath { .. }
@@ -228,8 +241,8 @@ impl Acceptor {
     /// (see [`Limits::handshake_timeout`](crate::Limits::handshake_timeout)).
     ///
     /// # Errors
-    /// [`AcceptError::Tls`] when the TLS handshake fails (including clients that offer
-    /// only TLS 1.1 or older), [`AcceptError::WrongPath`] after answering 404,
+    /// [`AcceptError::Tls`] when the TLS handshake fails, [`AcceptError::OldTls`] when
+    /// the client offers only TLS 1.1 or older, [`AcceptError::WrongPath`] after answering 404,
     /// [`AcceptError::NotWebSocket`] (426) for a request without `Upgrade: websocket`,
     /// [`AcceptError::BadRequest`] for an invalid opening handshake, [`AcceptError::Io`]
     /// when the connection fails, [`AcceptError::ProxyHeader`] for a missing PROXY header,
@@ -246,13 +259,17 @@ impl Acceptor {
         let (stream, tls) = match &self.config.tls {
             None => (Transport::Plain(stream), None),
             Some(tls) => {
+                let old = old_tls_version(&buf);
                 let hello = Rewind {
                     prefix: std::mem::take(&mut buf),
                     pos: 0,
                     inner: stream,
                 };
                 let acceptor = TlsAcceptor::from(tls.clone());
-                let tls = acceptor.accept(hello).await.map_err(AcceptError::Tls)?;
+                let tls = acceptor.accept(hello).await.map_err(|error| match old {
+                    Some(offered) => AcceptError::OldTls { offered, error },
+                    None => AcceptError::Tls(error),
+                })?;
                 let info = tls_info(tls.get_ref().1);
                 (Transport::Tls(Box::new(tls)), Some(info))
             }
@@ -283,11 +300,15 @@ impl Acceptor {
                         content_type: "text/plain; charset=utf-8",
                         body: format!("{why}\n"),
                     };
-                    return Err(refuse(&mut stream, answer, Refusal::Invalid(why), "").await);
+                    return Err(
+                        refuse(&mut stream, answer, Refusal::Invalid(why), "", false).await,
+                    );
                 }
                 Err(answer) => {
                     let why = answer.body.trim_end().to_owned();
-                    return Err(refuse(&mut stream, answer, Refusal::Invalid(why), "").await);
+                    return Err(
+                        refuse(&mut stream, answer, Refusal::Invalid(why), "", false).await,
+                    );
                 }
             }
         };
@@ -297,7 +318,8 @@ impl Acceptor {
                 subprotocol,
             } => (response, subprotocol),
             Decision::Refuse(answer, why) => {
-                return Err(refuse(&mut stream, answer, why, &head.path).await);
+                let head_request = head.method == "HEAD";
+                return Err(refuse(&mut stream, answer, why, &head.path, head_request).await);
             }
         };
         // The 101 goes out with the first write, flush or read of the WebSocket, so that
@@ -388,12 +410,30 @@ impl Acceptor {
     }
 }
 
+/// The version a ClientHello offers when it is below TLS 1.2: its `client_version`
+/// (RFC 5246 section 7.4.1.2), at byte 9 of the first record. TLS 1.2 and 1.3 clients
+/// both send 3.3 there.
+fn old_tls_version(hello: &[u8]) -> Option<&'static str> {
+    if hello.len() < 11 || hello[0] != 0x16 || hello[5] != 0x01 {
+        return None;
+    }
+    match (hello[9], hello[10]) {
+        (3, 2) => Some("TLS 1.1"),
+        (3, 1) => Some("TLS 1.0"),
+        (3, 0) => Some("SSL 3.0"),
+        (major, _) if major < 3 => Some("SSL 2"),
+        _ => None,
+    }
+}
+
 /// A plain-words explanation of the common TLS handshake failures.
 fn tls_hint(e: &io::Error) -> &'static str {
     use futures_rustls::rustls::{AlertDescription as Alert, Error, PeerIncompatible};
     match e.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
         Some(Error::PeerIncompatible(
             PeerIncompatible::Tls12NotOffered
+            | PeerIncompatible::Tls12NotOfferedOrEnabled
+            | PeerIncompatible::SignatureAlgorithmsExtensionRequired
             | PeerIncompatible::SupportedVersionsExtensionRequired,
         )) => {
             " (the client offers only TLS 1.1 or older; wssd requires TLS 1.2 or 1.3, as WeChat does: update the client)"
@@ -441,9 +481,10 @@ async fn refuse<W: AsyncWrite + Unpin>(
     answer: handshake::Answer,
     why: Refusal,
     path: &str,
+    head_request: bool,
 ) -> AcceptError {
     // Best effort: the client may be gone already.
-    let _ = stream.write_all(&answer.to_bytes()).await;
+    let _ = stream.write_all(&answer.to_bytes(head_request)).await;
     let _ = stream.close().await;
     match why {
         Refusal::WrongPath => AcceptError::WrongPath {

@@ -155,12 +155,25 @@ pub struct Limits {
     /// Default 25 s: under the 30 to 60 s idle timeouts of typical proxies, NAT
     /// gateways and mobile networks, so a quiet connection stays open. Zero disables pings.
     pub ping_interval: Duration,
-    /// A connection from which nothing (no message, no pong) arrived for this long is
-    /// closed with 1001 (going away), in seconds. Checked at each ping, so it acts
-    /// within one `ping_interval` after it expires. A write to a client that stopped
-    /// reading is given this long too, then the connection is dropped.
+    /// A connection from which nothing (no message, no ping, no pong) arrived for this long
+    /// is closed with 1001 (going away), in seconds. Checked at each ping (every
+    /// `idle_timeout` when pings are off), so it acts within one interval after it
+    /// expires. Every write to a client (queued messages, pings, pongs) is given this
+    /// long too; a client that reads nothing for that long is dropped and its memory freed.
     /// Default 60 s: two missed pongs.
     pub idle_timeout: Duration,
+    /// How long the closing handshake may take (RFC 6455 section 7.1.2): writing our
+    /// close frame and waiting for the peer's. Past it the TCP connection is dropped.
+    /// Default 5 s: a live client answers within a round trip; a gone or stalled one
+    /// must not hold its memory.
+    pub close_timeout: Duration,
+    /// How long a session stops reading while a [`Hub`](crate::Hub) send made from its
+    /// [`Handler::on_message`](crate::Handler::on_message) waits for a recipient's full
+    /// queue. A recipient that makes no room within it is closed with 1013 (try again
+    /// later); one that does gets the message, late but not lost. Default 5 s: a burst
+    /// slows its sender instead of disconnecting fast readers, and a recipient that
+    /// stays behind for its own reasons cannot stall its group for long.
+    pub backpressure_timeout: Duration,
     /// The most connections served at once, enforced by the listener loop
     /// ([`crate::smol::serve`]). Past it, a new connection on a plain port gets HTTP 503
     /// and on a TLS port is closed, with a warning at most once a second.
@@ -181,6 +194,8 @@ impl Default for Limits {
             send_queue_bytes: 256 << 10,
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
+            close_timeout: Duration::from_secs(5),
+            backpressure_timeout: Duration::from_secs(5),
             max_connections: 10_000,
         }
     }

@@ -18,6 +18,8 @@ pub(crate) const TEST_PAGE: &str = include_str!("test_page.html");
 #[derive(Debug)]
 pub(crate) struct Head {
     pub method: String,
+    /// The HTTP minor version: `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub version: u8,
     pub path: String,
     pub query: Option<String>,
     pub headers: HeaderMap,
@@ -45,8 +47,9 @@ impl Answer {
         }
     }
 
-    /// The response, `Connection: close`, with its body.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The response, `Connection: close`, with its body, or without it when answering
+    /// a `HEAD` request (RFC 9110 section 9.3.2: the same headers, no content).
+    pub fn to_bytes(&self, head_request: bool) -> Vec<u8> {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.status.as_u16(),
@@ -58,7 +61,9 @@ impl Answer {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
         out.push_str("\r\n");
-        out.push_str(&self.body);
+        if !head_request {
+            out.push_str(&self.body);
+        }
         out.into_bytes()
     }
 }
@@ -108,6 +113,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, Answer> {
     }
     let head = Head {
         method: req.method.unwrap_or_default().to_owned(),
+        version: req.version.unwrap_or(0),
         path: path.to_owned(),
         query,
         headers: map,
@@ -188,6 +194,21 @@ pub(crate) fn decide(config: &Config, head: &Head, tls: bool) -> Decision {
             "A WebSocket opening handshake is a GET request",
         );
     }
+    if head.version < 1 {
+        return invalid(
+            StatusCode::BAD_REQUEST,
+            "A WebSocket opening handshake needs HTTP/1.1 or newer (RFC 6455 section 4.2.1): a proxy in between may speak HTTP/1.0 (nginx: proxy_http_version 1.1)",
+        );
+    }
+    for (name, shown) in [
+        (header::SEC_WEBSOCKET_VERSION, "Sec-WebSocket-Version"),
+        (header::SEC_WEBSOCKET_KEY, "Sec-WebSocket-Key"),
+    ] {
+        if h.get_all(&name).iter().count() > 1 {
+            let why = format!("More than one {shown} header (RFC 6455 section 4.2.1)");
+            return invalid(StatusCode::BAD_REQUEST, &why);
+        }
+    }
     if h.get(header::SEC_WEBSOCKET_VERSION)
         .map(HeaderValue::as_bytes)
         != Some(b"13")
@@ -207,11 +228,11 @@ pub(crate) fn decide(config: &Config, head: &Head, tls: bool) -> Decision {
         return invalid(StatusCode::BAD_REQUEST, "No Host header");
     }
     let key = match h.get(header::SEC_WEBSOCKET_KEY) {
-        Some(key) if key.len() == 24 => key,
+        Some(key) if is_key(key.as_bytes()) => key,
         _ => {
             return invalid(
                 StatusCode::BAD_REQUEST,
-                "Missing or malformed Sec-WebSocket-Key",
+                "Missing or malformed Sec-WebSocket-Key: it must be 16 random bytes in base64 (RFC 6455 section 4.2.1)",
             );
         }
     };
@@ -228,6 +249,23 @@ pub(crate) fn decide(config: &Config, head: &Head, tls: bool) -> Decision {
         response: response.into_bytes(),
         subprotocol,
     }
+}
+
+/// Whether `key` is 16 bytes in base64 (RFC 4648 section 4): 22 characters of the
+/// alphabet, the last with its low 4 bits zero, then `==` (RFC 6455 section 4.2.1).
+fn is_key(key: &[u8]) -> bool {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22].iter().all(|&c| value(c).is_some())
+        && value(key[21]).is_some_and(|v| v & 0x0F == 0)
 }
 
 /// Whether any instance of header `name` lists `token` (case-insensitive, comma-separated).
@@ -321,6 +359,34 @@ mod tests {
             (UPGRADE.replace("keep-alive, Upgrade", "keep-alive"), 400),
             (UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"), 400),
             (UPGRADE.replace("GET", "POST"), 405),
+            (UPGRADE.replace("HTTP/1.1", "HTTP/1.0"), 400),
+            (
+                UPGRADE.replace(
+                    "Sec-WebSocket-Version: 13\r\n",
+                    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 8\r\n",
+                ),
+                400,
+            ),
+            (
+                UPGRADE.replace(
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                ),
+                400,
+            ),
+            (
+                UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!!!!!!!!!!!!!!!!!!!!!!"),
+                400,
+            ),
+            (
+                UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "========================"),
+                400,
+            ),
+            // 24 characters, but the last data character has bits past the 16 bytes.
+            (
+                UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZR=="),
+                400,
+            ),
         ];
         for (text, status) in cases {
             let Decision::Refuse(answer, _) = decide(&Config::default(), &head(&text), false)
@@ -329,6 +395,21 @@ mod tests {
             };
             assert_eq!(answer.status.as_u16(), status, "{text}");
         }
+    }
+
+    #[test]
+    fn a_head_request_gets_the_headers_without_the_body() {
+        let head_req = head("HEAD /wss HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        let Decision::Refuse(answer, _) = decide(&Config::default(), &head_req, false) else {
+            panic!()
+        };
+        let text = String::from_utf8(answer.to_bytes(true)).unwrap();
+        assert!(text.starts_with("HTTP/1.1 426 "), "{text}");
+        assert!(
+            text.ends_with("\r\n\r\n"),
+            "no body after a HEAD answer: {text:?}"
+        );
+        assert!(text.contains(&format!("Content-Length: {}\r\n", answer.body.len())));
     }
 
     #[test]
@@ -344,7 +425,7 @@ mod tests {
         assert_eq!(parse_head(text.as_bytes()).unwrap_err().status, 431);
         let bytes = parse_head(b"GET / HTTP/1.1\r\n\r\n")
             .map(|_| ())
-            .map_err(|a| a.to_bytes());
+            .map_err(|a| a.to_bytes(false));
         assert!(bytes.is_ok());
     }
 }

@@ -7,6 +7,7 @@
 //! that user, group and broadcast sends reach connections on every instance.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use async_tungstenite::tungstenite::protocol::frame::{
@@ -14,7 +15,7 @@ use async_tungstenite::tungstenite::protocol::frame::{
     coding::{Data, OpCode},
 };
 
-use crate::session::{Connection, SendError};
+use crate::session::{self, Connection, SendError};
 use crate::{CloseCode, Message};
 
 /// The registry of live connections, by [`Connection::id`], with users and groups.
@@ -23,8 +24,13 @@ use crate::{CloseCode, Message};
 ///
 /// Register a connection in [`Handler::on_open`](crate::Handler::on_open) and remove it in
 /// [`Handler::on_close`](crate::Handler::on_close); removal also leaves its user and groups.
-/// Sends never wait: each goes through the recipient's bounded queue, so a slow member never
-/// holds up a group. A recipient whose queue is full is closed with 1013 (try again later).
+/// Sends never wait: each goes through the recipient's bounded queue. When a recipient's
+/// queue is full, a send made inside [`Handler::on_message`](crate::Handler::on_message)
+/// keeps the message and pauses the sending connection's reads until the recipient has
+/// room (backpressure: a burst slows its sender, not the room), and closes the recipient
+/// with 1013 (try again later) only if it makes no room within
+/// [`Limits::backpressure_timeout`](crate::Limits::backpressure_timeout). A send made
+/// anywhere else (another task, the Redis link) closes a full recipient with 1013 at once.
 /// A message is framed once per send and its bytes shared by every recipient.
 ///
 /// ```
@@ -249,9 +255,20 @@ impl Hub {
         let framed = frame_once(msg);
         let mut queued = 0;
         for conn in recipients {
-            match conn.try_send(framed.clone()) {
+            // Behind messages already waiting for this recipient: keep their order.
+            let sent = if session::is_deferred(&conn) {
+                Err(SendError::Full)
+            } else {
+                conn.try_send(framed.clone())
+            };
+            match sent {
                 Ok(()) => queued += 1,
-                Err(SendError::Full) => close_slow_consumer(&conn),
+                // Sent from a session's on_message: that session waits for room, up to
+                // Limits::backpressure_timeout, instead of closing a fast reader.
+                Err(SendError::Full) => match session::defer(&conn, framed.clone()) {
+                    Ok(()) => queued += 1,
+                    Err(_) => close_slow_consumer(&conn),
+                },
                 Err(SendError::Closed) => {}
             }
         }
@@ -290,12 +307,24 @@ fn frame_once(msg: &Message) -> Message {
     }
 }
 
-/// Closes a connection whose send queue is full with 1013 (try again later), with a warning.
+static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
+
+/// How many connections this process closed with 1013 because their send queue stayed
+/// full ([`close_slow_consumer`]).
+pub fn slow_consumers_closed() -> u64 {
+    SLOW_CONSUMERS.load(Ordering::Relaxed)
+}
+
+/// Closes a connection whose send queue is full with 1013 (try again later). The first
+/// call for a connection logs one warning and counts it in [`slow_consumers_closed`];
+/// later calls, for the messages that keep coming while it closes, do neither.
 pub fn close_slow_consumer(conn: &Connection) {
-    log::warn!(
-        "{}: send queue full ({} bytes): the client reads too slowly; closing with 1013",
-        conn.request().client_ip,
-        conn.buffered_bytes()
-    );
-    conn.close(CloseCode::Again, "send queue full: reading too slowly");
+    let queued = conn.buffered_bytes();
+    if conn.close(CloseCode::Again, "send queue full: reading too slowly") {
+        let total = SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed) + 1;
+        log::warn!(
+            "{}: send queue full ({queued} bytes): the client reads too slowly; closing with 1013 ({total} slow clients closed so far)",
+            conn.request().client_ip,
+        );
+    }
 }

@@ -115,6 +115,7 @@ pub mod session;
 #[cfg(feature = "smol")]
 pub mod smol;
 pub mod sniff;
+pub mod text;
 pub mod tls;
 
 pub use accept::{AcceptError, Acceptor, Request, Stream, TlsInfo, WebSocket};

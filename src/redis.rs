@@ -9,8 +9,9 @@
 //! - nothing is delivered twice: an instance ignores its own publications;
 //! - when Redis goes away, the outage is logged once, and both directions reconnect with
 //!   backoff (100 ms doubling to 5 s). A subscription is checked with PING every 10 s, so
-//!   a connection that died silently is replaced too. Sends made meanwhile wait in a bounded queue
-//!   ([`PUBLISH_QUEUE`] messages) and are published on reconnection.
+//!   a connection that died silently is replaced too. Sends made meanwhile wait in a queue
+//!   bounded in bytes ([`PUBLISH_QUEUE_BYTES`]) and are published on reconnection; past
+//!   it they are dropped, counted and logged (one line per outage, not per message).
 //!
 //! What pub/sub does not guarantee: Redis delivers a publication only to the subscribers
 //! connected at that moment, so an instance that is down or reconnecting misses what was
@@ -25,7 +26,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use event_listener::Event;
@@ -38,8 +39,11 @@ use crate::hub::{Hub, Relay, Target};
 /// The Redis pub/sub channel every instance publishes on and subscribes to.
 pub const CHANNEL: &str = "wssd";
 
-/// How many sends wait for Redis while it is unreachable; more are dropped with a warning.
-pub const PUBLISH_QUEUE: usize = 10_000;
+/// How many bytes of sends (encoded payloads) may wait for Redis, while it is unreachable
+/// or slower than the senders: 16 MiB. A send that does not fit is dropped and counted:
+/// the first drop of an outage logs one warning, and the count is logged when the queue
+/// has room again. Memory is held only while sends wait: each is freed once published.
+pub const PUBLISH_QUEUE_BYTES: usize = 16 << 20;
 
 /// How often an idle subscription is checked with PING, and how long the answer may take.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
@@ -58,12 +62,15 @@ pub fn link(hub: &Hub, url: &str) -> Result<Link, redis::RedisError> {
     let instance = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    let (queue, pending) = async_channel::bounded(PUBLISH_QUEUE);
+    // Unbounded in count, bounded in bytes by `Publisher::publish`.
+    let (queue, pending) = async_channel::unbounded();
     let publisher = Arc::new(Publisher {
         instance,
         queue,
-        warned_full: AtomicBool::new(false),
+        queued_bytes: Arc::new(AtomicUsize::new(0)),
+        dropped: AtomicU64::new(0),
     });
+    let queued_bytes = publisher.queued_bytes.clone();
     if !hub.set_relay(publisher) {
         return Err(redis::RedisError::from((
             redis::ErrorKind::Client,
@@ -74,7 +81,7 @@ pub fn link(hub: &Hub, url: &str) -> Result<Link, redis::RedisError> {
     let link = Link {
         subscribed: Arc::new((AtomicBool::new(false), Event::new())),
     };
-    smol::spawn(publish(client.clone(), pending, name.clone())).detach();
+    smol::spawn(publish(client.clone(), pending, queued_bytes, name.clone())).detach();
     smol::spawn(subscribe(
         client,
         hub.clone(),
@@ -110,7 +117,10 @@ impl Link {
 struct Publisher {
     instance: u64,
     queue: async_channel::Sender<Vec<u8>>,
-    warned_full: AtomicBool,
+    /// Bytes of encoded sends waiting; the publisher task subtracts what it published.
+    queued_bytes: Arc<AtomicUsize>,
+    /// Sends dropped since the queue was last below its cap.
+    dropped: AtomicU64,
 }
 
 impl Relay for Publisher {
@@ -118,18 +128,36 @@ impl Relay for Publisher {
         let Some(bytes) = encode(self.instance, target, msg) else {
             return;
         };
-        match self.queue.try_send(bytes) {
-            Ok(()) => self.warned_full.store(false, Ordering::Relaxed),
-            Err(_) if !self.warned_full.swap(true, Ordering::Relaxed) => log::warn!(
-                "redis: {PUBLISH_QUEUE} sends wait for Redis already: dropping cross-instance sends until it is back"
-            ),
-            Err(_) => {}
+        let size = bytes.len();
+        let before = self.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        if before + size > PUBLISH_QUEUE_BYTES {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                log::warn!(
+                    "redis: {before} bytes of sends wait for Redis already (PUBLISH_QUEUE_BYTES): dropping cross-instance sends until there is room; local delivery goes on"
+                );
+            }
+            return;
+        }
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            log::warn!(
+                "redis: the publish queue has room again; {dropped} cross-instance sends were dropped"
+            );
+        }
+        if self.queue.try_send(bytes).is_err() {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
         }
     }
 }
 
 /// Publishes queued sends, reconnecting with backoff; a send that failed is retried.
-async fn publish(client: redis::Client, pending: async_channel::Receiver<Vec<u8>>, url: String) {
+async fn publish(
+    client: redis::Client,
+    pending: async_channel::Receiver<Vec<u8>>,
+    queued_bytes: Arc<AtomicUsize>,
+    url: String,
+) {
     let mut retry: Option<Vec<u8>> = None;
     let mut backoff = Backoff::new("publisher", &url);
     loop {
@@ -159,6 +187,7 @@ async fn publish(client: redis::Client, pending: async_channel::Receiver<Vec<u8>
                 backoff.failed(&e).await;
                 break;
             }
+            queued_bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
         }
     }
 }

@@ -1,14 +1,30 @@
 //! The session loop: frames in, handler out, a bounded send queue, and the close handshake.
+//!
+//! One [`Session`] per connection, run by [`serve`]. Each of its steps does one job:
+//! [`Session::open`] sends the `101`, [`Session::next_event`] waits for whatever comes
+//! first, [`Session::on_frame`] hands a message to the handler, [`Session::drain`] writes
+//! the send queue corked, [`Session::heartbeat`] pings and enforces the idle timeout,
+//! [`Session::retry_blocked`] applies backpressure on behalf of a full recipient, and
+//! [`Session::close`] does the closing handshake. Every write and every wait for the peer
+//! has a deadline, and the loop yields to its executor after a bounded run of work.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
+use async_io::Timer;
 use async_tungstenite::tungstenite::{
     self,
     error::ProtocolError,
     protocol::{CloseFrame, frame::coding::CloseCode},
 };
+use event_listener::{Event, EventListener};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{StreamExt, future};
 use futures_util::SinkExt;
@@ -16,9 +32,7 @@ use futures_util::SinkExt;
 use crate::Message;
 use crate::accept::{Request, TooManyFragments, WebSocket};
 use crate::config::Limits;
-use async_io::Timer;
-use event_listener::Event;
-use std::time::Instant;
+use crate::text::escape;
 
 /// What the embedder's code does when a connection opens, sends a message, and closes.
 ///
@@ -53,6 +67,11 @@ pub trait Handler: Send + Sync + 'static {
 
     /// A text or binary message arrived (RFC 6455 section 6.2). Pings and pongs are
     /// answered by the session loop and do not reach the handler.
+    ///
+    /// [`Hub`](crate::Hub) sends made from here apply backpressure: a recipient whose
+    /// queue is full does not lose the message and is not closed at once; instead this
+    /// connection stops reading until the recipient has room (see
+    /// [`Limits::backpressure_timeout`](crate::Limits::backpressure_timeout)).
     fn on_message(&self, conn: &Connection, msg: Message);
 
     /// The connection ended. `close` is the close frame the peer sent (code and reason,
@@ -97,15 +116,25 @@ pub struct Connection {
 struct Shared {
     id: u64,
     request: Request,
-    queue: async_channel::Sender<Message>,
-    /// Payload bytes queued and not yet written.
-    queued_bytes: AtomicUsize,
+    queue: Mutex<Queue>,
     /// The queue's cap, in bytes.
     queue_limit: usize,
     /// Notified as queued bytes are written, for senders waiting for room.
     room: Event,
+}
+
+/// The send queue, and the session task's waker.
+#[derive(Default)]
+struct Queue {
+    messages: VecDeque<Message>,
+    /// Payload bytes queued and not yet written (those being written included).
+    bytes: usize,
+    /// No more sends: [`Connection::close`] was called, or the session ended.
+    closed: bool,
     /// The close frame asked for by [`Connection::close`], sent after the queue drains.
-    close: Mutex<Option<CloseFrame>>,
+    close: Option<CloseFrame>,
+    /// The session task, woken when a message is queued or the queue closes.
+    waker: Option<Waker>,
 }
 
 impl fmt::Debug for Connection {
@@ -159,39 +188,67 @@ impl Connection {
 
     /// Queues `msg` if there is room; on failure, hands it back.
     fn push(&self, msg: Message) -> Result<(), (SendError, Message)> {
-        let shared = &*self.shared;
         let size = payload_len(&msg);
-        let before = shared.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        let mut queue = self.queue();
+        if queue.closed {
+            return Err((SendError::Closed, msg));
+        }
         // One message larger than the whole cap still fits into an empty queue.
-        if before > 0 && before + size > shared.queue_limit {
-            shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+        if queue.bytes > 0 && queue.bytes + size > self.shared.queue_limit {
             return Err((SendError::Full, msg));
         }
-        shared.queue.try_send(msg).map_err(|e| {
-            shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-            (SendError::Closed, e.into_inner())
-        })
+        queue.bytes += size;
+        queue.messages.push_back(msg);
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
     }
 
-    /// The payload bytes queued on this connection and not yet written.
+    /// The payload bytes queued on this connection and not yet written, in bytes.
     pub fn buffered_bytes(&self) -> usize {
-        self.shared.queued_bytes.load(Ordering::Acquire)
+        self.queue().bytes
     }
 
     /// Starts the closing handshake (RFC 6455 section 7.1.2) with this close code and reason.
     ///
     /// Messages queued before this call are written first; later sends fail with
     /// [`SendError::Closed`]. The reason is at most 123 bytes of UTF-8 (RFC 6455 section 5.5).
-    /// Closing twice keeps the first code.
-    pub fn close(&self, code: CloseCode, reason: &str) {
-        let mut close = self.shared.close.lock().unwrap_or_else(|e| e.into_inner());
-        if close.is_none() {
-            *close = Some(CloseFrame {
-                code,
-                reason: truncate_reason(reason).into(),
-            });
+    /// Closing twice keeps the first code. Returns whether this call started the closing
+    /// (`false` when the connection was closing or closed already).
+    pub fn close(&self, code: CloseCode, reason: &str) -> bool {
+        let mut queue = self.queue();
+        if queue.closed {
+            return false;
         }
-        self.shared.queue.close();
+        queue.closed = true;
+        queue.close = Some(CloseFrame {
+            code,
+            reason: truncate_reason(reason).into(),
+        });
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        self.shared.room.notify(usize::MAX);
+        true
+    }
+
+    /// Whether the connection is closing or closed: sends fail with [`SendError::Closed`].
+    pub fn is_closed(&self) -> bool {
+        self.queue().closed
+    }
+
+    /// Notified when queued bytes are written, or the queue closes.
+    pub(crate) fn listen_for_room(&self) -> EventListener {
+        self.shared.room.listen()
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -205,23 +262,30 @@ pub struct SessionSummary {
     /// The close code that ended the session: the peer's, ours, or `None` when the TCP
     /// connection simply dropped (1006 semantics, RFC 6455 section 7.1.5).
     pub close_code: Option<CloseCode>,
-    /// What went wrong, in plain words, if something did.
+    /// What went wrong, in plain words, if something did. Anything the peer sent is escaped.
     pub error: Option<String>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How many events in a row a session handles without waiting before it yields to its
+/// executor, so that a client whose socket always has data cannot starve the others.
+const BUDGET: u32 = 64;
+
 /// Runs one connection until it closes: reads frames and hands messages to `handler`,
 /// writes what is queued on its [`Connection`], and does the close handshake.
 ///
 /// Queued messages are written before the next read, several per flush (corking).
-/// Client pings are answered with pongs (RFC 6455 section 5.5.2); the server pings
-/// every [`Limits::ping_interval`] and closes with 1001 a connection silent for
-/// [`Limits::idle_timeout`]. A protocol
-/// violation is answered with close code 1002, invalid UTF-8 in a text message
-/// with 1007, and a message or frame over the limits with 1009 (RFC 6455 section 7.4.1).
+/// Client pings are answered with pongs (RFC 6455 section 5.5.2); a client that does
+/// not read them is not read from either, and is dropped after [`Limits::idle_timeout`].
+/// The server pings every [`Limits::ping_interval`] and closes with 1001 a connection
+/// silent for [`Limits::idle_timeout`], with pings on or off. A protocol violation is
+/// answered with close code 1002, invalid UTF-8 in a text message with 1007, and a
+/// message or frame over the limits with 1009 (RFC 6455 section 7.4.1). Every write has
+/// the idle timeout as its deadline, and waiting for the peer's close frame
+/// [`Limits::close_timeout`].
 pub async fn serve<S, H>(
-    mut ws: WebSocket<S>,
+    ws: WebSocket<S>,
     request: Request,
     handler: &H,
     limits: &Limits,
@@ -230,162 +294,470 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler + ?Sized,
 {
-    // Unbounded in messages; bounded in bytes by `Connection::push`.
-    let (tx, rx) = async_channel::unbounded();
-    let mut ticks = if limits.ping_interval.is_zero() {
-        Timer::never()
-    } else {
-        Timer::interval(limits.ping_interval)
-    };
-    let mut last_heard = Instant::now();
-    let conn = Connection {
-        shared: Arc::new(Shared {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            request,
-            queue: tx,
-            queued_bytes: AtomicUsize::new(0),
-            queue_limit: limits.send_queue_bytes,
-            room: Event::new(),
-            close: Mutex::new(None),
-        }),
-    };
-    let mut summary = SessionSummary::default();
-    let mut peer_close = None;
-    // The 101 response is still unsent: the handler sees the connection first, so a
-    // group message sent after the client saw it open reaches it.
-    handler.on_open(&conn);
-    if let Err(e) = ws.flush().await {
-        summary.error = Some(format!(
-            "the opening handshake's answer could not be sent: {e}"
-        ));
-        rx.close();
-        handler.on_close(&conn, None);
-        return summary;
+    let mut session = Session::new(ws, request, limits);
+    session.run(handler).await;
+    session.summary
+}
+
+/// One connection's state between steps of the loop.
+struct Session<S> {
+    ws: WebSocket<S>,
+    conn: Connection,
+    limits: Limits,
+    summary: SessionSummary,
+    /// When anything (a message, a ping, a pong) last arrived.
+    last_heard: Instant,
+    /// Fires every ping interval (or, with pings off, every idle timeout) to check idleness.
+    ticks: Timer,
+    /// The deadline of the write or wait under way.
+    deadline: Timer,
+    /// Messages this session's handler sent to recipients whose queues were full; reading
+    /// pauses until they are queued, or the recipient is closed at `blocked_until`.
+    blocked: Vec<Blocked>,
+    blocked_until: Timer,
+    /// The queued messages taken out for writing; kept to reuse its allocation.
+    spare: VecDeque<Message>,
+    /// Events handled in a row without waiting.
+    hot: u32,
+}
+
+/// A recipient's full queue that the sending session waits on.
+struct Blocked {
+    conn: Connection,
+    messages: VecDeque<Message>,
+    room: Option<EventListener>,
+}
+
+/// What woke the session.
+enum Wake {
+    Queued,
+    QueueClosed,
+    Frame(Option<Result<Message, tungstenite::Error>>),
+    Tick,
+    Unblocked,
+    BlockedTimeout,
+}
+
+thread_local! {
+    /// While a handler's `on_message` runs on this thread: the sends it made to full queues.
+    static BLOCKED: RefCell<Option<Vec<Blocked>>> = const { RefCell::new(None) };
+}
+
+/// Called by the Hub when `conn`'s queue is full, or is already waited on, for a send made
+/// inside a handler's `on_message`: the message is kept, and the sending session stops
+/// reading until it is queued. Returns the message back when no session is sending here.
+pub(crate) fn defer(conn: &Connection, msg: Message) -> Result<(), Message> {
+    BLOCKED.with(|blocked| match blocked.borrow_mut().as_mut() {
+        Some(list) => {
+            match list.iter_mut().find(|b| b.conn.id() == conn.id()) {
+                Some(b) => b.messages.push_back(msg),
+                None => list.push(Blocked {
+                    conn: conn.clone(),
+                    messages: VecDeque::from([msg]),
+                    room: None,
+                }),
+            }
+            Ok(())
+        }
+        None => Err(msg),
+    })
+}
+
+/// Whether the session sending on this thread waits on `conn` already: later messages to
+/// it must queue behind the deferred ones, to keep their order.
+pub(crate) fn is_deferred(conn: &Connection) -> bool {
+    BLOCKED.with(|blocked| {
+        blocked
+            .borrow()
+            .as_ref()
+            .is_some_and(|list| list.iter().any(|b| b.conn.id() == conn.id()))
+    })
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    fn new(ws: WebSocket<S>, request: Request, limits: &Limits) -> Self {
+        let check = if limits.ping_interval.is_zero() {
+            limits.idle_timeout
+        } else {
+            limits.ping_interval
+        };
+        let conn = Connection {
+            shared: Arc::new(Shared {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                request,
+                queue: Mutex::new(Queue::default()),
+                queue_limit: limits.send_queue_bytes,
+                room: Event::new(),
+            }),
+        };
+        Session {
+            ws,
+            conn,
+            limits: *limits,
+            summary: SessionSummary::default(),
+            last_heard: Instant::now(),
+            ticks: if check.is_zero() {
+                Timer::never()
+            } else {
+                Timer::interval(check)
+            },
+            deadline: Timer::never(),
+            blocked: Vec::new(),
+            blocked_until: Timer::never(),
+            spare: VecDeque::new(),
+            hot: 0,
+        }
     }
 
-    enum Step {
-        Queued(Result<Message, async_channel::RecvError>),
-        Frame(Option<Result<Message, tungstenite::Error>>),
-        Tick,
-    }
-    loop {
-        // Writes first: the queue drains before the next read, so a flood of
-        // incoming messages cannot grow it past what one callback queues.
-        let queued = async { Step::Queued(rx.recv().await) };
-        let frame = async { Step::Frame(ws.next().await) };
-        let tick = async {
-            ticks.next().await;
-            Step::Tick
-        };
-        let event = future::or(queued, future::or(tick, frame)).await;
-        if let Step::Frame(Some(Ok(_))) = event {
-            last_heard = Instant::now();
+    async fn run<H: Handler + ?Sized>(&mut self, handler: &H) {
+        let mut peer_close = None;
+        if self.open(handler).await {
+            peer_close = self.main_loop(handler).await;
         }
-        match event {
-            Step::Tick if last_heard.elapsed() >= limits.idle_timeout => {
-                let idle = last_heard.elapsed().as_secs();
-                summary.close_code = Some(CloseCode::Away);
-                summary.error = Some(format!(
-                    "nothing heard for {idle} s, not even a pong: closed"
+        // No more sends; what is still queued is freed now.
+        {
+            let mut queue = self.conn.queue();
+            queue.closed = true;
+            queue.messages = VecDeque::new();
+            queue.bytes = 0;
+        }
+        self.conn.shared.room.notify(usize::MAX);
+        self.blocked.clear();
+        handler.on_close(&self.conn, peer_close.as_ref());
+    }
+
+    /// Lets the handler see the connection, then sends the `101`: whatever `on_open`
+    /// registered is in place before the client learns the connection is open.
+    async fn open<H: Handler + ?Sized>(&mut self, handler: &H) -> bool {
+        handler.on_open(&self.conn);
+        let limit = self.limits.idle_timeout;
+        match within(&mut self.deadline, limit, self.ws.flush()).await {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                self.summary.error = Some(format!(
+                    "the opening handshake's answer could not be sent: {e}"
                 ));
-                let frame = CloseFrame {
-                    code: CloseCode::Away,
-                    reason: "idle timeout".into(),
-                };
-                let _ = ws.close(Some(frame)).await; // the peer is likely gone: do not wait for it
-                break;
+                false
             }
-            Step::Tick => {
-                if let Err(e) = ws.send(Message::Ping(Default::default())).await {
-                    summary.error = Some(format!("ping failed: {e}"));
-                    break;
-                }
-            }
-            Step::Queued(Ok(msg)) => {
-                // Cork: feed what is queued, then flush once; a client that stops
-                // reading gets `idle_timeout` to drain it.
-                let mut written = payload_len(&msg);
-                let cork = async {
-                    ws.feed(msg).await?;
-                    summary.messages_out += 1;
-                    while let Ok(msg) = rx.try_recv() {
-                        written += payload_len(&msg);
-                        ws.feed(msg).await?;
-                        summary.messages_out += 1;
-                    }
-                    ws.flush().await
-                };
-                let result = timeout(limits.idle_timeout, cork).await;
-                conn.shared
-                    .queued_bytes
-                    .fetch_sub(written, Ordering::AcqRel);
-                conn.shared.room.notify(usize::MAX);
-                match result {
-                    Some(Ok(())) => {}
-                    Some(Err(e)) => {
-                        summary.error = Some(format!("write failed: {e}"));
-                        break;
-                    }
-                    None => {
-                        summary.error = Some(format!(
-                            "the client read nothing for {} s while {} bytes waited: dropped (a slow or stalled consumer)",
-                            limits.idle_timeout.as_secs(),
-                            conn.buffered_bytes() + written,
-                        ));
-                        break;
-                    }
-                }
-            }
-            Step::Queued(Err(_)) => {
-                // Connection::close was called and the queue is drained.
-                let frame = conn
-                    .shared
-                    .close
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                summary.close_code = frame.as_ref().map(|f| f.code);
-                let _ = ws.close(frame).await;
-                // Read until the peer answers with its close frame (or drops).
-                while let Some(Ok(_)) = ws.next().await {}
-                break;
-            }
-            Step::Frame(Some(Ok(msg))) => match msg {
-                Message::Text(_) | Message::Binary(_) => {
-                    summary.messages_in += 1;
-                    handler.on_message(&conn, msg);
-                }
-                Message::Close(frame) => {
-                    // tungstenite queued the close reply; the next read flushes it and ends.
-                    summary.close_code = Some(frame.as_ref().map_or(CloseCode::Status, |f| f.code));
-                    peer_close = frame;
-                }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            },
-            Step::Frame(None) => break,
-            Step::Frame(Some(Err(e))) => {
-                if let Some(code) = fail_code(&e) {
-                    summary.close_code = Some(code);
-                    let reason = truncate_reason(&e.to_string()).to_owned();
-                    let _ = ws
-                        .close(Some(CloseFrame {
-                            code,
-                            reason: reason.into(),
-                        }))
-                        .await;
-                }
-                // A peer that just goes away is ordinary (phones do it all the time);
-                // the close line's `code=none (dropped)` records it.
-                if !is_disconnect(&e) {
-                    summary.error = Some(e.to_string());
-                }
-                break;
+            None => {
+                self.summary.error = Some(format!(
+                    "the opening handshake's answer could not be sent in {} s: dropped",
+                    limit.as_secs()
+                ));
+                false
             }
         }
     }
-    rx.close();
-    handler.on_close(&conn, peer_close.as_ref());
-    summary
+
+    /// Runs the steps until the connection ends; returns the peer's close frame, if any.
+    async fn main_loop<H: Handler + ?Sized>(&mut self, handler: &H) -> Option<CloseFrame> {
+        loop {
+            if self.hot >= BUDGET {
+                self.hot = 0;
+                future::yield_now().await;
+            }
+            match self.next_event().await {
+                Wake::Queued => {
+                    if !self.drain().await {
+                        return None;
+                    }
+                }
+                Wake::QueueClosed => {
+                    // Connection::close was called and the queue is drained.
+                    if !self.drain().await {
+                        return None;
+                    }
+                    let frame = self.conn.queue().close.take();
+                    self.summary.close_code = frame.as_ref().map(|f| f.code);
+                    self.close(frame).await;
+                    return None;
+                }
+                Wake::Tick => {
+                    if !self.heartbeat().await {
+                        return None;
+                    }
+                }
+                Wake::Unblocked => {}
+                Wake::BlockedTimeout => self.give_up_on_blocked(),
+                Wake::Frame(None) => return None,
+                Wake::Frame(Some(Ok(msg))) => {
+                    self.last_heard = Instant::now();
+                    match self.on_frame(handler, msg).await {
+                        Ok(()) => {}
+                        Err(peer_close) => return peer_close,
+                    }
+                }
+                Wake::Frame(Some(Err(e))) => {
+                    if let Some(code) = fail_code(&e) {
+                        let reason = truncate_reason(&e.to_string()).to_owned();
+                        self.fail(code, reason).await;
+                    }
+                    // A peer that just goes away is ordinary (phones do it all the time);
+                    // the close line's `code=none (dropped)` records it.
+                    if !is_disconnect(&e) {
+                        self.summary.error = Some(escape(&e.to_string()).into_owned());
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Waits for the first of: a queued message (or the queue closing), a heartbeat tick,
+    /// and an incoming frame, or while a recipient is full, room in it. Writes come
+    /// first, so the queue drains before the next read.
+    async fn next_event(&mut self) -> Wake {
+        let mut first = true;
+        let event = future::poll_fn(|cx| {
+            let ready = self.poll_event(cx);
+            if ready.is_pending() {
+                first = false;
+            }
+            ready
+        })
+        .await;
+        self.hot = if first { self.hot + 1 } else { 0 };
+        event
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        {
+            let mut queue = self.conn.queue();
+            if !queue.messages.is_empty() {
+                return Poll::Ready(Wake::Queued);
+            }
+            if queue.closed {
+                return Poll::Ready(Wake::QueueClosed);
+            }
+            if !queue
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                queue.waker = Some(cx.waker().clone());
+            }
+        }
+        if self.ticks.poll_next(cx).is_ready() {
+            return Poll::Ready(Wake::Tick);
+        }
+        if self.blocked.is_empty() {
+            return self.ws.poll_next(cx).map(Wake::Frame);
+        }
+        if self.poll_blocked(cx).is_ready() {
+            return Poll::Ready(Wake::Unblocked);
+        }
+        if Pin::new(&mut self.blocked_until).poll(cx).is_ready() {
+            return Poll::Ready(Wake::BlockedTimeout);
+        }
+        Poll::Pending
+    }
+
+    /// Queues what waits for full recipients as they make room; ready once none waits.
+    fn poll_blocked(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.blocked.retain_mut(|b| {
+            loop {
+                let Some(msg) = b.messages.pop_front() else {
+                    return false;
+                };
+                match b.conn.push(msg) {
+                    Ok(()) => continue,
+                    Err((SendError::Closed, _)) => return false,
+                    Err((SendError::Full, msg)) => b.messages.push_front(msg),
+                }
+                match &mut b.room {
+                    None => b.room = Some(b.conn.listen_for_room()),
+                    Some(room) => match Pin::new(room).poll(cx) {
+                        Poll::Ready(()) => b.room = None,
+                        Poll::Pending => return true,
+                    },
+                }
+            }
+        });
+        if self.blocked.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Closes, with 1013, the recipients that made no room within the backpressure timeout.
+    fn give_up_on_blocked(&mut self) {
+        for b in self.blocked.drain(..) {
+            crate::hub::close_slow_consumer(&b.conn);
+        }
+    }
+
+    /// Hands a text or binary message to the handler; answers pings (their pong is
+    /// flushed before reading on, so a client that reads none is not read from either);
+    /// `Err` with the peer's close frame when the closing handshake is done.
+    async fn on_frame<H: Handler + ?Sized>(
+        &mut self,
+        handler: &H,
+        msg: Message,
+    ) -> Result<(), Option<CloseFrame>> {
+        match msg {
+            Message::Text(_) | Message::Binary(_) => {
+                self.summary.messages_in += 1;
+                BLOCKED.with(|b| *b.borrow_mut() = Some(std::mem::take(&mut self.blocked)));
+                handler.on_message(&self.conn, msg);
+                self.blocked = BLOCKED.with(|b| b.borrow_mut().take()).unwrap_or_default();
+                if !self.blocked.is_empty() {
+                    let limit = self.limits.backpressure_timeout;
+                    self.blocked_until.set_after(limit);
+                }
+                Ok(())
+            }
+            Message::Ping(_) => {
+                let limit = self.limits.idle_timeout;
+                match within(&mut self.deadline, limit, self.ws.flush()).await {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(_)) => Err(None),
+                    None => {
+                        self.summary.error = Some(format!(
+                            "the client sent pings but read none of the pongs for {} s: dropped (memory stays bounded meanwhile)",
+                            limit.as_secs()
+                        ));
+                        self.fail(CloseCode::Policy, "pongs not read".into()).await;
+                        Err(None)
+                    }
+                }
+            }
+            Message::Close(frame) => {
+                // tungstenite queued the close reply; the next reads flush it and end.
+                self.summary.close_code =
+                    Some(frame.as_ref().map_or(CloseCode::Status, |f| f.code));
+                let limit = self.limits.close_timeout;
+                let ws = &mut self.ws;
+                within(&mut self.deadline, limit, async {
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+                Err(frame)
+            }
+            Message::Pong(_) | Message::Frame(_) => Ok(()),
+        }
+    }
+
+    /// Writes what is queued, corked (several messages, one flush), under the idle timeout
+    /// as a deadline. Returns whether the connection goes on.
+    async fn drain(&mut self) -> bool {
+        std::mem::swap(&mut self.conn.queue().messages, &mut self.spare);
+        let mut written = 0;
+        let mut count = 0;
+        let (ws, spare) = (&mut self.ws, &mut self.spare);
+        let cork = async {
+            while let Some(msg) = spare.pop_front() {
+                written += payload_len(&msg);
+                count += 1;
+                ws.feed(msg).await?;
+            }
+            ws.flush().await
+        };
+        let limit = self.limits.idle_timeout;
+        let result = within(&mut self.deadline, limit, cork).await;
+        self.summary.messages_out += count;
+        {
+            let mut queue = self.conn.queue();
+            queue.bytes = queue.bytes.saturating_sub(written);
+        }
+        self.conn.shared.room.notify(usize::MAX);
+        match result {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                if !is_disconnect(&e) {
+                    self.summary.error = Some(format!("write failed: {e}"));
+                }
+                false
+            }
+            None => {
+                self.summary.error = Some(format!(
+                    "the client read nothing for {} s while {} bytes waited: dropped (a slow or stalled consumer)",
+                    limit.as_secs(),
+                    self.conn.buffered_bytes() + written,
+                ));
+                false
+            }
+        }
+    }
+
+    /// Closes a connection silent for the idle timeout; else pings it (when pings are on).
+    /// Returns whether the connection goes on.
+    async fn heartbeat(&mut self) -> bool {
+        let limit = self.limits.idle_timeout;
+        if self.last_heard.elapsed() >= limit {
+            let idle = self.last_heard.elapsed().as_secs();
+            self.summary.error = Some(format!(
+                "nothing heard for {idle} s, not even a pong: closed"
+            ));
+            self.fail(CloseCode::Away, "idle timeout".into()).await;
+            return false;
+        }
+        if self.limits.ping_interval.is_zero() {
+            return true;
+        }
+        let ping = self.ws.send(Message::Ping(Default::default()));
+        match within(&mut self.deadline, limit, ping).await {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                if !is_disconnect(&e) {
+                    self.summary.error = Some(format!("ping failed: {e}"));
+                }
+                false
+            }
+            None => {
+                self.summary.error = Some(format!(
+                    "the client read nothing for {} s: dropped (a stalled consumer)",
+                    limit.as_secs()
+                ));
+                false
+            }
+        }
+    }
+
+    /// Fails the connection with `code`: sends the close frame and waits for the peer's,
+    /// both within the close timeout (the peer may be gone or not reading).
+    async fn fail(&mut self, code: CloseCode, reason: String) {
+        self.summary.close_code = Some(code);
+        self.close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+        .await;
+    }
+
+    /// The closing handshake (RFC 6455 section 7.1.2): our close frame, then the peer's,
+    /// within [`Limits::close_timeout`] in all.
+    async fn close(&mut self, frame: Option<CloseFrame>) {
+        let limit = self.limits.close_timeout;
+        let ws = &mut self.ws;
+        within(&mut self.deadline, limit, async {
+            if ws.close(frame).await.is_ok() {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        })
+        .await;
+    }
+}
+
+/// `fut`'s output, or `None` if `limit` passes first. The timer is armed only when
+/// `fut` does not finish at once, so the usual write costs no timer.
+async fn within<T>(timer: &mut Timer, limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    let mut fut = pin!(fut);
+    let mut armed = false;
+    future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if !armed {
+            timer.set_after(limit);
+            armed = true;
+        }
+        match Pin::new(&mut *timer).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Whether `e` only says the peer went away without a closing handshake.
@@ -393,6 +765,7 @@ fn is_disconnect(e: &tungstenite::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     match e {
         tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed
         | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => true,
         tungstenite::Error::Io(e) => {
             matches!(
@@ -428,15 +801,6 @@ fn payload_len(msg: &Message) -> usize {
         Message::Close(_) => 0,
         Message::Frame(f) => f.len(),
     }
-}
-
-/// `fut`'s output, or `None` if `limit` passes first.
-async fn timeout<T>(limit: std::time::Duration, fut: impl Future<Output = T>) -> Option<T> {
-    future::or(async { Some(fut.await) }, async {
-        Timer::after(limit).await;
-        None
-    })
-    .await
 }
 
 /// Cuts `reason` to at most 123 bytes on a character boundary (RFC 6455 section 5.5).

@@ -161,8 +161,13 @@ pub async fn serve<H: Handler>(
     Ok(())
 }
 
-/// Runs [`serve`] on a new multi-threaded executor with `threads` threads (at least 1),
-/// blocking the calling thread until `shutdown` is triggered and connections are done.
+/// Runs [`serve`] on a new multi-threaded executor with `threads` threads (at least 1) for
+/// the connections, blocking the calling thread until `shutdown` is triggered and
+/// connections are done.
+///
+/// The accept loop runs on the calling thread, apart from the connections: however busy
+/// they keep the executor's threads, new clients are accepted and handed to it, and each
+/// session yields after a bounded run of work, so their handshakes get their turn.
 ///
 /// # Errors
 /// As [`serve`].
@@ -176,23 +181,23 @@ pub fn run<H: Handler>(
 ) -> io::Result<()> {
     let executor = Arc::new(Executor::new());
     let stop = Shutdown::default(); // ends the worker threads once serving is over
-    for n in 1..threads.max(1) {
+    for n in 1..=threads.max(1) {
         let (executor, stop) = (executor.clone(), stop.clone());
         std::thread::Builder::new()
             .name(format!("wssd-{n}"))
+            // smol::block_on (not futures-lite's) drives the I/O reactor on whichever
+            // thread waits, instead of leaving it to async-io's fallback thread: no
+            // cross-thread wakeup per readiness event.
             .spawn(move || smol::block_on(executor.run(stop.wait())))?;
     }
-    // smol::block_on (not futures-lite's) drives the I/O reactor on this thread while it
-    // waits, instead of leaving it to async-io's fallback thread: no cross-thread wakeup
-    // per readiness event.
-    let served = smol::block_on(executor.run(serve(
+    let served = smol::block_on(serve(
         listener,
         acceptor,
         handler,
         executor.clone(),
         shutdown,
         shutdown_timeout,
-    )));
+    ));
     stop.trigger();
     served
 }
@@ -312,7 +317,7 @@ async fn connection<H: Handler>(
         }
     };
     let tls = request.tls.as_ref().map_or("plain", |t| t.version);
-    let path = request.path.clone();
+    let path = crate::text::escape(&request.path).into_owned();
     let who = if request.client_ip == peer.ip() {
         peer.to_string()
     } else {

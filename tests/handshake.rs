@@ -153,16 +153,28 @@ fn wrong_path_gets_404_before_the_upgrade() {
 
 /// A TLS 1.1 ClientHello: legacy_version 0x0302, no supported_versions extension.
 fn tls11_client_hello() -> Vec<u8> {
-    let mut body = vec![0x03, 0x02]; // client_version TLS 1.1
+    old_client_hello(0x02, true)
+}
+
+/// A ClientHello with client_version 3.`minor`, no supported_versions extension, and
+/// signature_algorithms only if `sig_algs` (TLS 1.0 clients such as `openssl s_client
+/// -tls1` send none).
+fn old_client_hello(minor: u8, sig_algs: bool) -> Vec<u8> {
+    let mut body = vec![0x03, minor];
     body.extend([7u8; 32]); // random
     body.push(0); // session id
     body.extend([0x00, 0x06, 0xc0, 0x13, 0xc0, 0x09, 0x00, 0x2f]); // three CBC suites
     body.extend([0x01, 0x00]); // null compression
-    let extensions = [
+    let sig_algs: &[u8] = if sig_algs {
         // signature_algorithms: ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, rsa_pkcs1_sha256
         &[
             0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01,
-        ][..],
+        ]
+    } else {
+        &[]
+    };
+    let extensions = [
+        sig_algs,
         // supported_groups: secp256r1, x25519
         &[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x17, 0x00, 0x1d],
         // ec_point_formats: uncompressed
@@ -178,14 +190,14 @@ fn tls11_client_hello() -> Vec<u8> {
     record
 }
 
-#[test]
-fn tls_1_1_only_client_is_refused() {
+/// Sends `hello` to a TLS acceptor; returns the accept error and the first 7 bytes answered.
+fn refuse_hello(hello: Vec<u8>) -> (AcceptError, Vec<u8>) {
     let certs = wssd::tls::SelfSigned::generate().unwrap();
     let acceptor = Acceptor::new(Config::default().tls(certs.server_config().unwrap()));
     let handler = Recorder::default();
     let (server_end, mut client_end) = duplex();
     let client = async {
-        client_end.write_all(&tls11_client_hello()).await.unwrap();
+        client_end.write_all(&hello).await.unwrap();
         let mut answer = vec![0u8; 7];
         client_end.read_exact(&mut answer).await.unwrap();
         answer
@@ -194,13 +206,24 @@ fn tls_1_1_only_client_is_refused() {
         serve_one(&acceptor, server_end, &handler),
         client,
     ));
-    match served {
-        Err(e @ AcceptError::Tls(_)) => {
-            let text = e.to_string();
-            assert!(text.contains("requires TLS 1.2 or 1.3"), "says why: {text}");
-        }
-        other => panic!("expected a TLS error, got {other:?}"),
-    }
+    (served.expect_err("an old client is refused"), answer)
+}
+
+#[test]
+fn tls_1_1_only_client_is_refused() {
+    let (e, answer) = refuse_hello(tls11_client_hello());
+    assert!(
+        matches!(
+            e,
+            AcceptError::OldTls {
+                offered: "TLS 1.1",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(text.contains("requires TLS 1.2 or 1.3"), "says why: {text}");
     // A TLS alert record (content type 21), fatal (2), protocol_version (70).
     assert_eq!(answer[0], 0x15, "an alert record: {answer:?}");
     assert_eq!(
@@ -208,6 +231,27 @@ fn tls_1_1_only_client_is_refused() {
         &[2, 70],
         "fatal protocol_version: {answer:?}"
     );
+}
+
+/// Every way an old client shows itself gets the hint: TLS 1.0 and 1.1 hellos with and
+/// without signature_algorithms (rustls then fails with `SignatureAlgorithmsExtensionRequired`).
+#[test]
+fn every_old_client_hello_gets_the_old_tls_hint() {
+    for (minor, sig_algs, offered) in [
+        (0x01, false, "TLS 1.0"),
+        (0x01, true, "TLS 1.0"),
+        (0x02, false, "TLS 1.1"),
+        (0x00, false, "SSL 3.0"),
+    ] {
+        let (e, answer) = refuse_hello(old_client_hello(minor, sig_algs));
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("offers only {offered}, TLS 1.1 or older"))
+                && text.contains("requires TLS 1.2 or 1.3"),
+            "3.{minor} sig_algs={sig_algs}: {text}"
+        );
+        assert_eq!(answer[0], 0x15, "an alert record: {answer:?}");
+    }
 }
 
 #[test]

@@ -19,7 +19,12 @@ use wssd::rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     pki_types::{CertificateDer, ServerName, UnixTime},
 };
-use wssd::tungstenite::{handshake::derive_accept_key, http::Uri, protocol::Role};
+use wssd::text::escape;
+use wssd::tungstenite::{
+    handshake::derive_accept_key,
+    http::Uri,
+    protocol::{Role, WebSocketConfig},
+};
 
 #[derive(FromArgs)]
 /// Diagnose a ws:// or wss:// URL step by step (DNS, TCP, TLS, certificate, HTTP upgrade,
@@ -73,11 +78,13 @@ impl Report {
         detail: impl Into<String>,
         fix: Option<String>,
     ) {
+        // What the server sent (headers, bodies, close reasons) reaches the terminal
+        // only escaped: no control sequences, line breaks or bidirectional overrides.
         self.steps.push(Step {
             name,
             status,
-            detail: detail.into(),
-            fix,
+            detail: escape(&detail.into()).into_owned(),
+            fix: fix.map(|fix| escape(&fix).into_owned()),
         });
     }
     fn pass(&mut self, name: &'static str, detail: impl Into<String>) {
@@ -172,25 +179,47 @@ impl Probe {
         };
 
         // An echo round trip.
+        // Bounded memory whatever the server sends: messages up to 1 MiB, and pong
+        // replies to a server that reads none replace each other instead of piling up.
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(1 << 20))
+            .max_frame_size(Some(1 << 20))
+            .write_buffer_size(0)
+            .max_write_buffer_size(64 << 10);
         let mut ws = async_tungstenite::WebSocketStream::from_partially_read(
             stream,
             leftover,
             Role::Client,
-            None,
+            Some(config),
         )
         .await;
         let started = Instant::now();
         let round_trip = async {
             ws.send(Message::text("wssd probe")).await?;
             loop {
+                // A server that streams control frames keeps the socket always readable:
+                // the deadline is checked here, not only when a read waits.
+                if started.elapsed() >= limit {
+                    return Err(wssd::tungstenite::Error::Io(
+                        std::io::ErrorKind::TimedOut.into(),
+                    ));
+                }
+                futures_lite::future::yield_now().await;
                 match ws.next().await {
-                    Some(Ok(Message::Text(t))) => return Ok(format!("text {:?}", t.as_str())),
+                    Some(Ok(Message::Text(t))) => return Ok(format!("text \"{}\"", t.as_str())),
                     Some(Ok(Message::Binary(b))) => {
                         return Ok(format!("{} bytes of binary", b.len()));
                     }
                     Some(Ok(Message::Close(frame))) => {
                         return Err(wssd::tungstenite::Error::Io(std::io::Error::other(
-                            format!("the server closed instead: {frame:?}"),
+                            format!(
+                                "the server closed instead: {}",
+                                frame.map_or("no close code".to_string(), |f| format!(
+                                    "{} {}",
+                                    u16::from(f.code),
+                                    f.reason
+                                ))
+                            ),
                         )));
                     }
                     Some(Ok(_)) => continue,
@@ -200,13 +229,26 @@ impl Probe {
             }
         };
         match with_timeout(limit, round_trip).await {
+            Some(Err(wssd::tungstenite::Error::Io(e)))
+                if e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                report.add(
+                    "echo",
+                    Status::Warn,
+                    format!("no reply within {} s", limit.as_secs()),
+                    Some(
+                        "fine for a push-only server; an echo or --reply server should answer"
+                            .into(),
+                    ),
+                )
+            }
             Some(Ok(reply)) => {
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
                 report.pass(
                     "echo",
                     format!("sent \"wssd probe\", got {reply} in {ms:.1} ms"),
                 );
-                let _ = ws.close(None).await;
+                let _ = with_timeout(limit, ws.close(None)).await;
             }
             Some(Err(e)) => report.fail(
                 "echo",
@@ -425,7 +467,7 @@ async fn upgrade(
     limit: Duration,
     report: &mut Report,
 ) -> Option<Vec<u8>> {
-    let key = "d3NzZCBwcm9iZSBrZXkgISE=";
+    let key = "d3NzZCBwcm9iZSBrZXkhIQ==";
     let host = if target.host.contains(':') {
         format!("[{}]", target.host)
     } else {
@@ -497,7 +539,7 @@ async fn upgrade(
             let start = String::from_utf8_lossy(&buf[..buf.len().min(60)]).into_owned();
             report.fail(
                 "upgrade",
-                format!("not an HTTP answer: {start:?}"),
+                format!("not an HTTP answer: \"{start}\""),
                 "check that this port is the WebSocket server's",
             );
             return None;

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::str::FromStr;
 
 use argh::FromArgs;
+use wssd::text::escape;
 
 #[derive(FromArgs)]
 /// Print a complete, commented nginx or Apache config that terminates TLS and forwards
@@ -62,19 +63,64 @@ const PROXY_TIMEOUT_S: u32 = 3600;
 
 impl ProxyConfig {
     /// The config text.
+    ///
+    /// # Errors
+    /// An argument that is not what it says (a host name, a path, a file, host:port):
+    /// the config would not load, or would carry directives of its own.
     pub fn render(&self) -> Result<String, String> {
-        if !self.path.starts_with('/') {
-            return Err(format!("--path {:?} must start with '/'", self.path));
-        }
         let upstreams = if self.upstream.is_empty() {
             vec!["127.0.0.1:8282".to_string()]
         } else {
             self.upstream.clone()
         };
+        self.validate(&upstreams)?;
         Ok(match self.server {
             Server::Nginx => self.nginx(&upstreams),
             Server::Apache => self.apache(&upstreams),
         })
+    }
+
+    /// Refuses any argument that is not plainly what it names: the values are pasted
+    /// into the config, where `;`, braces, quotes, `#`, `$`, `%` or a line break would
+    /// end a directive and start another.
+    fn validate(&self, upstreams: &[String]) -> Result<(), String> {
+        if !is_host_name(&self.server_name) {
+            return Err(format!(
+                "--server-name {:?} is not a host name: letters, digits, '-' and '.' only (such as example.com or *.example.com)",
+                escape(&self.server_name)
+            ));
+        }
+        let path_char = |c: char| c.is_ascii_alphanumeric() || "/-._~".contains(c);
+        if !self.path.starts_with('/') || !self.path.chars().all(path_char) {
+            return Err(format!(
+                "--path {:?} is not a plain URL path: it starts with '/' and has letters, digits and '/-._~' only (such as /wss)",
+                escape(&self.path)
+            ));
+        }
+        let file_char = |c: char| c.is_ascii_alphanumeric() || "/-._+@=,:".contains(c);
+        for (flag, file) in [("--cert", &self.cert), ("--key", &self.key)] {
+            if file.is_empty() || !file.chars().all(file_char) {
+                return Err(format!(
+                    "{flag} {:?} is not a plain file path: letters, digits and '/-._+@=,:' only, no spaces or quotes (move or link the file)",
+                    escape(file)
+                ));
+            }
+        }
+        for upstream in upstreams {
+            if !is_host_port(upstream, true) {
+                return Err(format!(
+                    "--upstream {:?} is not host:port (such as 127.0.0.1:8282 or [::1]:8282)",
+                    escape(upstream)
+                ));
+            }
+        }
+        if !is_host_port(&self.listen, false) {
+            return Err(format!(
+                "--listen {:?} is not a port or address:port (such as 443 or 192.0.2.1:443)",
+                escape(&self.listen)
+            ));
+        }
+        Ok(())
     }
 
     fn header(&self, out: &mut String, server: &str, upstreams: &[String]) {
@@ -168,8 +214,10 @@ impl ProxyConfig {
              \x20       proxy_set_header Upgrade $http_upgrade;\n\
              \x20       proxy_set_header Connection $wssd_connection_upgrade;\n\
              \x20       proxy_set_header Host $host;\n\
-             \x20       # The client's address, for wssd's log and handler.\n\
+             \x20       # The client's address, for wssd's log and handler. A Forwarded header\n\
+             \x20       # from the client is dropped (\"\" removes it): wssd would believe it.\n\
              \x20       proxy_set_header X-Real-IP $remote_addr;\n\
+             \x20       proxy_set_header Forwarded \"\";\n\
              \x20       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
              \x20       proxy_set_header X-Forwarded-Proto $scheme;\n\
              \x20       # nginx closes a proxied connection idle for proxy_read_timeout, 60 s by\n\
@@ -235,7 +283,9 @@ impl ProxyConfig {
              \x20   ProxyRequests Off\n\
              \x20   ProxyPreserveHost On\n\
              \x20   # The client's address, for wssd's log and handler (mod_proxy adds X-Forwarded-For).\n\
+             \x20   # A Forwarded header from the client is dropped: wssd would believe it.\n\
              \x20   RequestHeader set X-Real-IP \"expr=%{{REMOTE_ADDR}}\"\n\
+             \x20   RequestHeader unset Forwarded\n\
              \x20   RequestHeader set X-Forwarded-Proto \"https\"\n\
              \x20   # Apache closes a proxied connection idle this long (60 s by default),\n\
              \x20   # silently cutting quiet WebSockets. wssd pings every 25 s.\n\
@@ -261,5 +311,38 @@ impl ProxyConfig {
             path = self.path,
         );
         out
+    }
+}
+
+/// Whether `name` is a DNS host name (RFC 1123 section 2.1), optionally with a leading
+/// `*.` wildcard as nginx and Apache accept, or `_` (nginx's catch-all).
+fn is_host_name(name: &str) -> bool {
+    if name == "_" {
+        return true;
+    }
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label)
+}
+
+/// Whether `value` is host:port (a host name, an IPv4 address or a bracketed IPv6
+/// address), or, when `host_required` is false, a port alone.
+fn is_host_port(value: &str, host_required: bool) -> bool {
+    let port_ok = |p: &str| p.parse::<u16>().is_ok_and(|p| p > 0);
+    match value.rsplit_once(':') {
+        None => !host_required && port_ok(value),
+        Some((host, port)) => {
+            let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+                None => is_host_name(host) && host != "_",
+            };
+            host_ok && port_ok(port)
+        }
     }
 }
