@@ -632,3 +632,27 @@ fn a_silent_client_is_closed_with_1001_after_the_idle_timeout() {
     assert_eq!(summary.close_code, Some(CloseCode::Away));
     assert!(summary.error.unwrap().contains("not even a pong"));
 }
+
+/// RFC 9110 section 9.3.2: the answer to a HEAD request has headers and no content.
+#[test]
+fn a_head_request_gets_426_headers_and_no_body() {
+    let acceptor = Acceptor::new(Config::default());
+    let handler = Recorder::default();
+    let (server_end, mut client_end) = duplex();
+    let client = async {
+        client_end
+            .write_all(b"HEAD /wss HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client_end.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8(answer).unwrap()
+    };
+    let (served, answer) = future::block_on(future::zip(
+        serve_one(&acceptor, server_end, &handler),
+        client,
+    ));
+    assert!(matches!(served, Err(AcceptError::NotWebSocket { .. })));
+    assert!(answer.starts_with("HTTP/1.1 426 "), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n"), "a body followed: {answer:?}");
+}

@@ -183,3 +183,79 @@ fn a_client_that_stops_reading_is_dropped_after_the_idle_timeout() {
         "a stalled consumer is named"
     );
 }
+
+/// Reads raw frames after a raw handshake (no library client that might answer for us),
+/// until the server's close frame; returns its close code. Never writes after the handshake.
+async fn read_until_close(raw: &mut common::Duplex) -> u16 {
+    raw.write_all(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        raw.read_exact(&mut byte).await.unwrap();
+        response.push(byte[0]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101 "));
+    let mut head = [0u8; 2];
+    loop {
+        raw.read_exact(&mut head).await.unwrap();
+        let mut payload = vec![0u8; usize::from(head[1] & 0x7F)];
+        raw.read_exact(&mut payload).await.unwrap();
+        if head[0] == 0x88 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+/// Hardening round 2, item 3 (c): a client closed by the server that never answers the
+/// close frame (and never drops the connection) is let go after `close_timeout`.
+#[test]
+fn a_client_that_never_answers_the_close_frame_is_let_go_after_the_close_timeout() {
+    let (server_end, mut client_end) = duplex();
+    let limits = Limits {
+        close_timeout: std::time::Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let (conns, opened) = async_channel::unbounded();
+    let app = async {
+        let conn: Connection = opened.recv().await.unwrap();
+        conn.close(CloseCode::Again, "send queue full: reading too slowly");
+    };
+    let (summary, code) = future::block_on(common::bounded(future::zip(
+        future::zip(serve(server_end, limits, conns), app),
+        async {
+            let code = read_until_close(&mut client_end).await;
+            // Keep the pipe open, and say nothing, until the server has given up.
+            (code, client_end)
+        },
+    )));
+    assert_eq!(code.0, 1013);
+    assert_eq!(summary.0.close_code, Some(CloseCode::Again));
+}
+
+/// Hardening round 2, item 3 (d): with pings off, a silent client is still closed after
+/// the idle timeout.
+#[test]
+fn the_idle_timeout_holds_with_pings_off() {
+    let (server_end, mut client_end) = duplex();
+    let limits = Limits {
+        ping_interval: std::time::Duration::ZERO,
+        idle_timeout: std::time::Duration::from_millis(100),
+        close_timeout: std::time::Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let (conns, _opened) = async_channel::unbounded();
+    let (summary, code) = future::block_on(common::bounded(future::zip(
+        serve(server_end, limits, conns),
+        async {
+            let code = read_until_close(&mut client_end).await;
+            (code, client_end)
+        },
+    )));
+    assert_eq!(code.0, 1001);
+    assert_eq!(summary.close_code, Some(CloseCode::Away));
+}

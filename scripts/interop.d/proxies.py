@@ -82,6 +82,36 @@ def _():
     return through_apache()
 
 
+SPOOFS = [{"Forwarded": "for=6.6.6.6"}, {"Forwarded": 'for="[2001:db8::6]"'},
+          {"X-Forwarded-For": "6.6.6.6"}, {"X-Real-IP": "6.6.6.6"},
+          {"Forwarded": "for=6.6.6.6", "X-Forwarded-For": "6.6.6.6", "X-Real-IP": "6.6.6.6"}]
+
+
+async def spoofs_through(proxy, kind):
+    """Each spoof through the unmodified `wssd proxy-config` output: wssd reports 127.0.0.9."""
+    with Wssd("--plain", "--path", "/wss", "--trusted-proxy", "127.0.0.1") as backend:
+        port = free_port()
+        with proxy(proxy_config(kind, port, [backend])) as server:
+            wait_for_port(port, server.proc)
+            for n, headers in enumerate(SPOOFS, 1):
+                await echo(f"wss://localhost:{port}/wss", ssl=trust, additional_headers=headers)
+                wait_until(lambda: backend.log().count("open 127.0.0.9 (via 127.0.0.1:") >= n,
+                           f"connection {n} logged as 127.0.0.9")
+        log = backend.log()
+        for spoofed in ["6.6.6.6", "2001:db8::6"]:
+            assert spoofed not in log, log
+
+
+@case("nginx with the generated config: Forwarded, X-Forwarded-For and X-Real-IP spoofs all give 127.0.0.9")
+def _():
+    return spoofs_through(lambda text: Nginx(http=text), "nginx")
+
+
+@case("Apache with the generated config: Forwarded, X-Forwarded-For and X-Real-IP spoofs all give 127.0.0.9")
+def _():
+    return spoofs_through(Apache, "apache")
+
+
 async def balanced(proxy_class):
     with Wssd("--plain", "--path", "/wss") as a, Wssd("--plain", "--path", "/wss") as b:
         port = free_port()

@@ -134,10 +134,20 @@ pub struct Wssd {
 }
 
 impl Wssd {
-    /// Starts `wssd --listen 127.0.0.1:0 --threads 1` plus `args`, and waits for its URL line.
+    /// Starts `wssd --listen 127.0.0.1:0 --threads 1` plus `args` (`--threads` in `args`
+    /// wins), and waits for its URL line. `WSSD_BIN` names another binary to run, such as
+    /// an older build, to show that a test fails on it.
     pub fn start(args: &[&str]) -> Wssd {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wssd"))
-            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+        let bin = std::env::var_os("WSSD_BIN")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_wssd")), PathBuf::from);
+        let threads: &[&str] = if args.contains(&"--threads") {
+            &[]
+        } else {
+            &["--threads", "1"]
+        };
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(threads)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -233,6 +243,16 @@ impl Wssd {
         drop(cancel);
         watchdog.join().unwrap();
         status
+    }
+
+    /// A field of /proc/PID/status in KiB, such as `VmRSS` or `VmHWM` (the peak RSS).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     /// The number of open file descriptors of the process.

@@ -1,0 +1,642 @@
+//! Hostile clients and servers against the built binary (hardening, round 2): floods that
+//! would starve the executor or grow memory, peers that stop reading, bursts into a room,
+//! a dead Redis, hostile servers for `wssd probe`, control characters, and injected
+//! `proxy-config` arguments. All on loopback, bounded in count and time; waits are on
+//! events (log lines, reads, process exits), never sleeps.
+//!
+//! `WSSD_BIN=/path/to/old/wssd cargo test --test hostile` runs them against another build.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream as StdTcp};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Wssd, bounded};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, future};
+use futures_util::StreamExt;
+use smol::net::TcpStream;
+use wssd::Message;
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// A masked client frame (mask key 0, so the payload goes as is) with this first byte.
+fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n => {
+            out.push(0x80 | 126);
+            out.extend((n as u16).to_be_bytes());
+        }
+    }
+    out.extend([0, 0, 0, 0]);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// `count` copies of `one`, as one buffer.
+fn batch(one: &[u8], count: usize) -> Vec<u8> {
+    one.repeat(count)
+}
+
+/// Sends the opening handshake and reads the answer's head, byte by byte, so nothing
+/// after it is consumed. Returns the head.
+async fn raw_handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request: &[u8]) -> String {
+    stream.write_all(request).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// The blocking version, for clients that must never read past the handshake.
+fn std_handshake(addr: SocketAddr) -> StdTcp {
+    let mut tcp = StdTcp::connect(addr).unwrap();
+    tcp.write_all(REQUEST).unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    tcp
+}
+
+/// Writes `batch` over and over and reads whatever comes back, until `stop` closes.
+async fn flood<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    batch: Vec<u8>,
+    stop: async_channel::Receiver<()>,
+) {
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let write = async {
+        while writer.write_all(&batch).await.is_ok() {
+            // Let the reader and the stop signal be polled between batches.
+            future::yield_now().await;
+        }
+    };
+    let read = async {
+        let mut buf = vec![0u8; 64 << 10];
+        while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    let stopped = async {
+        let _ = stop.recv().await;
+    };
+    future::or(stopped, future::or(write, read)).await;
+}
+
+/// Flooding clients, each on a thread of its own; they stop when this is dropped.
+struct Flooders {
+    _stop: async_channel::Sender<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flooders {
+    fn drop(&mut self) {
+        let (stop, _) = async_channel::bounded(1);
+        self._stop = stop; // the old sender drops: every flooder stops
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts `n` flooders against `server`, one after the other, each once its handshake is done.
+fn start_flooders(server: &Wssd, n: usize, tls_ca: Option<&str>, batch: &[u8]) -> Flooders {
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let mut flooders = Flooders {
+        _stop: stop_tx,
+        threads: Vec::new(),
+    };
+    for _ in 0..n {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (addr, stop, batch) = (server.addr(), stop_rx.clone(), batch.to_vec());
+        let connector = tls_ca.map(common::tls_connector);
+        flooders.threads.push(std::thread::spawn(move || {
+            smol::block_on(async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                match connector {
+                    None => {
+                        let mut tcp = tcp;
+                        raw_handshake(&mut tcp, REQUEST).await;
+                        ready_tx.send(()).unwrap();
+                        flood(tcp, batch, stop).await;
+                    }
+                    Some(connector) => {
+                        let mut tls = connector.connect(common::localhost(), tcp).await.unwrap();
+                        raw_handshake(&mut tls, REQUEST).await;
+                        ready_tx.send(()).unwrap();
+                        flood(tls, batch, stop).await;
+                    }
+                }
+            })
+        }));
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a flooder finished its handshake within 30 s");
+    }
+    flooders
+}
+
+/// A fresh client's handshake plus one echo, while the flood goes on; returns how long it took.
+fn fresh_client_echo(server: &Wssd, tls_ca: Option<&str>) -> Duration {
+    smol::block_on(bounded(async {
+        let started = Instant::now();
+        let tcp = TcpStream::connect(server.addr()).await.unwrap();
+        let mut ws = match tls_ca {
+            None => {
+                let (ws, _) = async_tungstenite::client_async(server.url.as_str(), tcp)
+                    .await
+                    .unwrap();
+                futures_util::future::Either::Left(ws)
+            }
+            Some(ca) => {
+                let tls = common::tls_connector(ca)
+                    .connect(common::localhost(), tcp)
+                    .await
+                    .unwrap();
+                let (ws, _) = async_tungstenite::client_async(server.url.as_str(), tls)
+                    .await
+                    .unwrap();
+                futures_util::future::Either::Right(ws)
+            }
+        };
+        let text = Message::text("are you there?");
+        match &mut ws {
+            futures_util::future::Either::Left(ws) => {
+                ws.send(text.clone()).await.unwrap();
+                assert_eq!(ws.next().await.unwrap().unwrap(), text);
+            }
+            futures_util::future::Either::Right(ws) => {
+                ws.send(text.clone()).await.unwrap();
+                assert_eq!(ws.next().await.unwrap().unwrap(), text);
+            }
+        }
+        started.elapsed()
+    }))
+}
+
+/// Item 1: more flooders than threads (empty pings, reading the pongs) cannot keep a new
+/// client from its handshake and echo; `bounded` fails the test after 30 s.
+#[test]
+fn a_new_client_is_served_while_ping_flooders_outnumber_the_threads() {
+    let server = Wssd::start(&["--plain", "--threads", "2"]);
+    let pings = batch(&frame(0x89, b""), 8000); // 48 KB of empty pings
+    let flooders = start_flooders(&server, 3, None, &pings);
+    let took = fresh_client_echo(&server, None);
+    drop(flooders);
+    eprintln!("figure: plain, 3 ping flooders, 2 threads: new client echoed in {took:?}");
+}
+
+/// Item 1 over TLS.
+#[test]
+fn a_new_tls_client_is_served_while_ping_flooders_outnumber_the_threads() {
+    let dir = common::temp_dir("starve-tls");
+    let server = Wssd::start(&[
+        "--self-signed-dir",
+        dir.to_str().unwrap(),
+        "--threads",
+        "2",
+    ]);
+    let ca = common::read(&dir.join("ca.pem"));
+    let pings = batch(&frame(0x89, b""), 8000);
+    let flooders = start_flooders(&server, 3, Some(&ca), &pings);
+    let took = fresh_client_echo(&server, Some(&ca));
+    drop(flooders);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("figure: TLS, 3 ping flooders, 2 threads: new client echoed in {took:?}");
+}
+
+/// Item 1 with echo floods of 100-byte messages, one flooder more than threads.
+#[test]
+fn a_new_client_is_served_while_echo_flooders_outnumber_the_threads() {
+    let server = Wssd::start(&["--plain", "--threads", "2"]);
+    let echoes = batch(&frame(0x81, &[b'x'; 100]), 480); // 48 KB of 100-byte texts
+    let flooders = start_flooders(&server, 3, None, &echoes);
+    let took = fresh_client_echo(&server, None);
+    drop(flooders);
+    eprintln!("figure: plain, 3 echo flooders, 2 threads: new client echoed in {took:?}");
+}
+
+/// Writes up to `limit` bytes of `batch` copies, stopping when the socket stays full for
+/// 3 s or fails; returns the bytes written. Never reads.
+fn write_until_blocked(tcp: &mut StdTcp, batch: &[u8], limit: usize) -> usize {
+    tcp.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut sent = 0;
+    while sent < limit {
+        match tcp.write(batch) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => sent += n,
+        }
+        // A partial write leaves a frame cut: finish it, or stop.
+        let cut = sent % batch.len();
+        if cut != 0 && tcp.write_all(&batch[cut..]).is_err() {
+            break;
+        }
+        sent += (batch.len() - cut) % batch.len();
+    }
+    sent
+}
+
+/// Items 2 and 3 (a, b): clients that flood pings and read none of the pongs, then go
+/// silent (one of them after sending invalid UTF-8), are dropped within the idle timeout,
+/// each with one log line saying why, and the server's peak memory stays bounded.
+#[test]
+fn ping_flooders_that_read_no_pongs_are_dropped_and_memory_stays_bounded() {
+    let server = Wssd::start(&["--plain", "--ping-interval", "1", "--idle-timeout", "3"]);
+    let before = server.status_kib("VmHWM");
+    let pings = batch(&frame(0x89, &[b'p'; 125]), 400); // 52 KB of 125-byte pings
+    let mut clients = Vec::new();
+    let mut sent = 0;
+    for i in 0..2 {
+        let mut tcp = std_handshake(server.addr());
+        sent += write_until_blocked(&mut tcp, &pings, 300 << 20);
+        if i == 1 {
+            // Invalid UTF-8 in a text message: the 1007 close must not wait forever either.
+            let _ = tcp.write_all(&frame(0x81, &[0xff, 0xfe]));
+        }
+        clients.push(tcp);
+    }
+    let lines = server.wait_for_log("] close ", 2);
+    let peak = server.status_kib("VmHWM");
+    let grew = peak.saturating_sub(before);
+    eprintln!(
+        "figure: 2 clients sent {} MiB of pings and read no pongs: peak RSS grew {} KiB",
+        sent >> 20,
+        grew
+    );
+    assert!(grew < 32 << 10, "peak RSS grew {grew} KiB: {lines:?}");
+    let log = server.log_lines();
+    let why: Vec<_> = log
+        .iter()
+        .filter(|l| l.contains("read none of the pongs") || l.contains("read nothing for"))
+        .collect();
+    assert_eq!(why.len(), 2, "one line each saying why: {log:#?}");
+    drop(clients);
+}
+
+/// Item 5: one client bursts 1,000 messages of 1 KiB in one write into a room of 20 fast
+/// readers; every reader gets all of them and none is closed.
+#[test]
+fn a_burst_into_a_room_slows_the_sender_and_disconnects_no_fast_reader() {
+    let server = Wssd::start(&["--plain", "--broadcast", "--threads", "2"]);
+    smol::block_on(bounded(async {
+        let mut readers = Vec::new();
+        for _ in 0..20 {
+            let tcp = TcpStream::connect(server.addr()).await.unwrap();
+            let (ws, _) = async_tungstenite::client_async(server.url.as_str(), tcp)
+                .await
+                .unwrap();
+            readers.push(ws);
+        }
+        let mut sender = TcpStream::connect(server.addr()).await.unwrap();
+        raw_handshake(&mut sender, REQUEST).await;
+        let tasks: Vec<_> = readers
+            .into_iter()
+            .map(|mut ws| {
+                smol::spawn(async move {
+                    let mut got = 0;
+                    while got < 1000 {
+                        match ws.next().await {
+                            Some(Ok(Message::Text(t))) => {
+                                assert_eq!(t.len(), 1024);
+                                got += 1;
+                            }
+                            other => panic!("after {got} messages: {other:?}"),
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        let burst = batch(&frame(0x81, &[b'b'; 1024]), 1000);
+        sender.write_all(&burst).await.unwrap();
+        for task in tasks {
+            assert_eq!(task.await, 1000);
+        }
+    }));
+    let log = server.log_lines();
+    assert!(
+        !log.iter().any(|l| l.contains("send queue full")),
+        "{log:#?}"
+    );
+}
+
+/// Item 7: a broadcaster sending 30,000 messages to 5 clients that never read gives one
+/// warning per slow client, not one per message, and a fast reader gets every message.
+#[test]
+fn slow_clients_give_one_log_line_each_and_a_fast_reader_gets_everything() {
+    let server = Wssd::start(&["--plain", "--broadcast", "--threads", "2"]);
+    let stalled: Vec<StdTcp> = (0..5).map(|_| std_handshake(server.addr())).collect();
+    const COUNT: usize = 30_000;
+    smol::block_on(bounded(async {
+        let tcp = TcpStream::connect(server.addr()).await.unwrap();
+        let (mut reader, _) = async_tungstenite::client_async(server.url.as_str(), tcp)
+            .await
+            .unwrap();
+        let mut sender = TcpStream::connect(server.addr()).await.unwrap();
+        raw_handshake(&mut sender, REQUEST).await;
+        let read = smol::spawn(async move {
+            let mut got = 0;
+            while got < COUNT {
+                match reader.next().await {
+                    Some(Ok(Message::Text(_))) => got += 1,
+                    other => panic!("after {got} messages: {other:?}"),
+                }
+            }
+            got
+        });
+        let chunk = batch(&frame(0x81, &[b's'; 1024]), 1000);
+        for _ in 0..COUNT / 1000 {
+            sender.write_all(&chunk).await.unwrap();
+        }
+        assert_eq!(read.await, COUNT);
+    }));
+    let lines = server.wait_for_log("send queue full", 5);
+    let all = server.log_lines();
+    let warnings = all.iter().filter(|l| l.contains("send queue full")).count();
+    assert_eq!(warnings, 5, "one line per slow client: {lines:#?}");
+    assert!(lines[4].contains("5 slow clients closed so far"), "{lines:#?}");
+    drop(stalled);
+}
+
+/// Item 6: with Redis unreachable, 300 messages of 1 MB do not pile up in memory: the
+/// publish queue is bounded in bytes, the drops are counted and logged once, and local
+/// delivery goes on.
+#[test]
+fn an_unreachable_redis_does_not_grow_memory_past_the_publish_queue() {
+    // Port 1 on loopback: nothing listens there.
+    let server = Wssd::start(&["--plain", "--broadcast", "--redis", "redis://127.0.0.1:1/"]);
+    let before = server.status_kib("VmHWM");
+    const COUNT: usize = 300;
+    smol::block_on(bounded(async {
+        let tcp = TcpStream::connect(server.addr()).await.unwrap();
+        let (mut reader, _) = async_tungstenite::client_async(server.url.as_str(), tcp)
+            .await
+            .unwrap();
+        let tcp = TcpStream::connect(server.addr()).await.unwrap();
+        let (mut sender, _) = async_tungstenite::client_async(server.url.as_str(), tcp)
+            .await
+            .unwrap();
+        let read = smol::spawn(async move {
+            let mut got = 0;
+            while got < COUNT {
+                match reader.next().await {
+                    Some(Ok(Message::Binary(b))) => {
+                        assert_eq!(b.len(), 1_000_000);
+                        got += 1;
+                    }
+                    other => panic!("after {got} messages: {other:?}"),
+                }
+            }
+            got
+        });
+        let payload = vec![7u8; 1_000_000];
+        for _ in 0..COUNT {
+            sender.send(Message::binary(payload.clone())).await.unwrap();
+        }
+        assert_eq!(read.await, COUNT);
+    }));
+    let grew = server.status_kib("VmHWM").saturating_sub(before);
+    eprintln!("figure: 300 MB broadcast with Redis down: peak RSS grew {grew} KiB");
+    assert!(grew < 64 << 10, "peak RSS grew {grew} KiB");
+    let dropping = server.wait_for_log("dropping cross-instance sends", 1);
+    assert_eq!(dropping.len(), 1, "one line per outage");
+}
+
+/// Item 10: a request path with C1 controls, a next-line, a line separator and a
+/// right-to-left override reaches the log escaped.
+#[test]
+fn control_characters_in_the_path_are_escaped_in_the_log() {
+    let server = Wssd::start(&["--plain"]);
+    let path = "/a\u{9b}31mb\u{85}c\u{2028}d\u{202e}e";
+    let request = String::from_utf8(REQUEST.to_vec())
+        .unwrap()
+        .replacen("GET / ", &format!("GET {path} "), 1);
+    smol::block_on(bounded(async {
+        let mut tcp = TcpStream::connect(server.addr()).await.unwrap();
+        raw_handshake(&mut tcp, request.as_bytes()).await;
+    }));
+    let open = server.wait_for_log("] open ", 1).remove(0);
+    for raw in ['\u{9b}', '\u{85}', '\u{2028}', '\u{202e}'] {
+        assert!(!open.contains(raw), "{raw:?} raw in {open:?}");
+    }
+    assert!(
+        open.contains("/a\\u{9b}31mb\\u{85}c\\u{2028}d\\u{202e}e"),
+        "{open}"
+    );
+}
+
+/// Runs `wssd probe` with `args`; returns its exit success and stdout. A watchdog kills it
+/// after 30 s, which the caller sees as a failure with `killed` in the output.
+fn probe(args: &[&str]) -> (bool, String) {
+    let bin = std::env::var_os("WSSD_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_wssd").into(), std::path::PathBuf::from);
+    let child = Command::new(bin)
+        .arg("probe")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(Duration::from_secs(30))
+        {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            return true;
+        }
+        false
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(done);
+    let killed = watchdog.join().unwrap();
+    let mut stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if killed {
+        stdout.push_str("\nkilled by the watchdog after 30 s");
+    }
+    (out.status.success(), stdout)
+}
+
+/// A hostile server: answers `101` (over TLS when `tls` is given) and then streams empty
+/// pings until the client goes or 60 s pass.
+fn ping_streaming_server(tls: Option<std::sync::Arc<wssd::rustls::ServerConfig>>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let listener = smol::net::TcpListener::try_from(listener).unwrap();
+        smol::block_on(async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            match tls {
+                None => stream_pings(tcp).await,
+                Some(tls) => {
+                    let acceptor = futures_rustls::TlsAcceptor::from(tls);
+                    stream_pings(acceptor.accept(tcp).await.unwrap()).await
+                }
+            }
+        })
+    });
+    addr
+}
+
+async fn stream_pings<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        if stream.read_exact(&mut byte).await.is_err() {
+            return;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let key = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .unwrap_or("")
+        .trim();
+    let accept = wssd::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    if stream.write_all(answer.as_bytes()).await.is_err() {
+        return;
+    }
+    let pings = [0x89u8, 0x00].repeat(8 << 10);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if stream.write_all(&pings).await.is_err() || stream.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Item 8: against a server that answers `101` and then streams pings, `probe --timeout 2`
+/// ends by itself (over ws and wss) instead of running until the server quits.
+#[test]
+fn probe_ends_within_its_timeout_against_a_ping_streaming_server() {
+    let addr = ping_streaming_server(None);
+    let (ok, out) = probe(&[&format!("ws://{addr}/"), "--timeout", "2"]);
+    assert!(!out.contains("killed"), "{out}");
+    assert!(out.contains("no reply within 2 s"), "{out}");
+    assert!(ok, "a push-only server is a warning, not a failure: {out}");
+
+    let certs = wssd::tls::SelfSigned::generate().unwrap();
+    let dir = common::temp_dir("probe-pings");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &certs.ca_pem).unwrap();
+    let addr = ping_streaming_server(Some(certs.server_config().unwrap()));
+    let url = format!("wss://localhost:{}/", addr.port());
+    let (_, out) = probe(&[&url, "--timeout", "2", "--ca", ca.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.contains("killed"), "{out}");
+    assert!(out.contains("no reply within 2 s"), "{out}");
+}
+
+/// A one-shot HTTP server: reads a request head, answers what `answer` makes of it, closes.
+fn one_answer_server(answer: impl FnOnce(&str) -> Vec<u8> + Send + 'static) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if tcp.read_exact(&mut byte).is_err() {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let _ = tcp.write_all(&answer(&String::from_utf8_lossy(&head)));
+    });
+    addr
+}
+
+/// Item 10: `wssd probe` prints a hostile server's escape sequences escaped: an OSC title
+/// and a screen clear in a 400 body, and a C1 CSI in the `Server` header of a 101.
+#[test]
+fn probe_escapes_what_a_hostile_server_sends() {
+    let addr = one_answer_server(|_| {
+        let body = "\u{1b}]0;owned\u{7}\u{1b}[2Jgo away\n";
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    });
+    let (_, out) = probe(&[&format!("ws://{addr}/"), "--timeout", "2"]);
+    assert!(out.contains("go away"), "{out}");
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+
+    let addr = one_answer_server(|head| {
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap()
+            .trim();
+        let accept = wssd::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\nServer: evil\u{9b}31m\u{202e}\r\n\r\n"
+        )
+        .into_bytes()
+    });
+    let (_, out) = probe(&[&format!("ws://{addr}/"), "--timeout", "2"]);
+    assert!(out.contains("server: evil"), "{out}");
+    assert!(!out.contains('\u{9b}') && !out.contains('\u{202e}'), "{out:?}");
+}
+
+/// Item 9: `proxy-config` refuses arguments that would inject directives or break the config.
+#[test]
+fn proxy_config_refuses_arguments_that_are_not_what_they_name() {
+    let bin = std::env::var_os("WSSD_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_wssd").into(), std::path::PathBuf::from);
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "nginx",
+            &[
+                "--server-name",
+                "localhost; location /leak/ { alias /etc/; autoindex on; } #",
+            ],
+        ),
+        ("nginx", &["--path", "/wss { }"]),
+        ("nginx", &["--path", "/w ss"]),
+        ("nginx", &["--cert", "/etc/ssl/a.pem; include /etc/passwd"]),
+        ("nginx", &["--key", "/etc/ssl/a key.pem"]),
+        ("nginx", &["--upstream", "127.0.0.1:8282; return 200"]),
+        ("nginx", &["--listen", "443 ssl; #"]),
+        ("apache", &["--server-name", "localhost\nProxyPass / http://evil/"]),
+        ("apache", &["--path", "/wss\"\n<Location />"]),
+    ];
+    for (server, args) in cases {
+        let out = Command::new(&bin)
+            .args(["proxy-config", server])
+            .args(*args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "{server} {args:?} was accepted: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(stderr.contains(args[0]), "names the flag: {stderr}");
+    }
+    // Plain values still work, wildcard names and IPv6 upstreams included.
+    let out = Command::new(&bin)
+        .args(["proxy-config", "nginx", "--server-name", "*.example.com"])
+        .args(["--upstream", "[::1]:8282", "--upstream", "127.0.0.1:8283"])
+        .args(["--path", "/chat/v1.wss", "--listen", "127.0.0.1:8443"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
