@@ -36,9 +36,9 @@ fn main() -> std::io::Result<()> {
             // async-std's TcpStream speaks futures-io already: no adapter needed.
             async_std::task::spawn(async move {
                 match acceptor.accept(stream, peer).await {
-                    Ok((ws, request)) => {
-                        let limits = acceptor.config().limits;
-                        wssd::session::serve(ws, request, &*handler, &limits).await;
+                    Ok(accepted) => {
+                        // The acceptor's limits travel with `accepted`.
+                        accepted.serve(&*handler).await;
                     }
                     Err(e) => eprintln!("{peer}: {e}"),
                 }

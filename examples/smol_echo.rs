@@ -35,9 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (acceptor, handler) = (acceptor.clone(), handler.clone());
             smol::spawn(async move {
                 match acceptor.accept(stream, peer).await {
-                    Ok((ws, request)) => {
-                        wssd::session::serve(ws, request, &*handler, &acceptor.config().limits)
-                            .await;
+                    // The handshake timeout applies inside accept; serve applies every
+                    // other limit of the acceptor.
+                    Ok(accepted) => {
+                        accepted.serve(&*handler).await;
                     }
                     Err(e) => eprintln!("{peer}: {e}"),
                 }

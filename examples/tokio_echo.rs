@@ -38,9 +38,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move {
             // tokio's AsyncRead/AsyncWrite become futures-io's through compat.
             match acceptor.accept(stream.compat(), peer).await {
-                Ok((ws, request)) => {
-                    let limits = acceptor.config().limits;
-                    wssd::session::serve(ws, request, &*handler, &limits).await;
+                Ok(accepted) => {
+                    // The acceptor's limits travel with `accepted`.
+                    accepted.serve(&*handler).await;
                 }
                 Err(e) => eprintln!("{peer}: {e}"),
             }

@@ -126,6 +126,13 @@ pub enum AcceptError {
         /// The TLS error rustls reported.
         error: io::Error,
     },
+    /// The PROXY header, TLS and opening handshakes took longer than
+    /// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout): the connection was
+    /// dropped (a slow, stalled or slowloris client).
+    Timeout {
+        /// The limit that passed.
+        after: std::time::Duration,
+    },
 }
 
 impl fmt::Display for AcceptError {
@@ -165,6 +172,11 @@ impl fmt::Display for AcceptError {
                 f,
                 "client started TLS on a plain ws port: use ws:// or start wssd with --cert/--key"
             ),
+            AcceptError::Timeout { after } => write!(
+                f,
+                "opening handshake not finished after {} s: closed (slow or stalled client)",
+                after.as_secs_f32()
+            ),
             AcceptError::OldTls { offered, error } => write!(
                 f,
                 "TLS handshake failed: {error} (the client offers only {offered}, TLS 1.1 or older; wssd requires TLS 1.2 or 1.3, as WeChat does: update the client)"
@@ -183,6 +195,7 @@ impl std::error::Error for AcceptError {
             | AcceptError::NotWebSocket { .. }
             | AcceptError::BadRequest { .. }
             | AcceptError::PlainHttpOnTlsPort
+            | AcceptError::Timeout { .. }
             | AcceptError::TlsOnPlainPort => None,
         }
     }
@@ -204,8 +217,10 @@ impl std::error::Error for AcceptError {
 /// #     async_tungstenite::client_async(format!("ws://{addr}/wss"), tcp).await.unwrap()
 /// # });
 /// let (stream, peer) = listener.accept().await?;
-/// let (mut ws, request) = acceptor.accept(stream, peer).await?;
-/// assert_eq!(request.path, "/wss");
+/// let accepted = acceptor.accept(stream, peer).await?;
+/// assert_eq!(accepted.request().path, "/wss");
+/// // Usually: accepted.serve(&handler).await. Here, the raw WebSocket:
+/// let (mut ws, _request) = accepted.into_parts();
 /// ws.close(None).await?; // writes the 101 answer first, then the close frame
 /// # drop(client.await);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -229,18 +244,25 @@ impl Acceptor {
         &self.config
     }
 
-    /// Accepts one connection: TLS (when configured), then the WebSocket opening handshake (RFC 6455 section 4.2).
+    /// Accepts one connection: the PROXY header (when configured), TLS (when configured),
+    /// then the WebSocket opening handshake (RFC 6455 section 4.2), all within
+    /// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout).
+    ///
+    /// Safe by default: the handshake timeout is applied here, and the returned
+    /// [`Accepted`] carries this acceptor's limits to [`Accepted::serve`], which enforces
+    /// the message, frame and fragment limits, the send queue, the heartbeat and the idle
+    /// timeout. No timer of your own is needed, on any runtime.
     ///
     /// The `101 Switching Protocols` answer is written on the first read, write or flush
-    /// of the returned [`WebSocket`] ([`crate::session::serve`] flushes it right after
+    /// of the WebSocket ([`Accepted::serve`] flushes it right after
     /// [`Handler::on_open`](crate::Handler::on_open)), so the server registers a connection
     /// before the client knows it is open.
     ///
     /// `peer_addr` is the TCP peer's address; it is reported in [`Request::peer_addr`].
-    /// There is no timeout here: the caller races this future against its own timer
-    /// (see [`Limits::handshake_timeout`](crate::Limits::handshake_timeout)).
     ///
     /// # Errors
+    /// [`AcceptError::Timeout`] when the whole handshake takes longer than
+    /// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout) (a slowloris client),
     /// [`AcceptError::Tls`] when the TLS handshake fails, [`AcceptError::OldTls`] when
     /// the client offers only TLS 1.1 or older, [`AcceptError::WrongPath`] after answering 404,
     /// [`AcceptError::NotWebSocket`] (426) for a request without `Upgrade: websocket`,
@@ -248,6 +270,29 @@ impl Acceptor {
     /// when the connection fails, [`AcceptError::ProxyHeader`] for a missing PROXY header,
     /// and [`AcceptError::PlainHttpOnTlsPort`] or [`AcceptError::TlsOnPlainPort`] for the wrong port.
     pub async fn accept<S>(
+        &self,
+        stream: S,
+        peer_addr: SocketAddr,
+    ) -> Result<Accepted<S>, AcceptError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let limit = self.config.limits.handshake_timeout;
+        let timeout = async {
+            async_io::Timer::after(limit).await;
+            Err(AcceptError::Timeout { after: limit })
+        };
+        let (ws, request) =
+            futures_lite::future::or(self.handshake(stream, peer_addr), timeout).await?;
+        Ok(Accepted {
+            ws,
+            request,
+            limits: self.config.limits,
+        })
+    }
+
+    /// The accept path itself, without the timeout.
+    async fn handshake<S>(
         &self,
         stream: S,
         peer_addr: SocketAddr,
@@ -423,6 +468,47 @@ fn old_tls_version(hello: &[u8]) -> Option<&'static str> {
         (3, 0) => Some("SSL 3.0"),
         (major, _) if major < 3 => Some("SSL 2"),
         _ => None,
+    }
+}
+
+/// A connection that finished its opening handshake: the WebSocket, the request facts,
+/// and the limits of the [`Acceptor`] that accepted it. The `101` is not sent yet.
+///
+/// [`Accepted::serve`] runs it with a [`Handler`](crate::Handler) under those limits;
+/// [`Accepted::into_parts`] hands over the raw WebSocket to drive yourself (its message and
+/// frame limits still hold; the heartbeat, idle timeout and send queue are then yours).
+#[derive(Debug)]
+pub struct Accepted<S> {
+    ws: WebSocket<S>,
+    request: Request,
+    limits: crate::Limits,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
+    /// The facts of the request: path, query, headers, client IP, subprotocol, TLS.
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// Runs the connection until it closes, handing its messages to `handler`, under the
+    /// accepting [`Acceptor`]'s [`Limits`](crate::Limits): message, frame and fragment
+    /// sizes, the byte-bounded send queue, pings every `ping_interval`, the idle timeout,
+    /// a deadline on every write, and the close timeout (RFC 6455 sections 5.5.2 and 7).
+    ///
+    /// Queued messages are written before the next read, several per flush (corking).
+    /// A protocol violation is answered with close code 1002, invalid UTF-8 in a text
+    /// message with 1007, and a message or frame over the limits with 1009 (RFC 6455
+    /// section 7.4.1); a connection silent for `idle_timeout` gets 1001. Returns what the
+    /// session did; it never fails (errors are in [`SessionSummary::error`](crate::SessionSummary::error)).
+    pub async fn serve<H: crate::Handler + ?Sized>(self, handler: &H) -> crate::SessionSummary {
+        crate::session::serve(self.ws, self.request, handler, &self.limits).await
+    }
+
+    /// The WebSocket and the request facts, to drive the WebSocket yourself (a `Stream` and
+    /// `Sink` of [`Message`](crate::Message)s). The `101` goes out with its first read,
+    /// write or flush.
+    pub fn into_parts(self) -> (WebSocket<S>, Request) {
+        (self.ws, self.request)
     }
 }
 

@@ -169,8 +169,9 @@ pub struct Limits {
     pub close_timeout: Duration,
     /// How long a session stops reading while a [`Hub`](crate::Hub) send made from its
     /// [`Handler::on_message`](crate::Handler::on_message) waits for a recipient's full
-    /// queue. A recipient that makes no room within it is closed with 1013 (try again
-    /// later); one that does gets the message, late but not lost. Default 5 s: a burst
+    /// queue. A recipient that makes no room within it (counted from when the write it is
+    /// stuck in began, so several stalled recipients cost one wait, not one each) is closed
+    /// with 1013 (try again later); one that does gets the message, late but not lost. Default 5 s: a burst
     /// slows its sender instead of disconnecting fast readers, and a recipient that
     /// stays behind for its own reasons cannot stall its group for long.
     pub backpressure_timeout: Duration,

@@ -59,8 +59,8 @@
 //! let handler = Arc::new(ReplyOk);
 //! // One connection here; a server loops, spawning a task per connection.
 //! let (stream, peer) = listener.accept().await?;
-//! let (ws, request) = acceptor.accept(stream, peer).await?;
-//! let summary = wssd::session::serve(ws, request, &*handler, &acceptor.config().limits).await;
+//! // accept applies the handshake timeout; serve applies every other limit of the acceptor.
+//! let summary = acceptor.accept(stream, peer).await?.serve(&*handler).await;
 //! assert_eq!(summary.messages_in, 1);
 //! # assert_eq!(client.await, Message::text("ok"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -111,18 +111,18 @@ mod handshake;
 pub mod hub;
 #[cfg(feature = "redis")]
 pub mod redis;
-pub mod session;
+mod session;
 #[cfg(feature = "smol")]
 pub mod smol;
 pub mod sniff;
 pub mod text;
 pub mod tls;
 
-pub use accept::{AcceptError, Acceptor, Request, Stream, TlsInfo, WebSocket};
+pub use accept::{AcceptError, Accepted, Acceptor, Request, Stream, TlsInfo, WebSocket};
 pub use async_tungstenite::tungstenite;
 pub use config::{Config, Limits};
 pub use futures_rustls::rustls;
 pub use hub::Hub;
-pub use session::{Connection, Handler, SendError};
+pub use session::{Connection, Handler, SendError, SessionSummary};
 pub use tungstenite::Message;
 pub use tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};

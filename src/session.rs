@@ -135,6 +135,9 @@ struct Queue {
     close: Option<CloseFrame>,
     /// The session task, woken when a message is queued or the queue closes.
     waker: Option<Waker>,
+    /// Since when the session has been writing what it took from the queue (`None` while
+    /// it is not): a client that stopped reading shows here before its queue fills.
+    writing_since: Option<Instant>,
 }
 
 impl fmt::Debug for Connection {
@@ -324,6 +327,9 @@ struct Session<S> {
 /// A recipient's full queue that the sending session waits on.
 struct Blocked {
     conn: Connection,
+    /// When the recipient is closed if it has made no room: the backpressure timeout after
+    /// it started the write it is stuck in (or after the send, if it is not writing).
+    deadline: Instant,
     messages: VecDeque<Message>,
     room: Option<EventListener>,
 }
@@ -341,6 +347,8 @@ enum Wake {
 thread_local! {
     /// While a handler's `on_message` runs on this thread: the sends it made to full queues.
     static BLOCKED: RefCell<Option<Vec<Blocked>>> = const { RefCell::new(None) };
+    /// The sending session's `Limits::backpressure_timeout`, set with `BLOCKED`.
+    static BACKPRESSURE_TIMEOUT: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
 }
 
 /// Called by the Hub when `conn`'s queue is full, or is already waited on, for a send made
@@ -351,11 +359,15 @@ pub(crate) fn defer(conn: &Connection, msg: Message) -> Result<(), Message> {
         Some(list) => {
             match list.iter_mut().find(|b| b.conn.id() == conn.id()) {
                 Some(b) => b.messages.push_back(msg),
-                None => list.push(Blocked {
-                    conn: conn.clone(),
-                    messages: VecDeque::from([msg]),
-                    room: None,
-                }),
+                None => {
+                    let since = conn.queue().writing_since.unwrap_or_else(Instant::now);
+                    list.push(Blocked {
+                        conn: conn.clone(),
+                        deadline: since + BACKPRESSURE_TIMEOUT.with(|t| t.get()),
+                        messages: VecDeque::from([msg]),
+                        room: None,
+                    })
+                }
             }
             Ok(())
         }
@@ -582,8 +594,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Closes, with 1013, the recipients that made no room within the backpressure timeout.
     fn give_up_on_blocked(&mut self) {
-        for b in self.blocked.drain(..) {
-            crate::hub::close_slow_consumer(&b.conn);
+        let now = Instant::now();
+        self.blocked.retain(|b| {
+            let late = b.deadline <= now;
+            if late {
+                crate::hub::close_slow_consumer(&b.conn);
+            }
+            !late
+        });
+        self.arm_blocked_timer();
+    }
+
+    /// Sets the backpressure timer to the earliest deadline of the recipients waited on.
+    fn arm_blocked_timer(&mut self) {
+        if let Some(first) = self.blocked.iter().map(|b| b.deadline).min() {
+            self.blocked_until.set_at(first);
         }
     }
 
@@ -599,11 +624,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Message::Text(_) | Message::Binary(_) => {
                 self.summary.messages_in += 1;
                 BLOCKED.with(|b| *b.borrow_mut() = Some(std::mem::take(&mut self.blocked)));
+                BACKPRESSURE_TIMEOUT.with(|t| t.set(self.limits.backpressure_timeout));
                 handler.on_message(&self.conn, msg);
                 self.blocked = BLOCKED.with(|b| b.borrow_mut().take()).unwrap_or_default();
                 if !self.blocked.is_empty() {
-                    let limit = self.limits.backpressure_timeout;
-                    self.blocked_until.set_after(limit);
+                    self.arm_blocked_timer();
                 }
                 Ok(())
             }
@@ -641,7 +666,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Writes what is queued, corked (several messages, one flush), under the idle timeout
     /// as a deadline. Returns whether the connection goes on.
     async fn drain(&mut self) -> bool {
-        std::mem::swap(&mut self.conn.queue().messages, &mut self.spare);
+        {
+            let mut queue = self.conn.queue();
+            std::mem::swap(&mut queue.messages, &mut self.spare);
+            queue.writing_since = Some(Instant::now());
+        }
         let mut written = 0;
         let mut count = 0;
         let (ws, spare) = (&mut self.ws, &mut self.spare);
@@ -659,6 +688,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         {
             let mut queue = self.conn.queue();
             queue.bytes = queue.bytes.saturating_sub(written);
+            queue.writing_since = None;
         }
         self.conn.shared.room.notify(usize::MAX);
         match result {

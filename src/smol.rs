@@ -15,9 +15,7 @@ use smol::io::AsyncWriteExt;
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer, future};
 
-use crate::{
-    AcceptError, Acceptor, CloseCode, CloseFrame, Connection, Handler, Hub, Message, session,
-};
+use crate::{AcceptError, Acceptor, CloseCode, CloseFrame, Connection, Handler, Hub, Message};
 
 /// Stops a running server gracefully; cheap to clone, and every clone is the same switch.
 ///
@@ -288,34 +286,19 @@ async fn connection<H: Handler>(
     handler: Arc<Tracked<H>>,
 ) {
     let _ = stream.set_nodelay(true);
-    let limits = acceptor.config().limits;
     let started = Instant::now();
-    let timeout = async {
-        Timer::after(limits.handshake_timeout).await;
-        None
-    };
-    let (ws, request) = match future::or(
-        async { Some(acceptor.accept(stream, peer).await) },
-        timeout,
-    )
-    .await
-    {
-        Some(Ok(accepted)) => accepted,
+    let accepted = match acceptor.accept(stream, peer).await {
+        Ok(accepted) => accepted,
         // A connect that says nothing: a port probe or an L4 balancer's health check.
-        Some(Err(AcceptError::Io(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
+        Err(AcceptError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
             return log::debug!("{peer}: closed before sending anything");
         }
-        Some(Err(e @ AcceptError::NotWebSocket { page: true })) => {
+        Err(e @ AcceptError::NotWebSocket { page: true }) => {
             return log::info!("{peer}: {e}");
         }
-        Some(Err(e)) => return log::warn!("{peer}: {e}"),
-        None => {
-            return log::warn!(
-                "{peer}: opening handshake not finished after {} s: closed (slow or stalled client)",
-                limits.handshake_timeout.as_secs_f32()
-            );
-        }
+        Err(e) => return log::warn!("{peer}: {e}"),
     };
+    let request = accepted.request();
     let tls = request.tls.as_ref().map_or("plain", |t| t.version);
     let path = crate::text::escape(&request.path).into_owned();
     let who = if request.client_ip == peer.ip() {
@@ -324,7 +307,7 @@ async fn connection<H: Handler>(
         format!("{} (via {peer})", request.client_ip)
     };
     log::info!("open {who} {path} {tls}");
-    let summary = session::serve(ws, request, &*handler, &limits).await;
+    let summary = accepted.serve(&*handler).await;
     let code = summary
         .close_code
         .map_or("none (dropped)".to_string(), |c| u16::from(c).to_string());

@@ -47,9 +47,10 @@ async fn serve_one(
     acceptor: &Acceptor,
     server_end: common::Duplex,
     handler: &Recorder,
-) -> Result<(wssd::Request, wssd::session::SessionSummary), AcceptError> {
-    let (ws, request) = acceptor.accept(server_end, peer()).await?;
-    let summary = wssd::session::serve(ws, request.clone(), handler, &Limits::default()).await;
+) -> Result<(wssd::Request, wssd::SessionSummary), AcceptError> {
+    let accepted = acceptor.accept(server_end, peer()).await?;
+    let request = accepted.request().clone();
+    let summary = accepted.serve(handler).await;
     Ok((request, summary))
 }
 
@@ -393,14 +394,9 @@ async fn accept_from(
     server_end: common::Duplex,
     peer_addr: std::net::SocketAddr,
 ) -> Result<wssd::Request, AcceptError> {
-    let (ws, request) = acceptor.accept(server_end, peer_addr).await?;
-    wssd::session::serve(
-        ws,
-        request.clone(),
-        &Recorder::default(),
-        &Limits::default(),
-    )
-    .await;
+    let accepted = acceptor.accept(server_end, peer_addr).await?;
+    let request = accepted.request().clone();
+    accepted.serve(&Recorder::default()).await;
     Ok(request)
 }
 
@@ -550,13 +546,10 @@ fn tls_on_the_plain_port_is_named() {
 }
 
 /// Accepts one connection and serves it under `limits` until it ends.
-async fn serve_with(
-    acceptor: &Acceptor,
-    server_end: common::Duplex,
-    limits: &Limits,
-) -> wssd::session::SessionSummary {
-    let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
-    wssd::session::serve(ws, request, &Recorder::default(), limits).await
+async fn serve_with(server_end: common::Duplex, limits: &Limits) -> wssd::SessionSummary {
+    let acceptor = Acceptor::new(Config::default().limits(*limits));
+    let accepted = acceptor.accept(server_end, peer()).await.unwrap();
+    accepted.serve(&Recorder::default()).await
 }
 
 fn heartbeat_limits(idle_ms: u64) -> Limits {
@@ -569,10 +562,9 @@ fn heartbeat_limits(idle_ms: u64) -> Limits {
 
 #[test]
 fn server_pings_and_a_ponging_client_stays_open() {
-    let acceptor = Acceptor::new(Config::default());
     let limits = heartbeat_limits(60_000);
     let (server_end, client_end) = duplex();
-    let server = serve_with(&acceptor, server_end, &limits);
+    let server = serve_with(server_end, &limits);
     let client = async {
         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
             .await
@@ -594,10 +586,9 @@ fn server_pings_and_a_ponging_client_stays_open() {
 
 #[test]
 fn a_silent_client_is_closed_with_1001_after_the_idle_timeout() {
-    let acceptor = Acceptor::new(Config::default());
     let limits = heartbeat_limits(50);
     let (server_end, client_end) = duplex();
-    let server = serve_with(&acceptor, server_end, &limits);
+    let server = serve_with(server_end, &limits);
     let client = async {
         // A raw handshake: reading the 101 byte by byte leaves the frames behind it unread
         // (a library client may buffer the server's first pings with its answer).

@@ -19,7 +19,8 @@ use futures_util::StreamExt;
 use smol::net::TcpStream;
 use wssd::Message;
 
-const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+const REQUEST: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
 /// A masked client frame (mask key 0, so the payload goes as is) with this first byte.
@@ -44,7 +45,10 @@ fn batch(one: &[u8], count: usize) -> Vec<u8> {
 
 /// Sends the opening handshake and reads the answer's head, byte by byte, so nothing
 /// after it is consumed. Returns the head.
-async fn raw_handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request: &[u8]) -> String {
+async fn raw_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+) -> String {
     stream.write_all(request).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
@@ -199,12 +203,7 @@ fn a_new_client_is_served_while_ping_flooders_outnumber_the_threads() {
 #[test]
 fn a_new_tls_client_is_served_while_ping_flooders_outnumber_the_threads() {
     let dir = common::temp_dir("starve-tls");
-    let server = Wssd::start(&[
-        "--self-signed-dir",
-        dir.to_str().unwrap(),
-        "--threads",
-        "2",
-    ]);
+    let server = Wssd::start(&["--self-signed-dir", dir.to_str().unwrap(), "--threads", "2"]);
     let ca = common::read(&dir.join("ca.pem"));
     let pings = batch(&frame(0x89, b""), 8000);
     let flooders = start_flooders(&server, 3, Some(&ca), &pings);
@@ -309,6 +308,7 @@ fn a_burst_into_a_room_slows_the_sender_and_disconnects_no_fast_reader() {
                                 assert_eq!(t.len(), 1024);
                                 got += 1;
                             }
+                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                             other => panic!("after {got} messages: {other:?}"),
                         }
                     }
@@ -348,6 +348,7 @@ fn slow_clients_give_one_log_line_each_and_a_fast_reader_gets_everything() {
             while got < COUNT {
                 match reader.next().await {
                     Some(Ok(Message::Text(_))) => got += 1,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     other => panic!("after {got} messages: {other:?}"),
                 }
             }
@@ -363,7 +364,10 @@ fn slow_clients_give_one_log_line_each_and_a_fast_reader_gets_everything() {
     let all = server.log_lines();
     let warnings = all.iter().filter(|l| l.contains("send queue full")).count();
     assert_eq!(warnings, 5, "one line per slow client: {lines:#?}");
-    assert!(lines[4].contains("5 slow clients closed so far"), "{lines:#?}");
+    assert!(
+        lines[4].contains("5 slow clients closed so far"),
+        "{lines:#?}"
+    );
     drop(stalled);
 }
 
@@ -393,6 +397,7 @@ fn an_unreachable_redis_does_not_grow_memory_past_the_publish_queue() {
                         assert_eq!(b.len(), 1_000_000);
                         got += 1;
                     }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     other => panic!("after {got} messages: {other:?}"),
                 }
             }
@@ -417,9 +422,10 @@ fn an_unreachable_redis_does_not_grow_memory_past_the_publish_queue() {
 fn control_characters_in_the_path_are_escaped_in_the_log() {
     let server = Wssd::start(&["--plain"]);
     let path = "/a\u{9b}31mb\u{85}c\u{2028}d\u{202e}e";
-    let request = String::from_utf8(REQUEST.to_vec())
-        .unwrap()
-        .replacen("GET / ", &format!("GET {path} "), 1);
+    let request =
+        String::from_utf8(REQUEST.to_vec())
+            .unwrap()
+            .replacen("GET / ", &format!("GET {path} "), 1);
     smol::block_on(bounded(async {
         let mut tcp = TcpStream::connect(server.addr()).await.unwrap();
         raw_handshake(&mut tcp, request.as_bytes()).await;
@@ -437,8 +443,10 @@ fn control_characters_in_the_path_are_escaped_in_the_log() {
 /// Runs `wssd probe` with `args`; returns its exit success and stdout. A watchdog kills it
 /// after 30 s, which the caller sees as a failure with `killed` in the output.
 fn probe(args: &[&str]) -> (bool, String) {
-    let bin = std::env::var_os("WSSD_BIN")
-        .map_or_else(|| env!("CARGO_BIN_EXE_wssd").into(), std::path::PathBuf::from);
+    let bin = std::env::var_os("WSSD_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_wssd").into(),
+        std::path::PathBuf::from,
+    );
     let child = Command::new(bin)
         .arg("probe")
         .args(args)
@@ -592,14 +600,19 @@ fn probe_escapes_what_a_hostile_server_sends() {
     });
     let (_, out) = probe(&[&format!("ws://{addr}/"), "--timeout", "2"]);
     assert!(out.contains("server: evil"), "{out}");
-    assert!(!out.contains('\u{9b}') && !out.contains('\u{202e}'), "{out:?}");
+    assert!(
+        !out.contains('\u{9b}') && !out.contains('\u{202e}'),
+        "{out:?}"
+    );
 }
 
 /// Item 9: `proxy-config` refuses arguments that would inject directives or break the config.
 #[test]
 fn proxy_config_refuses_arguments_that_are_not_what_they_name() {
-    let bin = std::env::var_os("WSSD_BIN")
-        .map_or_else(|| env!("CARGO_BIN_EXE_wssd").into(), std::path::PathBuf::from);
+    let bin = std::env::var_os("WSSD_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_wssd").into(),
+        std::path::PathBuf::from,
+    );
     let cases: &[(&str, &[&str])] = &[
         (
             "nginx",
@@ -614,7 +627,10 @@ fn proxy_config_refuses_arguments_that_are_not_what_they_name() {
         ("nginx", &["--key", "/etc/ssl/a key.pem"]),
         ("nginx", &["--upstream", "127.0.0.1:8282; return 200"]),
         ("nginx", &["--listen", "443 ssl; #"]),
-        ("apache", &["--server-name", "localhost\nProxyPass / http://evil/"]),
+        (
+            "apache",
+            &["--server-name", "localhost\nProxyPass / http://evil/"],
+        ),
         ("apache", &["--path", "/wss\"\n<Location />"]),
     ];
     for (server, args) in cases {
@@ -638,5 +654,9 @@ fn proxy_config_refuses_arguments_that_are_not_what_they_name() {
         .args(["--path", "/chat/v1.wss", "--listen", "127.0.0.1:8443"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

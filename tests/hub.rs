@@ -46,8 +46,8 @@ fn a_thousand_member_group_send_completes_and_a_stalled_member_is_closed_alone()
             let (server_end, client_end) = duplex_with(4 << 10);
             let (acceptor, handler) = (acceptor.clone(), handler.clone());
             ex.spawn(async move {
-                let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
-                wssd::session::serve(ws, request, &*handler, &limits).await;
+                let accepted = acceptor.accept(server_end, peer()).await.unwrap();
+                accepted.serve(&*handler).await;
             })
             .detach();
             let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
@@ -106,11 +106,11 @@ fn a_client_cannot_see_its_connection_open_before_on_open_ran() {
         let (accepted_tx, accepted) = async_channel::bounded(1);
         let (release_tx, release) = async_channel::bounded::<()>(1);
         ex.spawn(async move {
-            let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
+            let accepted = acceptor.accept(server_end, peer()).await.unwrap();
             // The embedder's own async work between accept and serve (an auth lookup, say).
             accepted_tx.send(()).await.unwrap();
             release.recv().await.unwrap();
-            wssd::session::serve(ws, request, &*handler, &Limits::default()).await;
+            accepted.serve(&*handler).await;
         })
         .detach();
         let mut client = Box::pin(async_tungstenite::client_async(

@@ -31,10 +31,10 @@ async fn serve(
     server_end: common::Duplex,
     limits: Limits,
     conns: async_channel::Sender<Connection>,
-) -> wssd::session::SessionSummary {
+) -> wssd::SessionSummary {
     let acceptor = Acceptor::new(Config::default().limits(limits));
-    let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
-    wssd::session::serve(ws, request, &Echo(conns), &limits).await
+    let accepted = acceptor.accept(server_end, peer()).await.unwrap();
+    accepted.serve(&Echo(conns)).await
 }
 
 #[test]

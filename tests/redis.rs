@@ -12,7 +12,7 @@ use async_tungstenite::WebSocketStream;
 use common::{Wssd, bounded, duplex, peer};
 use futures_util::StreamExt;
 use smol::net::TcpStream;
-use wssd::{Acceptor, Config, Connection, Handler, Hub, Limits, Message};
+use wssd::{Acceptor, Config, Connection, Handler, Hub, Message};
 
 /// redis-server on 127.0.0.1:`port`, persistence off, in its own directory; killed on drop.
 struct Redis {
@@ -220,8 +220,8 @@ fn send_to_user_reaches_both_of_its_connections_on_two_instances_and_no_one_else
             let (server_end, client_end) = duplex();
             let (acceptor, users) = (acceptor.clone(), users.clone());
             ex.spawn(async move {
-                let (ws, request) = acceptor.accept(server_end, peer()).await.unwrap();
-                wssd::session::serve(ws, request, &*users, &Limits::default()).await;
+                let accepted = acceptor.accept(server_end, peer()).await.unwrap();
+                accepted.serve(&*users).await;
             })
             .detach();
             let url = format!("ws://localhost/{user}");
