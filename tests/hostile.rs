@@ -209,7 +209,6 @@ fn a_new_tls_client_is_served_while_ping_flooders_outnumber_the_threads() {
     let flooders = start_flooders(&server, 3, Some(&ca), &pings);
     let took = fresh_client_echo(&server, Some(&ca));
     drop(flooders);
-    let _ = std::fs::remove_dir_all(&dir);
     eprintln!("figure: TLS, 3 ping flooders, 2 threads: new client echoed in {took:?}");
 }
 
@@ -545,7 +544,6 @@ fn probe_ends_within_its_timeout_against_a_ping_streaming_server() {
     let addr = ping_streaming_server(Some(certs.server_config().unwrap()));
     let url = format!("wss://localhost:{}/", addr.port());
     let (_, out) = probe(&[&url, "--timeout", "2", "--ca", ca.to_str().unwrap()]);
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.contains("killed"), "{out}");
     assert!(out.contains("no reply within 2 s"), "{out}");
 }

@@ -8,7 +8,7 @@ use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
 use wssd::tls::{self, SelfSigned, TlsError};
 
 /// A generated certificate and key written to a fresh directory.
-fn files(tag: &str) -> (std::path::PathBuf, SelfSigned) {
+fn files(tag: &str) -> (common::TempDir, SelfSigned) {
     let dir = common::temp_dir(tag);
     let certs = SelfSigned::load_or_create(&dir).unwrap();
     (dir, certs)
