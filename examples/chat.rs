@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wssd::smol::Shutdown;
 use wssd::{Acceptor, CloseFrame, Config, Connection, Handler, Hub, Message};
 
 /// Rooms and users on a Hub.
@@ -71,12 +70,8 @@ fn main() -> std::io::Result<()> {
         listener.local_addr()?.port()
     );
     let handler = Arc::new(Chat(Hub::default()));
-    wssd::smol::run(
-        listener,
-        acceptor,
-        handler,
-        2,
-        Shutdown::default(),
-        Duration::from_secs(5),
-    )
+    wssd::smol::Server::new(acceptor, handler)
+        .threads(2)
+        .shutdown_timeout(Duration::from_secs(5))
+        .run(listener)
 }

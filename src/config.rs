@@ -110,11 +110,12 @@ impl Config {
     }
 }
 
-/// Per-connection limits. Every field is public; start from `Limits::default()`.
+/// Per-connection limits, each enforced by the core ([`Acceptor::accept`](crate::Acceptor::accept)
+/// and [`Accepted::serve`](crate::Accepted::serve)). Every field is public; start from `Limits::default()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The longest the TLS handshake plus the HTTP upgrade may take, enforced by the
-    /// listener loop (the core has no timer). Default 10 s: a phone on a poor network
+    /// The longest the PROXY header, the TLS handshake and the HTTP upgrade may take
+    /// together, enforced by [`Acceptor::accept`](crate::Acceptor::accept). Default 10 s: a phone on a poor network
     /// finishes well inside it, and a slowloris client is cut off.
     pub handshake_timeout: Duration,
     /// The largest opening-handshake request head (request line plus headers), in bytes.
@@ -175,11 +176,6 @@ pub struct Limits {
     /// slows its sender instead of disconnecting fast readers, and a recipient that
     /// stays behind for its own reasons cannot stall its group for long.
     pub backpressure_timeout: Duration,
-    /// The most connections served at once, enforced by the listener loop
-    /// ([`crate::smol::serve`]). Past it, a new connection on a plain port gets HTTP 503
-    /// and on a TLS port is closed, with a warning at most once a second.
-    /// Default 10,000: about 0.1 GB of a small box's memory with the default buffers.
-    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -197,7 +193,6 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             close_timeout: Duration::from_secs(5),
             backpressure_timeout: Duration::from_secs(5),
-            max_connections: 10_000,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_tungstenite::tungstenite::protocol::frame::{
     Frame,
@@ -22,8 +22,8 @@ use crate::{CloseCode, Message};
 /// Cheap to clone; every clone is the same registry. Safe to call from any task or thread,
 /// under concurrent joins, leaves and disconnects.
 ///
-/// Register a connection in [`Handler::on_open`](crate::Handler::on_open) and remove it in
-/// [`Handler::on_close`](crate::Handler::on_close); removal also leaves its user and groups.
+/// Register a connection in [`Handler::on_open`](crate::Handler::on_open); it leaves, with
+/// its user and groups, when its session ends (no `remove` needed, none forgotten).
 /// Sends never wait: each goes through the recipient's bounded queue. When a recipient's
 /// queue is full, a send made inside [`Handler::on_message`](crate::Handler::on_message)
 /// keeps the message and pauses the sending connection's reads until the recipient has
@@ -59,8 +59,9 @@ pub struct Hub {
 }
 
 #[derive(Default)]
-struct Inner {
-    state: Mutex<State>,
+pub(crate) struct Inner {
+    /// Sends take it to read (they run in parallel); adds, joins and leaves to write.
+    state: RwLock<State>,
     /// Where user, group and broadcast sends also go, for other instances.
     relay: OnceLock<Arc<dyn Relay>>,
 }
@@ -93,7 +94,7 @@ pub(crate) trait Relay: Send + Sync {
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.lock();
+        let state = self.read();
         f.debug_struct("Hub")
             .field("connections", &state.connections.len())
             .field("users", &state.users.len())
@@ -103,7 +104,8 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// Registers a live connection.
+    /// Registers a live connection. It leaves the hub (and its user and groups) by itself
+    /// when its session ends; [`Hub::remove`] takes it out earlier.
     pub fn add(&self, conn: &Connection) {
         let member = Member {
             conn: conn.clone(),
@@ -111,6 +113,7 @@ impl Hub {
             groups: HashSet::new(),
         };
         self.lock().connections.insert(conn.id(), member);
+        conn.joined_hub(Arc::downgrade(&self.inner));
     }
 
     /// Forgets a connection, and takes it out of its user and groups.
@@ -162,12 +165,12 @@ impl Hub {
 
     /// The number of live connections registered here (this instance only).
     pub fn count(&self) -> usize {
-        self.lock().connections.len()
+        self.read().connections.len()
     }
 
     /// The ids of a group's members on this instance.
     pub fn group_members(&self, group: &str) -> Vec<u64> {
-        self.lock()
+        self.read()
             .groups
             .get(group)
             .map_or_else(Vec::new, |ids| ids.iter().copied().collect())
@@ -179,7 +182,7 @@ impl Hub {
     /// [`SendError::Closed`] when no such connection is registered, [`SendError::Full`]
     /// when its queue is full (it is not closed for that: the caller decides).
     pub fn send_to(&self, id: u64, msg: Message) -> Result<(), SendError> {
-        let conn = self.lock().connections.get(&id).map(|m| m.conn.clone());
+        let conn = self.read().connections.get(&id).map(|m| m.conn.clone());
         conn.ok_or(SendError::Closed)?.try_send(msg)
     }
 
@@ -209,7 +212,7 @@ impl Hub {
     /// and reason; each one writes what is already queued first.
     pub fn close_all(&self, code: CloseCode, reason: &str) {
         let all: Vec<Connection> = self
-            .lock()
+            .read()
             .connections
             .values()
             .map(|m| m.conn.clone())
@@ -234,7 +237,7 @@ impl Hub {
     /// Queues `msg` for the local connections `target` names, framed once.
     pub(crate) fn deliver(&self, target: Target<'_>, msg: &Message, exclude: &[u64]) -> usize {
         let recipients: Vec<Connection> = {
-            let state = self.lock();
+            let state = self.read();
             let pick = |id: &u64| {
                 (!exclude.contains(id))
                     .then(|| state.connections.get(id).map(|m| m.conn.clone()))
@@ -275,8 +278,18 @@ impl Hub {
         queued
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// For a send: many at once.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.inner.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For a change of who is where.
+    fn lock(&self) -> RwLockWriteGuard<'_, State> {
+        self.inner.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Hub {
+        Hub { inner }
     }
 }
 

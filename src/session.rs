@@ -121,6 +121,8 @@ struct Shared {
     queue_limit: usize,
     /// Notified as queued bytes are written, for senders waiting for room.
     room: Event,
+    /// The hubs this connection was added to; it leaves them when its session ends.
+    hubs: Mutex<Vec<std::sync::Weak<crate::hub::Inner>>>,
 }
 
 /// The send queue, and the session task's waker.
@@ -243,6 +245,13 @@ impl Connection {
     /// Whether the connection is closing or closed: sends fail with [`SendError::Closed`].
     pub fn is_closed(&self) -> bool {
         self.queue().closed
+    }
+
+    /// Notes that `hub` holds this connection, so that it leaves when its session ends.
+    pub(crate) fn joined_hub(&self, hub: std::sync::Weak<crate::hub::Inner>) {
+        let mut hubs = self.shared.hubs.lock().unwrap_or_else(|e| e.into_inner());
+        hubs.retain(|h| h.strong_count() > 0);
+        hubs.push(hub);
     }
 
     /// Notified when queued bytes are written, or the queue closes.
@@ -400,6 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 queue: Mutex::new(Queue::default()),
                 queue_limit: limits.send_queue_bytes,
                 room: Event::new(),
+                hubs: Mutex::new(Vec::new()),
             }),
         };
         Session {
@@ -436,6 +446,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.conn.shared.room.notify(usize::MAX);
         self.blocked.clear();
         handler.on_close(&self.conn, peer_close.as_ref());
+        // Leaves every Hub it was added to, whether or not the handler removed it.
+        let hubs = std::mem::take(
+            &mut *self
+                .conn
+                .shared
+                .hubs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for hub in hubs.iter().filter_map(std::sync::Weak::upgrade) {
+            crate::hub::Hub::from_inner(hub).remove(self.conn.id());
+        }
     }
 
     /// Lets the handler see the connection, then sends the `101`: whatever `on_open`

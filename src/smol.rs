@@ -2,12 +2,12 @@
 //!
 //! This is the only module that knows which executor runs it. Embedders on
 //! another runtime write their own accept loop around [`Acceptor::accept`] and
-//! [`crate::session::serve`]; this module is a short example of one.
+//! [`Accepted::serve`](crate::Accepted::serve); [`Server`] is a short example of one.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use event_listener::Event;
@@ -15,7 +15,7 @@ use smol::io::AsyncWriteExt;
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer, future};
 
-use crate::{AcceptError, Acceptor, CloseCode, CloseFrame, Connection, Handler, Hub, Message};
+use crate::{AcceptError, Acceptor, CloseCode, CloseFrame, Connection, Handler, Message};
 
 /// Stops a running server gracefully; cheap to clone, and every clone is the same switch.
 ///
@@ -58,159 +58,221 @@ impl Shutdown {
     }
 }
 
-/// Accepts connections on `listener` until `shutdown` is triggered, running each on `executor`.
+/// The listener loop on smol: what it listens with, and its own settings (the connection
+/// cap, threads, graceful shutdown), apart from the per-connection [`Limits`](crate::Limits)
+/// that the [`Acceptor`] carries.
 ///
-/// Each connection gets `TCP_NODELAY`, the handshake under
-/// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout), then the
-/// session loop. One info line is logged per open and one per close (client IP and peer, path,
-/// TLS version, duration in seconds, messages in and out, close code); a failed
-/// handshake is one warn line. One bad client never affects another.
+/// ```no_run
+/// use std::sync::Arc;
+/// use wssd::{Acceptor, Config, Connection, Handler, Message};
 ///
-/// Past [`Limits::max_connections`](crate::Limits::max_connections) live connections, a new
-/// one is refused: HTTP 503 on a plain port, a close on a TLS port, and a warning at most
-/// once a second. On shutdown, connections get up to `shutdown_timeout` to finish.
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_message(&self, conn: &Connection, msg: Message) {
+///         let _ = conn.try_send(msg);
+///     }
+/// }
 ///
-/// # Errors
-/// None in practice: accept errors (such as running out of file descriptors) are
-/// logged, and accepting resumes after 100 ms.
-pub async fn serve<H: Handler>(
-    listener: TcpListener,
+/// let listener = smol::block_on(smol::net::TcpListener::bind("127.0.0.1:8282"))?;
+/// wssd::smol::Server::new(Acceptor::new(Config::default()), Arc::new(Echo))
+///     .max_connections(1_000)
+///     .threads(2)
+///     .run(listener)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Server<H> {
     acceptor: Acceptor,
     handler: Arc<H>,
-    executor: Arc<Executor<'static>>,
-    shutdown: Shutdown,
-    shutdown_timeout: Duration,
-) -> io::Result<()> {
-    let tracked = Arc::new(Tracked {
-        inner: handler,
-        live: Hub::default(),
-        shutdown: shutdown.clone(),
-    });
-    let open = Arc::new(AtomicUsize::new(0));
-    // Each connection task holds a clone; `recv` fails once all are dropped.
-    let (done_tx, done_rx) = async_channel::bounded::<()>(1);
-    let mut refusals = Refusals::default();
-    let max = acceptor.config().limits.max_connections;
-    loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            shutdown.wait().await;
-            None
-        });
-        let (stream, peer) = match accepted.await {
-            None => break,
-            Some(Ok(accepted)) => accepted,
-            Some(Err(e)) => {
-                log::warn!("accept failed: {e} (too many open files? raise `ulimit -n`)");
-                Timer::after(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if open.load(Ordering::Acquire) >= max {
-            refusals.refused(max);
-            if acceptor.config().tls.is_none() {
-                executor.spawn(busy(stream)).detach();
-            }
-            continue;
-        }
-        open.fetch_add(1, Ordering::AcqRel);
-        let guard = OpenGuard {
-            open: open.clone(),
-            _done: done_tx.clone(),
-        };
-        let (acceptor, tracked) = (acceptor.clone(), tracked.clone());
-        executor
-            .spawn(async move {
-                connection(stream, peer, acceptor, tracked).await;
-                drop(guard);
-            })
-            .detach();
-    }
-
-    // Graceful shutdown: no new connections; 1001 to every live one after its queue drains.
-    drop(listener);
-    let live = tracked.live.count();
-    log::info!(
-        "shutting down: closing {live} connections with 1001 (up to {} s)",
-        shutdown_timeout.as_secs()
-    );
-    tracked
-        .live
-        .close_all(CloseCode::Away, "server shutting down");
-    drop(done_tx);
-    let all_done = async { while done_rx.recv().await.is_ok() {} };
-    let finished = future::or(
-        async {
-            all_done.await;
-            true
-        },
-        async {
-            Timer::after(shutdown_timeout).await;
-            false
-        },
-    );
-    if finished.await {
-        log::info!("shutdown complete");
-    } else {
-        log::warn!(
-            "shutdown timeout: {} connections still open, dropped",
-            open.load(Ordering::Acquire)
-        );
-    }
-    Ok(())
-}
-
-/// Runs [`serve`] on a new multi-threaded executor with `threads` threads (at least 1) for
-/// the connections, blocking the calling thread until `shutdown` is triggered and
-/// connections are done.
-///
-/// The accept loop runs on the calling thread, apart from the connections: however busy
-/// they keep the executor's threads, new clients are accepted and handed to it, and each
-/// session yields after a bounded run of work, so their handshakes get their turn.
-///
-/// # Errors
-/// As [`serve`].
-pub fn run<H: Handler>(
-    listener: TcpListener,
-    acceptor: Acceptor,
-    handler: Arc<H>,
+    max_connections: usize,
     threads: usize,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
-) -> io::Result<()> {
-    let executor = Arc::new(Executor::new());
-    let stop = Shutdown::default(); // ends the worker threads once serving is over
-    for n in 1..=threads.max(1) {
-        let (executor, stop) = (executor.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name(format!("wssd-{n}"))
-            // smol::block_on (not futures-lite's) drives the I/O reactor on whichever
-            // thread waits, instead of leaving it to async-io's fallback thread: no
-            // cross-thread wakeup per readiness event.
-            .spawn(move || smol::block_on(executor.run(stop.wait())))?;
-    }
-    let served = smol::block_on(serve(
-        listener,
-        acceptor,
-        handler,
-        executor.clone(),
-        shutdown,
-        shutdown_timeout,
-    ));
-    stop.trigger();
-    served
 }
 
-/// The handler, plus the registry of live connections that shutdown closes.
-struct Tracked<H> {
+impl<H: Handler> Server<H> {
+    /// A server that accepts with `acceptor` and hands connections to `handler`, with the
+    /// defaults: 10,000 connections at most, one thread per CPU core, a [`Shutdown`] of its
+    /// own (see [`Server::shutdown`]), and 10 s to finish connections on shutdown.
+    pub fn new(acceptor: Acceptor, handler: Arc<H>) -> Self {
+        Server {
+            acceptor,
+            handler,
+            max_connections: 10_000,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            shutdown: Shutdown::default(),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The most connections served at once. Past it, a new connection on a plain port gets
+    /// HTTP 503 and on a TLS port is closed, with a warning at most once a second.
+    /// Default 10,000: about 0.2 GB of a small box's memory with the default buffers.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// The threads [`Server::run`] runs connections on (at least 1); the accept loop has the
+    /// calling thread. Default: the number of CPU cores.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// The switch that stops this server gracefully (keep a clone to trigger it).
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// How long connections get to finish after [`Shutdown::trigger`], in seconds of
+    /// [`Duration`]; then they are dropped. Default 10 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Runs the server on a new multi-threaded executor with [`Server::threads`] threads,
+    /// blocking the calling thread, which accepts, until the shutdown is triggered and
+    /// connections are done.
+    ///
+    /// The accept loop runs apart from the connections: however busy they keep the
+    /// executor's threads, new clients are accepted and handed to it, and each session
+    /// yields after a bounded run of work, so their handshakes get their turn.
+    ///
+    /// # Errors
+    /// As [`Server::serve`], and when a thread cannot be started.
+    pub fn run(self, listener: TcpListener) -> io::Result<()> {
+        let executor = Arc::new(Executor::new());
+        let stop = Shutdown::default(); // ends the worker threads once serving is over
+        for n in 1..=self.threads {
+            let (executor, stop) = (executor.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("wssd-{n}"))
+                // smol::block_on (not futures-lite's) drives the I/O reactor on whichever
+                // thread waits, instead of leaving it to async-io's fallback thread: no
+                // cross-thread wakeup per readiness event.
+                .spawn(move || smol::block_on(executor.run(stop.wait())))?;
+        }
+        let served = smol::block_on(self.serve(listener, executor));
+        stop.trigger();
+        served
+    }
+
+    /// Accepts connections on `listener` until the shutdown is triggered, running each on
+    /// `executor` (whose threads the caller runs).
+    ///
+    /// Each connection gets `TCP_NODELAY`, [`Acceptor::accept`] (with its handshake
+    /// timeout), then [`Accepted::serve`](crate::Accepted::serve). One info line is logged
+    /// per open and one per close (client IP and peer, path, TLS version, duration in
+    /// seconds, messages in and out, close code); a failed handshake is one warn line.
+    /// What the client sent is escaped in them. One bad client never affects another.
+    ///
+    /// On shutdown: no new connections, and every live one is closed with 1001 (going
+    /// away, RFC 6455 section 7.4.1) after the messages already queued on it are written;
+    /// it returns once they have all ended or the shutdown timeout passed.
+    ///
+    /// # Errors
+    /// None in practice: accept errors (such as running out of file descriptors) are
+    /// logged, and accepting resumes after 100 ms.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        executor: Arc<Executor<'static>>,
+    ) -> io::Result<()> {
+        let Server {
+            acceptor,
+            handler,
+            max_connections: max,
+            shutdown,
+            shutdown_timeout,
+            ..
+        } = self;
+        let open = Arc::new(AtomicUsize::new(0));
+        // Each connection task holds a clone; `recv` fails once all are dropped.
+        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+        let mut refusals = Refusals::default();
+        loop {
+            let accepted = future::or(async { Some(listener.accept().await) }, async {
+                shutdown.wait().await;
+                None
+            });
+            let (stream, peer) = match accepted.await {
+                None => break,
+                Some(Ok(accepted)) => accepted,
+                Some(Err(e)) => {
+                    log::warn!("accept failed: {e} (too many open files? raise `ulimit -n`)");
+                    Timer::after(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if open.load(Ordering::Acquire) >= max {
+                refusals.refused(max);
+                if acceptor.config().tls.is_none() {
+                    executor.spawn(busy(stream)).detach();
+                }
+                continue;
+            }
+            open.fetch_add(1, Ordering::AcqRel);
+            let guard = OpenGuard {
+                open: open.clone(),
+                _done: done_tx.clone(),
+            };
+            let (acceptor, handler, shutdown) =
+                (acceptor.clone(), handler.clone(), shutdown.clone());
+            executor
+                .spawn(async move {
+                    connection(stream, peer, acceptor, handler, shutdown).await;
+                    drop(guard);
+                })
+                .detach();
+        }
+
+        // Graceful shutdown: no new connections; each live one closes itself with 1001
+        // after its queue drains (see `connection`).
+        drop(listener);
+        log::info!(
+            "shutting down: closing {} connections with 1001 (up to {} s)",
+            open.load(Ordering::Acquire),
+            shutdown_timeout.as_secs()
+        );
+        drop(done_tx);
+        let all_done = async { while done_rx.recv().await.is_ok() {} };
+        let finished = future::or(
+            async {
+                all_done.await;
+                true
+            },
+            async {
+                Timer::after(shutdown_timeout).await;
+                false
+            },
+        );
+        if finished.await {
+            log::info!("shutdown complete");
+        } else {
+            log::warn!(
+                "shutdown timeout: {} connections still open, dropped",
+                open.load(Ordering::Acquire)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The handler of one connection: the embedder's, plus a note of the connection so that
+/// shutdown can close it.
+struct Watched<H> {
     inner: Arc<H>,
-    live: Hub,
+    conn: Arc<OnceLock<Connection>>,
     shutdown: Shutdown,
 }
 
-impl<H: Handler> Handler for Tracked<H> {
+impl<H: Handler> Handler for Watched<H> {
     fn on_open(&self, conn: &Connection) {
-        self.live.add(conn);
-        // Opened while the shutdown sweep ran: close it too.
+        let _ = self.conn.set(conn.clone());
+        // Opened while the shutdown started: close it too.
         if self.shutdown.is_triggered() {
             conn.close(CloseCode::Away, "server shutting down");
         }
@@ -220,7 +282,6 @@ impl<H: Handler> Handler for Tracked<H> {
         self.inner.on_message(conn, msg);
     }
     fn on_close(&self, conn: &Connection, close: Option<&CloseFrame>) {
-        self.live.remove(conn.id());
         self.inner.on_close(conn, close);
     }
 }
@@ -253,7 +314,7 @@ impl Refusals {
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
         {
             log::warn!(
-                "{max} connections open (Limits::max_connections, --max-connections): refused {} new ones",
+                "{max} connections open (Server::max_connections, --max-connections): refused {} new ones",
                 self.since_warning
             );
             self.since_warning = 0;
@@ -283,7 +344,8 @@ async fn connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: Acceptor,
-    handler: Arc<Tracked<H>>,
+    handler: Arc<H>,
+    shutdown: Shutdown,
 ) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
@@ -307,7 +369,22 @@ async fn connection<H: Handler>(
         format!("{} (via {peer})", request.client_ip)
     };
     log::info!("open {who} {path} {tls}");
-    let summary = accepted.serve(&*handler).await;
+    let conn = Arc::new(OnceLock::new());
+    let watched = Watched {
+        inner: handler,
+        conn: conn.clone(),
+        shutdown: shutdown.clone(),
+    };
+    // On shutdown, the session closes itself with 1001 once its queue is written.
+    let close_on_shutdown = async {
+        shutdown.wait().await;
+        if let Some(conn) = conn.get() {
+            conn.close(CloseCode::Away, "server shutting down");
+        }
+        future::pending::<()>().await;
+        unreachable!()
+    };
+    let summary = future::or(accepted.serve(&watched), close_on_shutdown).await;
     let code = summary
         .close_code
         .map_or("none (dropped)".to_string(), |c| u16::from(c).to_string());

@@ -134,3 +134,43 @@ fn a_client_cannot_see_its_connection_open_before_on_open_ran() {
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("welcome"));
     })));
 }
+
+/// Adds and joins, and never removes: the Hub must forget the connection by itself.
+struct Forgetful(Hub);
+
+impl Handler for Forgetful {
+    fn on_open(&self, conn: &Connection) {
+        self.0.add(conn);
+        self.0.join(conn.id(), "room");
+        self.0.bind_user(conn.id(), "ann");
+    }
+    fn on_message(&self, _: &Connection, _: Message) {}
+}
+
+/// Library v0.2: a connection leaves the Hub, its user and its groups when its session
+/// ends, though the handler never calls `remove`.
+#[test]
+fn a_connection_leaves_the_hub_when_its_session_ends_without_remove() {
+    let hub = Hub::default();
+    let handler = Forgetful(hub.clone());
+    let acceptor = Acceptor::new(Config::default());
+    for _ in 0..3 {
+        let (server_end, client_end) = duplex_with(64 << 10);
+        let server = async {
+            let accepted = acceptor.accept(server_end, peer()).await.unwrap();
+            accepted.serve(&handler).await;
+        };
+        let client = async {
+            let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+                .await
+                .unwrap();
+            assert_eq!(hub.count(), 1, "registered while open");
+            ws.close(None).await.unwrap();
+            while ws.next().await.is_some() {}
+        };
+        future::block_on(common::bounded(future::zip(server, client)));
+        assert_eq!(hub.count(), 0, "gone once the session ended");
+        assert!(hub.group_members("room").is_empty());
+        assert_eq!(hub.send_to_user("ann", &Message::text("hi")), 0);
+    }
+}

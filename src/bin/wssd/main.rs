@@ -255,7 +255,6 @@ fn run(args: Args) -> Result<(), String> {
     let limits = Limits {
         handshake_timeout: secs(args.handshake_timeout),
         max_request_header_bytes: args.max_header_bytes,
-        max_connections: args.max_connections,
         max_message_size: args.max_message_size,
         max_frame_size: args.max_frame_size,
         max_fragments: args.max_fragments,
@@ -322,20 +321,14 @@ fn run(args: Args) -> Result<(), String> {
         };
         wssd::redis::link(hub, url).map_err(|e| format!("--redis {url}: {e}"))?;
     }
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let acceptor = wssd::Acceptor::new(config);
-    let timeout = secs(args.shutdown_timeout);
-    wssd::smol::run(
-        listener,
-        acceptor,
-        Arc::new(mode),
-        threads,
-        shutdown,
-        timeout,
-    )
-    .map_err(|e| e.to_string())
+    let mut server = wssd::smol::Server::new(wssd::Acceptor::new(config), Arc::new(mode))
+        .max_connections(args.max_connections)
+        .shutdown(shutdown)
+        .shutdown_timeout(secs(args.shutdown_timeout));
+    if let Some(threads) = args.threads {
+        server = server.threads(threads);
+    }
+    server.run(listener).map_err(|e| e.to_string())
 }
 
 /// SIGINT and SIGTERM start the graceful shutdown (a second one exits at once);
