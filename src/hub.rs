@@ -322,8 +322,8 @@ fn frame_once(msg: &Message) -> Message {
 
 static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
 
-/// How many connections this process closed with 1013 because their send queue stayed
-/// full ([`close_slow_consumer`]).
+/// How many connections this process closed with 1013 (try again later) because their send
+/// queue stayed full: each is counted once, with one warning line.
 pub fn slow_consumers_closed() -> u64 {
     SLOW_CONSUMERS.load(Ordering::Relaxed)
 }
@@ -331,7 +331,7 @@ pub fn slow_consumers_closed() -> u64 {
 /// Closes a connection whose send queue is full with 1013 (try again later). The first
 /// call for a connection logs one warning and counts it in [`slow_consumers_closed`];
 /// later calls, for the messages that keep coming while it closes, do neither.
-pub fn close_slow_consumer(conn: &Connection) {
+pub(crate) fn close_slow_consumer(conn: &Connection) {
     let queued = conn.buffered_bytes();
     if conn.close(CloseCode::Again, "send queue full: reading too slowly") {
         let total = SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed) + 1;

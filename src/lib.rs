@@ -114,7 +114,12 @@ pub mod redis;
 mod session;
 #[cfg(feature = "smol")]
 pub mod smol;
+// The first-byte check and PROXY protocol parser: internal, but the fuzz targets reach
+// them through the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
 pub mod sniff;
+#[cfg(not(feature = "fuzzing"))]
+mod sniff;
 pub mod text;
 pub mod tls;
 
@@ -124,5 +129,6 @@ pub use config::{Config, Limits};
 pub use futures_rustls::rustls;
 pub use hub::Hub;
 pub use session::{Connection, Handler, SendError, SessionSummary};
+pub use sniff::ProxyHeaderError;
 pub use tungstenite::Message;
 pub use tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};

@@ -50,14 +50,25 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Links `hub` to every other instance on the Redis server at `url` (such as
-/// `redis://127.0.0.1:6379/`), running its publisher and subscriber on smol's executor.
-///
-/// It returns at once: connecting happens in the background, logged at info level
+/// `redis://127.0.0.1:6379/`). Returns the [`Link`] and the task that runs its publisher
+/// and subscriber: spawn it on your executor (nothing is spawned behind your back). The
+/// task runs for the life of the process, reconnecting as needed; connecting happens in it, logged at info level
 /// (`redis: subscribed to ...`) when done and at warn level while it fails.
+///
+/// ```no_run
+/// let hub = wssd::Hub::default();
+/// let (link, task) = wssd::redis::link(&hub, "redis://127.0.0.1:6379/")?;
+/// smol::spawn(task).detach();
+/// smol::block_on(link.subscribed());
+/// # Ok::<(), redis::RedisError>(())
+/// ```
+///
+/// The `redis` crate's own connection driver runs on smol's global executor (its
+/// `smol-comp` runtime); the link's tasks run where you spawn this one.
 ///
 /// # Errors
 /// A [`redis::RedisError`] when `url` is not a valid Redis URL, or when `hub` is linked already.
-pub fn link(hub: &Hub, url: &str) -> Result<Link, redis::RedisError> {
+pub fn link(hub: &Hub, url: &str) -> Result<(Link, LinkTask), redis::RedisError> {
     let client = redis::Client::open(url)?;
     let instance = std::collections::hash_map::RandomState::new()
         .build_hasher()
@@ -81,17 +92,16 @@ pub fn link(hub: &Hub, url: &str) -> Result<Link, redis::RedisError> {
     let link = Link {
         subscribed: Arc::new((AtomicBool::new(false), Event::new())),
     };
-    smol::spawn(publish(client.clone(), pending, queued_bytes, name.clone())).detach();
-    smol::spawn(subscribe(
-        client,
-        hub.clone(),
-        instance,
-        name,
-        link.subscribed.clone(),
-    ))
-    .detach();
-    Ok(link)
+    let publisher = publish(client.clone(), pending, queued_bytes, name.clone());
+    let subscriber = subscribe(client, hub.clone(), instance, name, link.subscribed.clone());
+    let task: LinkTask = Box::pin(async move {
+        futures_lite::future::zip(publisher, subscriber).await;
+    });
+    Ok((link, task))
 }
+
+/// The publisher and subscriber of a [`link`], as one future to spawn on any executor.
+pub type LinkTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
 
 /// A hub's link to Redis, as returned by [`link`].
 #[derive(Debug, Clone)]

@@ -154,6 +154,18 @@ pub async fn bounded<T>(fut: impl Future<Output = T>) -> T {
     .await
 }
 
+/// The `wssd` binary under test: `WSSD_BIN` if set (such as an older build, to show that
+/// a test fails on it), else the one cargo built for this package's tests (cli/).
+pub fn wssd_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("WSSD_BIN") {
+        return PathBuf::from(bin);
+    }
+    match option_env!("CARGO_BIN_EXE_wssd") {
+        Some(bin) => PathBuf::from(bin),
+        None => panic!("tests of the wssd binary live in cli/tests, which cargo builds it for"),
+    }
+}
+
 /// The built `wssd` binary, running on an ephemeral loopback port; killed on drop.
 pub struct Wssd {
     child: Child,
@@ -168,8 +180,7 @@ impl Wssd {
     /// wins), and waits for its URL line. `WSSD_BIN` names another binary to run, such as
     /// an older build, to show that a test fails on it.
     pub fn start(args: &[&str]) -> Wssd {
-        let bin = std::env::var_os("WSSD_BIN")
-            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_wssd")), PathBuf::from);
+        let bin = wssd_bin();
         let threads: &[&str] = if args.contains(&"--threads") {
             &[]
         } else {

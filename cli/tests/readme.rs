@@ -2,7 +2,7 @@
 
 #[test]
 fn readme_shows_the_current_proxy_config_output() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     for server in ["nginx", "apache"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_wssd"))
             .args(["proxy-config", server, "--server-name", "example.com"])

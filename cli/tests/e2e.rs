@@ -1,5 +1,6 @@
 //! The built `wssd` binary on an ephemeral loopback port, over ws and wss.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use async_tungstenite::WebSocketStream;

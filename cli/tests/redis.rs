@@ -3,6 +3,7 @@
 //! they are `#[ignore]`d in a plain `cargo test`; `scripts/interop` installs Redis and runs
 //! them with `--ignored`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -202,8 +203,10 @@ impl Handler for Users {
 fn send_to_user_reaches_both_of_its_connections_on_two_instances_and_no_one_else() {
     let redis = Redis::start(free_port());
     let (hub_a, hub_b) = (Hub::default(), Hub::default());
-    let link_a = wssd::redis::link(&hub_a, &redis.url()).unwrap();
-    let link_b = wssd::redis::link(&hub_b, &redis.url()).unwrap();
+    let (link_a, task_a) = wssd::redis::link(&hub_a, &redis.url()).unwrap();
+    let (link_b, task_b) = wssd::redis::link(&hub_b, &redis.url()).unwrap();
+    smol::spawn(task_a).detach();
+    smol::spawn(task_b).detach();
     let acceptor = Acceptor::new(Config::default());
     let ex = smol::LocalExecutor::new();
     smol::block_on(ex.run(bounded(async {

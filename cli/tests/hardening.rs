@@ -1,6 +1,7 @@
 //! The built binary under hostile, slow and broken clients, shutdown and certificate reload.
 //! All on loopback, bounded in count; waits are on events (log lines, reads), never sleeps.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use async_tungstenite::WebSocketStream;

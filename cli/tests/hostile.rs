@@ -6,6 +6,7 @@
 //!
 //! `WSSD_BIN=/path/to/old/wssd cargo test --test hostile` runs them against another build.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};
@@ -442,10 +443,7 @@ fn control_characters_in_the_path_are_escaped_in_the_log() {
 /// Runs `wssd probe` with `args`; returns its exit success and stdout. A watchdog kills it
 /// after 30 s, which the caller sees as a failure with `killed` in the output.
 fn probe(args: &[&str]) -> (bool, String) {
-    let bin = std::env::var_os("WSSD_BIN").map_or_else(
-        || env!("CARGO_BIN_EXE_wssd").into(),
-        std::path::PathBuf::from,
-    );
+    let bin = common::wssd_bin();
     let child = Command::new(bin)
         .arg("probe")
         .args(args)
@@ -607,10 +605,7 @@ fn probe_escapes_what_a_hostile_server_sends() {
 /// Item 9: `proxy-config` refuses arguments that would inject directives or break the config.
 #[test]
 fn proxy_config_refuses_arguments_that_are_not_what_they_name() {
-    let bin = std::env::var_os("WSSD_BIN").map_or_else(
-        || env!("CARGO_BIN_EXE_wssd").into(),
-        std::path::PathBuf::from,
-    );
+    let bin = common::wssd_bin();
     let cases: &[(&str, &[&str])] = &[
         (
             "nginx",

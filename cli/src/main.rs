@@ -184,8 +184,17 @@ impl Handler for Mode {
                 Ok(())
             }
         };
-        if let Err(wssd::SendError::Full) = sent {
-            wssd::hub::close_slow_consumer(conn);
+        if let Err(wssd::SendError::Full) = sent
+            && conn.close(
+                wssd::CloseCode::Again,
+                "send queue full: reading too slowly",
+            )
+        {
+            log::warn!(
+                "{}: send queue full ({} bytes): the client reads too slowly; closing with 1013",
+                conn.request().client_ip,
+                conn.buffered_bytes()
+            );
         }
     }
 
@@ -319,7 +328,13 @@ fn run(args: Args) -> Result<(), String> {
                 "--redis fans out --broadcast and --rooms across instances: add one of them".into(),
             );
         };
-        wssd::redis::link(hub, url).map_err(|e| format!("--redis {url}: {e}"))?;
+        let (_link, task) =
+            wssd::redis::link(hub, url).map_err(|e| format!("--redis {url}: {e}"))?;
+        // The link's publisher and subscriber get a thread of their own.
+        std::thread::Builder::new()
+            .name("wssd-redis".into())
+            .spawn(move || smol::block_on(task))
+            .map_err(|e| format!("--redis {url}: cannot start its thread: {e}"))?;
     }
     let mut server = wssd::smol::Server::new(wssd::Acceptor::new(config), Arc::new(mode))
         .max_connections(args.max_connections)
