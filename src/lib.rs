@@ -1,14 +1,38 @@
 //! wssd: an embeddable WebSocket-over-TLS (`wss://`) server.
 //!
 //! A small core that turns any `futures_io::AsyncRead + AsyncWrite` stream into a
-//! WebSocket (RFC 6455), with TLS 1.2/1.3 from rustls, and no runtime inside: smol,
-//! async-std and tokio (through `tokio_util::compat`) apps embed it. The `wssd`
-//! binary is the same core on smol.
+//! WebSocket (RFC 6455), with TLS 1.2/1.3 from rustls, safe by default: every limit and
+//! deadline is applied by the library, on any runtime. smol, async-std and tokio (through
+//! `tokio_util::compat`) apps embed it; the `wssd` binary (the `wssd-cli` package) is the
+//! same core on smol.
+//!
+//! # The path of one connection
+//!
+//! ```text
+//! your accept loop (any runtime)       a TcpStream and its peer address
+//!   Acceptor::accept, within Limits::handshake_timeout:
+//!     PROXY protocol v1/v2 header       Config::proxy_protocol, trusted proxies only
+//!     first byte                        0x16 TLS on a plain port, or HTTP on a TLS port:
+//!                                       a clear error (400 naming wss:// for the latter)
+//!     TLS accept                        rustls, TLS 1.2 and 1.3, ALPN http/1.1, SNI
+//!     opening handshake                 RFC 6455 section 4.2.1: path, version, key,
+//!                                       subprotocol (section 4.2.2), real client IP
+//!   -> Accepted                         the request facts, the 101 not yet sent
+//!   Accepted::serve(&handler):
+//!     Handler::on_open, then the 101
+//!     session loop                      frames in (size, frame and fragment limits),
+//!                                       the send queue out (bounded in bytes, corked),
+//!                                       pings and the idle timeout, a deadline on every
+//!                                       write, backpressure for Hub sends, close codes
+//!     Handler::on_close                 the peer's close frame, if any
+//! ```
 //!
 //! # Two ways to serve wss
 //!
 //! **Method 1: behind nginx or Apache.** The proxy terminates TLS on 443 at `/wss`
-//! and forwards plain `ws://` to wssd on 127.0.0.1:8282. wssd gets no certificate:
+//! and forwards plain `ws://` to wssd on 127.0.0.1:8282. wssd gets no certificate, and
+//! believes the proxy's `Forwarded`, `X-Forwarded-For` and `X-Real-IP` only from
+//! [`Config::trusted_proxies`] (loopback by default; see [`forwarded`]):
 //!
 //! ```
 //! let config = wssd::Config::default().path("/wss");
@@ -25,12 +49,14 @@
 //! ```
 //!
 //! TLS is 1.2 or 1.3 only (WeChat Mini Programs require 1.2), with ALPN `http/1.1`.
+//! [`tls::CertFiles`] reloads certificate files (and SNI pairs) while serving.
 //!
 //! # Embedding
 //!
-//! Accept a stream on your own runtime, then either drive the [`WebSocket`] yourself
-//! (it is a `Stream` and `Sink` of [`Message`]s) or hand it to [`session::serve`] with
-//! a [`Handler`]. This answers every message with `ok`, as the recipe's example does:
+//! Accept a stream on your own runtime; [`Acceptor::accept`] does the handshakes within
+//! the handshake timeout, and [`Accepted::serve`] runs the connection with a [`Handler`]
+//! under the same acceptor's [`Limits`]. This answers every message with `ok`, as the
+//! recipe's example does:
 //!
 //! ```
 //! use std::sync::Arc;
@@ -72,34 +98,55 @@
 //! its send queue is bounded in bytes, so a slow client shows up as
 //! [`SendError::Full`] (or [`Connection::send`] waits), never as a silent drop.
 //! `on_open` runs before the client receives its `101`, so whatever it registers is in
-//! place by the time the client sees the connection open.
+//! place by the time the client sees the connection open. [`Accepted::into_parts`] gives
+//! the raw [`WebSocket`] (a `Stream` and `Sink` of [`Message`]s) to drive yourself.
+//!
+//! # What the core needs from a runtime
+//!
+//! A `futures_io` stream, and timers. The timers (handshake, heartbeat, write and close
+//! deadlines) come from async-io, which works under any executor: on smol and async-std
+//! they share the reactor already running; under tokio, async-io starts one thread of its
+//! own for the process (`async-io`), woken only when a timer is due. Nothing is spawned:
+//! every task is the caller's (the [`smol`] module and [`redis::link`]'s task are spawned
+//! by whoever calls them).
 //!
 //! # Users, groups and several instances
 //!
 //! A [`Hub`] is the registry of live connections: ids, users ([`Hub::bind_user`],
 //! [`Hub::send_to_user`]), groups ([`Hub::join`], [`Hub::send_to_group`]) and
-//! [`Hub::broadcast`], each send framed once and shared by its recipients. With the
-//! `redis` feature, [`redis::link`] carries user, group and broadcast sends to every
+//! [`Hub::broadcast`], each send framed once and shared by its recipients. A connection
+//! leaves the Hub when its session ends. Sends made inside [`Handler::on_message`] apply
+//! backpressure to the sender instead of disconnecting a recipient with a full queue. With
+//! the `redis` feature, [`redis::link`] carries user, group and broadcast sends to every
 //! instance on one Redis server.
 //!
 //! # Limits, heartbeat, shutdown, renewal
 //!
-//! Every limit is a field of [`Limits`], with its unit and the reason for its default:
-//! handshake timeout, request head size, message, frame and fragment counts, the send
-//! queue, ping interval and idle timeout, and (for the listener loop) connections.
-//! [`smol::Shutdown`] stops a server gracefully (1001 to every client after its queue
-//! drains), and [`tls::CertResolver`] swaps certificates, chosen by SNI, while it runs.
+//! Every per-connection limit is a field of [`Limits`], with its unit and the reason for
+//! its default: handshake timeout, request head size, message, frame and fragment sizes,
+//! the send queue, ping interval, idle, close and backpressure timeouts. The listener's own
+//! settings (connection cap, threads, shutdown) are [`smol::Server`]'s. [`smol::Shutdown`]
+//! stops a server gracefully (1001 to every client after its queue drains), and
+//! [`tls::CertFiles`] reloads certificate files and SNI pairs while it runs.
 //!
 //! # Features
-//! - `smol` (on with `cli`): [`smol::serve`] and [`smol::run`], the listener loop, with
-//!   the connection cap and graceful shutdown.
-//! - `self-signed` (on with `cli`): [`tls::SelfSigned`], a local CA and leaf from rcgen.
-//! - `redis` (on with `cli`): [`redis::link`], cross-instance fan-out for the [`Hub`].
-//! - `probe` (on with `cli`): what `wssd probe` needs (system trust store, certificate dates, JSON).
-//! - `cli` (default): the `wssd` binary.
+//! - `smol` (default): [`smol::Server`], the listener loop on smol, with the connection
+//!   cap, threads and graceful shutdown.
+//! - `self-signed`: [`tls::SelfSigned`], a local CA and leaf from rcgen.
+//! - `redis`: [`redis::link`], cross-instance fan-out for the [`Hub`].
+//! - `fuzzing`: exposes the internal first-byte and PROXY header parsers to the fuzz targets.
 //!
-//! Without default features, the core depends on no runtime: it needs only a
-//! `futures_io` stream, and its timers come from async-io, which works under any executor.
+//! With default features a dependent builds about 75 crates, none of them tokio. Without
+//! them, the core needs only a `futures_io` stream and async-io's timers.
+//!
+//! # Not supported (yet)
+//! - permessage-deflate (RFC 7692): offers of it are declined; messages go uncompressed.
+//! - HTTP/2 WebSockets (RFC 8441) and HTTP/3 (RFC 9220): the opening handshake is HTTP/1.1.
+//! - ACME certificates: bring PEM files (renewed by certbot or acme.sh, reloaded live).
+//! - Client authentication by TLS certificate; authenticate in [`Handler::on_open`] with
+//!   the request's headers or query instead.
+//! - Invalid UTF-8 inside a fragmented text message is detected when the message
+//!   completes, not at the bad fragment (Autobahn 6.4.3 and 6.4.4, NON-STRICT).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -19,7 +19,7 @@ use crate::{AcceptError, Acceptor, CloseCode, CloseFrame, Connection, Handler, M
 
 /// Stops a running server gracefully; cheap to clone, and every clone is the same switch.
 ///
-/// [`Shutdown::trigger`] makes [`serve`] stop accepting, close every connection with
+/// [`Shutdown::trigger`] makes [`Server::serve`] stop accepting, close every connection with
 /// 1001 (going away, RFC 6455 section 7.4.1) after the messages already queued on it
 /// are written, and return once they have all ended or the shutdown timeout passed.
 /// The `wssd` binary triggers it on SIGINT and SIGTERM.

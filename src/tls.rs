@@ -365,6 +365,117 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
+/// Certificate files served and reloaded from disk: a default PEM pair (certificate chain
+/// and private key) and any number of SNI pairs (RFC 6066 section 3), behind one
+/// [`CertResolver`]. Call [`CertFiles::reload`] after a renewal (on SIGHUP, say): new TLS
+/// handshakes get the new certificates, live connections are untouched, and a pair that
+/// fails to load (the certificate replaced, the key not yet) keeps its current one.
+///
+/// ```no_run
+/// let files = wssd::tls::CertFiles::load("example.com.pem", "example.com.key")?
+///     .with_sni("chat.example.com", "chat.pem", "chat.key")?;
+/// let acceptor = wssd::Acceptor::new(wssd::Config::default().tls(files.server_config()));
+/// // After certbot renewed the files:
+/// files.reload()?;
+/// # Ok::<(), wssd::tls::TlsError>(())
+/// ```
+#[derive(Debug)]
+pub struct CertFiles {
+    default: (PathBuf, PathBuf),
+    sni: Vec<(String, PathBuf, PathBuf)>,
+    resolver: Arc<CertResolver>,
+}
+
+impl CertFiles {
+    /// Loads the default certificate chain and private key (PEM), logging which files.
+    ///
+    /// # Errors
+    /// A [`TlsError`] naming the file and the fix, as [`from_pem_files`].
+    pub fn load(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, TlsError> {
+        let (cert, key) = (cert.as_ref().to_path_buf(), key.as_ref().to_path_buf());
+        let certified = load_certified_key(&cert, &key)?;
+        log::info!(
+            "TLS certificate chain {}, private key {}",
+            cert.display(),
+            key.display()
+        );
+        Ok(CertFiles {
+            default: (cert, key),
+            sni: Vec::new(),
+            resolver: CertResolver::new(certified),
+        })
+    }
+
+    /// Adds a pair served to clients that ask for `name` by SNI (case-insensitive).
+    ///
+    /// # Errors
+    /// A [`TlsError`] naming the file and the fix.
+    pub fn with_sni(
+        mut self,
+        name: &str,
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, TlsError> {
+        let (cert, key) = (cert.as_ref().to_path_buf(), key.as_ref().to_path_buf());
+        let certified = load_certified_key(&cert, &key)?;
+        log::info!(
+            "SNI {name}: certificate chain {}, private key {}",
+            cert.display(),
+            key.display()
+        );
+        self.resolver.set_for_name(name, certified);
+        self.sni.push((name.to_owned(), cert, key));
+        Ok(self)
+    }
+
+    /// The server configuration that follows reloads.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.resolver.server_config()
+    }
+
+    /// Reloads every pair from disk, logging each new SHA-256 fingerprint. A pair that
+    /// fails to load keeps its current certificate, and the error is logged.
+    ///
+    /// # Errors
+    /// The first pair's [`TlsError`], when any failed (all of them are logged).
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let mut first = None;
+        match load_certified_key(&self.default.0, &self.default.1) {
+            Ok(certified) => {
+                log::info!(
+                    "reloaded {}: SHA-256 {}",
+                    self.default.0.display(),
+                    fingerprint(&certified.cert[0])
+                );
+                self.resolver.set_default(certified);
+            }
+            Err(e) => {
+                log::error!("reload failed, keeping the current certificate: {e}");
+                first = Some(e);
+            }
+        }
+        for (name, cert, key) in &self.sni {
+            match load_certified_key(cert, key) {
+                Ok(certified) => {
+                    log::info!(
+                        "reloaded SNI {name} from {}: SHA-256 {}",
+                        cert.display(),
+                        fingerprint(&certified.cert[0])
+                    );
+                    self.resolver.set_for_name(name, certified);
+                }
+                Err(e) => {
+                    log::error!(
+                        "reload of SNI {name} failed, keeping its current certificate: {e}"
+                    );
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
 /// The SHA-256 fingerprint of a DER certificate, as colon-separated upper-case hex (the form browsers and `openssl x509 -fingerprint -sha256` show).
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());

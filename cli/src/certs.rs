@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use wssd::rustls::ServerConfig;
-use wssd::tls::{self, CertResolver};
+use wssd::tls;
 
 /// `--sni NAME=CERT,KEY`: a host name and the PEM files that serve it.
 #[derive(Debug, Clone)]
@@ -31,81 +31,6 @@ pub fn parse_sni(value: &str) -> Result<SniCert, String> {
     })
 }
 
-/// Which certificate files to serve, and where to reload them from.
-pub struct Files {
-    default: (PathBuf, PathBuf),
-    sni: Vec<SniCert>,
-    resolver: Arc<CertResolver>,
-}
-
-impl Files {
-    /// Loads the default pair and every `--sni` pair; the first error stops it.
-    pub fn load(default: (PathBuf, PathBuf), sni: Vec<SniCert>) -> Result<Self, String> {
-        let certified =
-            tls::load_certified_key(&default.0, &default.1).map_err(|e| e.to_string())?;
-        log::info!(
-            "TLS certificate chain {}, private key {}",
-            default.0.display(),
-            default.1.display()
-        );
-        let resolver = CertResolver::new(certified);
-        for s in &sni {
-            let certified = tls::load_certified_key(&s.cert, &s.key).map_err(|e| e.to_string())?;
-            log::info!(
-                "SNI {}: certificate chain {}, private key {}",
-                s.name,
-                s.cert.display(),
-                s.key.display()
-            );
-            resolver.set_for_name(&s.name, certified);
-        }
-        Ok(Files {
-            default,
-            sni,
-            resolver,
-        })
-    }
-
-    /// The server configuration that follows reloads.
-    pub fn server_config(&self) -> Arc<ServerConfig> {
-        self.resolver.server_config()
-    }
-
-    /// Reloads every pair from disk. A pair that fails to load keeps its current
-    /// certificate, and the error is logged; live connections are never touched.
-    pub fn reload(&self) {
-        let fingerprint = |c: &wssd::rustls::sign::CertifiedKey| tls::fingerprint(&c.cert[0]);
-        match tls::load_certified_key(&self.default.0, &self.default.1) {
-            Ok(certified) => {
-                log::info!(
-                    "reloaded {}: SHA-256 {}",
-                    self.default.0.display(),
-                    fingerprint(&certified)
-                );
-                self.resolver.set_default(certified);
-            }
-            Err(e) => log::error!("reload failed, keeping the current certificate: {e}"),
-        }
-        for s in &self.sni {
-            match tls::load_certified_key(&s.cert, &s.key) {
-                Ok(certified) => {
-                    log::info!(
-                        "reloaded SNI {} from {}: SHA-256 {}",
-                        s.name,
-                        s.cert.display(),
-                        fingerprint(&certified)
-                    );
-                    self.resolver.set_for_name(&s.name, certified);
-                }
-                Err(e) => log::error!(
-                    "reload of SNI {} failed, keeping its current certificate: {e}",
-                    s.name
-                ),
-            }
-        }
-    }
-}
-
 /// What the TLS flags came to.
 pub struct TlsSetup {
     /// `None` for `--plain`.
@@ -113,7 +38,7 @@ pub struct TlsSetup {
     /// A line telling how to trust a self-signed certificate.
     pub trust_hint: Option<String>,
     /// Certificate files to reload on SIGHUP.
-    pub files: Option<Files>,
+    pub files: Option<tls::CertFiles>,
 }
 
 /// The TLS options, as given on the command line.
@@ -152,18 +77,17 @@ pub fn setup(args: TlsArgs<'_>) -> Result<TlsSetup, String> {
         });
     }
     if files {
-        let mut sni = args.sni.to_vec();
         let default = match (args.cert, args.key) {
-            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (Some(cert), Some(key)) => (cert, key),
             // No --cert: the first --sni pair is also the default.
-            _ => {
-                let first = sni.remove(0);
-                let pair = (first.cert.clone(), first.key.clone());
-                sni.insert(0, first);
-                pair
-            }
+            _ => (&args.sni[0].cert, &args.sni[0].key),
         };
-        let files = Files::load(default, sni)?;
+        let mut files = tls::CertFiles::load(default.0, default.1).map_err(|e| e.to_string())?;
+        for s in args.sni {
+            files = files
+                .with_sni(&s.name, &s.cert, &s.key)
+                .map_err(|e| e.to_string())?;
+        }
         return Ok(TlsSetup {
             config: Some(files.server_config()),
             trust_hint: None,

@@ -348,7 +348,7 @@ fn run(args: Args) -> Result<(), String> {
 
 /// SIGINT and SIGTERM start the graceful shutdown (a second one exits at once);
 /// SIGHUP reloads the certificate files.
-fn watch_signals(shutdown: Shutdown, files: Option<certs::Files>) -> std::io::Result<()> {
+fn watch_signals(shutdown: Shutdown, files: Option<wssd::tls::CertFiles>) -> std::io::Result<()> {
     use async_signal::{Signal, Signals};
     use futures_lite::StreamExt;
     let mut signals = Signals::new([Signal::Int, Signal::Term, Signal::Hup])?;
@@ -358,7 +358,10 @@ fn watch_signals(shutdown: Shutdown, files: Option<certs::Files>) -> std::io::Re
             smol::block_on(async {
                 while let Some(Ok(signal)) = signals.next().await {
                     match (signal, &files) {
-                        (Signal::Hup, Some(files)) => files.reload(),
+                        (Signal::Hup, Some(files)) => {
+                            // Each failure is logged, and keeps its current certificate.
+                            let _ = files.reload();
+                        }
                         (Signal::Hup, None) => log::warn!("SIGHUP: no certificate files to reload"),
                         _ if shutdown.is_triggered() => {
                             log::warn!("{signal:?} again: exiting now");
