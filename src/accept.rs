@@ -3,86 +3,20 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use async_tungstenite::tungstenite::{
-    http::HeaderMap,
-    protocol::{Role, WebSocketConfig},
-};
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use futures_rustls::{TlsAcceptor, rustls::ProtocolVersion, server::TlsStream};
+use futures_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::forwarded;
 use crate::handshake::{self, Decision, Refusal};
+use crate::request::{Request, tls_info};
 use crate::sniff::{self, FirstByte, ProxyHeaderError};
-
-/// A WebSocket over `S`, after a successful opening handshake: a `Stream` of
-/// incoming messages and a `Sink` of outgoing ones (async-tungstenite).
-pub type WebSocket<S> = async_tungstenite::WebSocketStream<Stream<S>>;
-
-/// The transport under a [`WebSocket`]: `S` itself for `ws://`, or TLS over `S` for `wss://`.
-///
-/// For TLS, the ClientHello bytes read while sniffing the connection are replayed
-/// to rustls first, then freed.
-#[derive(Debug)]
-pub struct Stream<S> {
-    transport: Transport<S>,
-    fragments: FragmentGuard,
-    /// The 101 response, written ahead of anything else on the first write, flush or read.
-    preamble: Vec<u8>,
-}
-
-#[derive(Debug)]
-enum Transport<S> {
-    Plain(S),
-    /// Boxed: the TLS state is about 1 KiB.
-    Tls(Box<TlsStream<Rewind<S>>>),
-}
-
-/// A stream that first replays `prefix`.
-#[derive(Debug)]
-struct Rewind<S> {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: S,
-}
-
-/// The facts of one accepted request: what the client asked for, and how it connected.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// The request path, without the query (`/wss`).
-    pub path: String,
-    /// The query string, without the `?`, if there was one.
-    pub query: Option<String>,
-    /// The request headers of the opening handshake (RFC 6455 section 4.1).
-    pub headers: HeaderMap,
-    /// The TCP peer's address. Behind a proxy, this is the proxy.
-    pub peer_addr: SocketAddr,
-    /// The client's IP address: from the PROXY protocol header and the `Forwarded`,
-    /// `X-Forwarded-For` or `X-Real-IP` headers when they come from a trusted proxy
-    /// (see [`crate::forwarded`]), else the TCP peer's.
-    pub client_ip: IpAddr,
-    /// The subprotocol chosen and echoed in `Sec-WebSocket-Protocol` (RFC 6455 section 4.2.2), if any.
-    pub subprotocol: Option<String>,
-    /// TLS facts, when TLS was terminated here.
-    pub tls: Option<TlsInfo>,
-}
-
-/// What TLS negotiated for one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// `"TLSv1.3"` or `"TLSv1.2"`.
-    pub version: &'static str,
-    /// The ALPN protocol agreed (RFC 7301), such as `http/1.1`; `None` when the client offered none.
-    pub alpn: Option<String>,
-    /// The host name the client sent in SNI (RFC 6066 section 3); `None` when it connected by IP address.
-    pub sni: Option<String>,
-}
+use crate::transport::{MaybeTls, Rewind, Transport, WebSocket};
 
 /// Why a connection did not become a WebSocket.
 #[derive(Debug)]
@@ -302,29 +236,20 @@ impl Acceptor {
     {
         let (stream, mut buf, proxied) = self.sniff(stream, peer_addr).await?;
         let (stream, tls) = match &self.config.tls {
-            None => (Transport::Plain(stream), None),
+            None => (MaybeTls::Plain(stream), None),
             Some(tls) => {
                 let old = old_tls_version(&buf);
-                let hello = Rewind {
-                    prefix: std::mem::take(&mut buf),
-                    pos: 0,
-                    inner: stream,
-                };
+                let hello = Rewind::new(std::mem::take(&mut buf), stream);
                 let acceptor = TlsAcceptor::from(tls.clone());
                 let tls = acceptor.accept(hello).await.map_err(|error| match old {
                     Some(offered) => AcceptError::OldTls { offered, error },
                     None => AcceptError::Tls(error),
                 })?;
                 let info = tls_info(tls.get_ref().1);
-                (Transport::Tls(Box::new(tls)), Some(info))
+                (MaybeTls::Tls(Box::new(tls)), Some(info))
             }
         };
-        let fragments = FragmentGuard::new(self.config.limits.max_fragments);
-        let mut stream = Stream {
-            transport: stream,
-            fragments,
-            preamble: Vec::new(),
-        };
+        let mut stream = Transport::new(stream, self.config.limits.max_fragments);
 
         // The request head: `buf` may hold its start already (plain ws).
         let limits = &self.config.limits;
@@ -369,7 +294,7 @@ impl Acceptor {
         };
         // The 101 goes out with the first write, flush or read of the WebSocket, so that
         // `Handler::on_open` runs before the client learns it is connected.
-        stream.preamble = response;
+        stream.defer(response);
 
         let peer_ip = proxied.map_or(peer_addr.ip(), |source| source.ip());
         let request = Request {
@@ -389,8 +314,7 @@ impl Acceptor {
         // Frames the client sent right behind its request are not lost; the guard
         // scans them first, then everything read after.
         buf.drain(..head_len);
-        stream.fragments.armed = true;
-        stream.fragments.scan(&buf).map_err(AcceptError::Io)?;
+        stream.arm(&buf).map_err(AcceptError::Io)?;
         let ws = async_tungstenite::WebSocketStream::from_partially_read(
             stream,
             buf,
@@ -593,252 +517,4 @@ fn host_header(request: &[u8]) -> Option<&str> {
     })?;
     let plain = |c: char| c.is_ascii_alphanumeric() || "-.:[]".contains(c);
     (!value.is_empty() && value.chars().all(plain)).then_some(value)
-}
-
-fn tls_info(conn: &futures_rustls::rustls::ServerConnection) -> TlsInfo {
-    let version = match conn.protocol_version() {
-        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        _ => "TLSv1.2", // rustls negotiates nothing else
-    };
-    TlsInfo {
-        version,
-        alpn: conn
-            .alpn_protocol()
-            .map(|p| String::from_utf8_lossy(p).into_owned()),
-        sni: conn.server_name().map(str::to_owned),
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.pos < this.prefix.len() {
-            let n = buf.len().min(this.prefix.len() - this.pos);
-            buf[..n].copy_from_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                this.prefix = Vec::new(); // replayed: free it
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(n));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
-    /// Writes and flushes what is left of the preamble.
-    fn poll_preamble(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.preamble.is_empty() {
-            let n = match &mut self.transport {
-                Transport::Plain(s) => {
-                    std::task::ready!(Pin::new(s).poll_write(cx, &self.preamble))?
-                }
-                Transport::Tls(s) => std::task::ready!(Pin::new(s).poll_write(cx, &self.preamble))?,
-            };
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.preamble.drain(..n);
-            if self.preamble.is_empty() {
-                self.preamble = Vec::new(); // sent: free it
-                return self.poll_transport_flush(cx);
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_transport_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.transport {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
-            Transport::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        std::task::ready!(this.poll_preamble(cx))?;
-        let n = match &mut this.transport {
-            Transport::Plain(s) => std::task::ready!(Pin::new(s).poll_read(cx, buf))?,
-            Transport::Tls(s) => std::task::ready!(Pin::new(s).poll_read(cx, buf))?,
-        };
-        this.fragments.scan(&buf[..n])?;
-        Poll::Ready(Ok(n))
-    }
-}
-
-/// Counts the frames of the message being received, from the frame headers in the
-/// byte stream (RFC 6455 section 5.2), skipping payloads without looking at them.
-/// It is armed once the opening handshake is done.
-#[derive(Debug)]
-struct FragmentGuard {
-    max: usize,
-    /// Payload bytes left in the current frame.
-    payload_left: u64,
-    /// The current frame header, as far as it has arrived.
-    header: [u8; 14],
-    header_len: u8,
-    /// Frames of the current data message so far.
-    frames: usize,
-    /// Off until the opening handshake is done.
-    armed: bool,
-}
-
-/// The io error a [`FragmentGuard`] raises; the session loop closes with 1009 for it.
-#[derive(Debug)]
-pub(crate) struct TooManyFragments(pub usize);
-
-impl fmt::Display for TooManyFragments {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "a message in more than {} fragments (Limits::max_fragments)",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for TooManyFragments {}
-
-impl FragmentGuard {
-    fn new(max: usize) -> Self {
-        FragmentGuard {
-            max,
-            payload_left: 0,
-            header: [0; 14],
-            header_len: 0,
-            frames: 0,
-            armed: false,
-        }
-    }
-
-    fn scan(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        if !self.armed {
-            return Ok(());
-        }
-        while !bytes.is_empty() {
-            if self.payload_left > 0 {
-                let skip = self.payload_left.min(bytes.len() as u64);
-                self.payload_left -= skip;
-                bytes = &bytes[skip as usize..];
-                continue;
-            }
-            self.header[usize::from(self.header_len)] = bytes[0];
-            self.header_len += 1;
-            bytes = &bytes[1..];
-            let h = &self.header[..usize::from(self.header_len)];
-            if h.len() < 2 {
-                continue;
-            }
-            let extended = match h[1] & 0x7F {
-                126 => 2,
-                127 => 8,
-                _ => 0,
-            };
-            let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
-            if h.len() < 2 + extended + mask {
-                continue;
-            }
-            let len = match extended {
-                0 => u64::from(h[1] & 0x7F),
-                n => h[2..2 + n]
-                    .iter()
-                    .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
-            };
-            let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0F);
-            if opcode < 8 {
-                // A data frame: 0 continues a message, 1 and 2 start one.
-                self.frames = if opcode == 0 { self.frames + 1 } else { 1 };
-                if self.frames > self.max {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        TooManyFragments(self.max),
-                    ));
-                }
-                if fin {
-                    self.frames = 0;
-                }
-            }
-            self.payload_left = len;
-            self.header_len = 0;
-        }
-        Ok(())
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        std::task::ready!(this.poll_preamble(cx))?;
-        match &mut this.transport {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        std::task::ready!(this.poll_preamble(cx))?;
-        match &mut this.transport {
-            Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Transport::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        std::task::ready!(this.poll_preamble(cx))?;
-        this.poll_transport_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().transport {
-            Transport::Plain(s) => Pin::new(s).poll_close(cx),
-            Transport::Tls(s) => Pin::new(s).poll_close(cx),
-        }
-    }
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 use futures_rustls::rustls::ServerConfig;
 use ipnet::IpNet;
 
+/// The self-contained test page served by `--test-page` on a plain `GET` of the WebSocket path.
+const TEST_PAGE: &str = include_str!("test_page.html");
+
 /// What an [`Acceptor`](crate::Acceptor) accepts: TLS or plain, which path, which subprotocols, and the limits.
 ///
 /// ```
@@ -15,6 +18,7 @@ use ipnet::IpNet;
 /// assert!(config.tls.is_none()); // plain ws, as behind nginx (Method 1)
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// The rustls server configuration; `None` serves plain `ws://` (behind a TLS-terminating proxy).
     /// Build one with [`tls::from_pem_files`](crate::tls::from_pem_files).
@@ -100,7 +104,7 @@ impl Config {
     /// Serves the built-in test page on a plain `GET` of the WebSocket path, instead of 426:
     /// it runs the recipe's snippet against its own origin and shows the replies.
     pub fn test_page(self) -> Self {
-        self.page(crate::handshake::TEST_PAGE)
+        self.page(TEST_PAGE)
     }
 
     /// Sets the per-connection limits.
@@ -111,8 +115,17 @@ impl Config {
 }
 
 /// Per-connection limits, each enforced by the core ([`Acceptor::accept`](crate::Acceptor::accept)
-/// and [`Accepted::serve`](crate::Accepted::serve)). Every field is public; start from `Limits::default()`.
+/// and [`Accepted::serve`](crate::Accepted::serve)). Every field is public; start from
+/// `Limits::default()` and set what you change (new limits may be added in later versions):
+///
+/// ```
+/// let mut limits = wssd::Limits::default();
+/// limits.max_message_size = 64 << 10; // bytes
+/// limits.idle_timeout = std::time::Duration::from_secs(30);
+/// let config = wssd::Config::default().limits(limits);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// The longest the PROXY header, the TLS handshake and the HTTP upgrade may take
     /// together, enforced by [`Acceptor::accept`](crate::Acceptor::accept). Default 10 s: a phone on a poor network

@@ -11,9 +11,6 @@ use crate::config::Config;
 /// The most request headers accepted; more gets 431.
 const MAX_HEADERS: usize = 64;
 
-/// The self-contained test page served by `--test-page` on a plain `GET` of the WebSocket path.
-pub(crate) const TEST_PAGE: &str = include_str!("test_page.html");
-
 /// A parsed request head.
 #[derive(Debug)]
 pub(crate) struct Head {

@@ -7,7 +7,6 @@
 //! that user, group and broadcast sends reach connections on every instance.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_tungstenite::tungstenite::protocol::frame::{
@@ -15,7 +14,7 @@ use async_tungstenite::tungstenite::protocol::frame::{
     coding::{Data, OpCode},
 };
 
-use crate::session::{self, Connection, SendError};
+use crate::session::{self, Connection, ConnectionId, SendError};
 use crate::{CloseCode, Message};
 
 /// The registry of live connections, by [`Connection::id`], with users and groups.
@@ -59,7 +58,7 @@ pub struct Hub {
 }
 
 #[derive(Default)]
-pub(crate) struct Inner {
+struct Inner {
     /// Sends take it to read (they run in parallel); adds, joins and leaves to write.
     state: RwLock<State>,
     /// Where user, group and broadcast sends also go, for other instances.
@@ -68,9 +67,9 @@ pub(crate) struct Inner {
 
 #[derive(Default)]
 struct State {
-    connections: HashMap<u64, Member>,
-    users: HashMap<String, HashSet<u64>>,
-    groups: HashMap<String, HashSet<u64>>,
+    connections: HashMap<ConnectionId, Member>,
+    users: HashMap<String, HashSet<ConnectionId>>,
+    groups: HashMap<String, HashSet<ConnectionId>>,
 }
 
 struct Member {
@@ -113,26 +112,18 @@ impl Hub {
             groups: HashSet::new(),
         };
         self.lock().connections.insert(conn.id(), member);
-        conn.joined_hub(Arc::downgrade(&self.inner));
+        let registry: Arc<dyn session::Registry> = self.inner.clone();
+        conn.joined_hub(Arc::downgrade(&registry));
     }
 
     /// Forgets a connection, and takes it out of its user and groups.
-    pub fn remove(&self, id: u64) {
-        let mut state = self.lock();
-        let Some(member) = state.connections.remove(&id) else {
-            return;
-        };
-        if let Some(user) = member.user {
-            forget(&mut state.users, &user, id);
-        }
-        for group in member.groups {
-            forget(&mut state.groups, &group, id);
-        }
+    pub fn remove(&self, id: ConnectionId) {
+        remove(&mut self.lock(), id);
     }
 
     /// Binds a connection to a user id; a user may have several connections (tabs, devices).
     /// Binding again moves the connection to the new user. Unknown ids are ignored.
-    pub fn bind_user(&self, id: u64, user: &str) {
+    pub fn bind_user(&self, id: ConnectionId, user: &str) {
         let mut state = self.lock();
         let Some(member) = state.connections.get_mut(&id) else {
             return;
@@ -145,7 +136,7 @@ impl Hub {
     }
 
     /// Adds a connection to a group (a chat room, a game table). Unknown ids are ignored.
-    pub fn join(&self, id: u64, group: &str) {
+    pub fn join(&self, id: ConnectionId, group: &str) {
         let mut state = self.lock();
         let Some(member) = state.connections.get_mut(&id) else {
             return;
@@ -155,7 +146,7 @@ impl Hub {
     }
 
     /// Takes a connection out of a group.
-    pub fn leave(&self, id: u64, group: &str) {
+    pub fn leave(&self, id: ConnectionId, group: &str) {
         let mut state = self.lock();
         if let Some(member) = state.connections.get_mut(&id) {
             member.groups.remove(group);
@@ -169,7 +160,7 @@ impl Hub {
     }
 
     /// The ids of a group's members on this instance.
-    pub fn group_members(&self, group: &str) -> Vec<u64> {
+    pub fn group_members(&self, group: &str) -> Vec<ConnectionId> {
         self.read()
             .groups
             .get(group)
@@ -181,7 +172,7 @@ impl Hub {
     /// # Errors
     /// [`SendError::Closed`] when no such connection is registered, [`SendError::Full`]
     /// when its queue is full (it is not closed for that: the caller decides).
-    pub fn send_to(&self, id: u64, msg: Message) -> Result<(), SendError> {
+    pub fn send_to(&self, id: ConnectionId, msg: Message) -> Result<(), SendError> {
         let conn = self.read().connections.get(&id).map(|m| m.conn.clone());
         conn.ok_or(SendError::Closed)?.try_send(msg)
     }
@@ -196,14 +187,14 @@ impl Hub {
     /// Queues `msg` for every member of `group` except the ids in `exclude` (ids of this
     /// instance), here and (with Redis) on every other instance. Returns how many
     /// connections on this instance it was queued for.
-    pub fn send_to_group(&self, group: &str, msg: &Message, exclude: &[u64]) -> usize {
+    pub fn send_to_group(&self, group: &str, msg: &Message, exclude: &[ConnectionId]) -> usize {
         self.relay(Target::Group(group), msg);
         self.deliver(Target::Group(group), msg, exclude)
     }
 
     /// Queues `msg` for every connection except the ids in `exclude`, here and (with
     /// Redis) on every other instance. Returns how many on this instance it was queued for.
-    pub fn broadcast(&self, msg: &Message, exclude: &[u64]) -> usize {
+    pub fn broadcast(&self, msg: &Message, exclude: &[ConnectionId]) -> usize {
         self.relay(Target::All, msg);
         self.deliver(Target::All, msg, exclude)
     }
@@ -235,10 +226,15 @@ impl Hub {
     }
 
     /// Queues `msg` for the local connections `target` names, framed once.
-    pub(crate) fn deliver(&self, target: Target<'_>, msg: &Message, exclude: &[u64]) -> usize {
+    pub(crate) fn deliver(
+        &self,
+        target: Target<'_>,
+        msg: &Message,
+        exclude: &[ConnectionId],
+    ) -> usize {
         let recipients: Vec<Connection> = {
             let state = self.read();
-            let pick = |id: &u64| {
+            let pick = |id: &ConnectionId| {
                 (!exclude.contains(id))
                     .then(|| state.connections.get(id).map(|m| m.conn.clone()))
                     .flatten()
@@ -270,7 +266,7 @@ impl Hub {
                 // Limits::backpressure_timeout, instead of closing a fast reader.
                 Err(SendError::Full) => match session::defer(&conn, framed.clone()) {
                     Ok(()) => queued += 1,
-                    Err(_) => close_slow_consumer(&conn),
+                    Err(_) => session::close_slow_consumer(&conn),
                 },
                 Err(SendError::Closed) => {}
             }
@@ -287,14 +283,10 @@ impl Hub {
     fn lock(&self) -> RwLockWriteGuard<'_, State> {
         self.inner.state.write().unwrap_or_else(|e| e.into_inner())
     }
-
-    pub(crate) fn from_inner(inner: Arc<Inner>) -> Hub {
-        Hub { inner }
-    }
 }
 
 /// Removes `id` from the set under `key`, and the set when it empties.
-fn forget(map: &mut HashMap<String, HashSet<u64>>, key: &str, id: u64) {
+fn forget(map: &mut HashMap<String, HashSet<ConnectionId>>, key: &str, id: ConnectionId) {
     if let Some(ids) = map.get_mut(key) {
         ids.remove(&id);
         if ids.is_empty() {
@@ -320,24 +312,30 @@ fn frame_once(msg: &Message) -> Message {
     }
 }
 
-static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
-
 /// How many connections this process closed with 1013 (try again later) because their send
 /// queue stayed full: each is counted once, with one warning line.
 pub fn slow_consumers_closed() -> u64 {
-    SLOW_CONSUMERS.load(Ordering::Relaxed)
+    session::slow_consumers_closed()
 }
 
-/// Closes a connection whose send queue is full with 1013 (try again later). The first
-/// call for a connection logs one warning and counts it in [`slow_consumers_closed`];
-/// later calls, for the messages that keep coming while it closes, do neither.
-pub(crate) fn close_slow_consumer(conn: &Connection) {
-    let queued = conn.buffered_bytes();
-    if conn.close(CloseCode::Again, "send queue full: reading too slowly") {
-        let total = SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed) + 1;
-        log::warn!(
-            "{}: send queue full ({queued} bytes): the client reads too slowly; closing with 1013 ({total} slow clients closed so far)",
-            conn.request().client_ip,
+impl session::Registry for Inner {
+    fn forget(&self, id: ConnectionId) {
+        remove(
+            &mut self.state.write().unwrap_or_else(|e| e.into_inner()),
+            id,
         );
+    }
+}
+
+/// Takes connection `id` out of `state`, with its user and groups.
+fn remove(state: &mut State, id: ConnectionId) {
+    let Some(member) = state.connections.remove(&id) else {
+        return;
+    };
+    if let Some(user) = member.user {
+        forget(&mut state.users, &user, id);
+    }
+    for group in member.groups {
+        forget(&mut state.groups, &group, id);
     }
 }

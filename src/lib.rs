@@ -158,9 +158,11 @@ mod handshake;
 pub mod hub;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod request;
 mod session;
 #[cfg(feature = "smol")]
 pub mod smol;
+mod transport;
 // The first-byte check and PROXY protocol parser: internal, but the fuzz targets reach
 // them through the `fuzzing` feature.
 #[cfg(feature = "fuzzing")]
@@ -170,12 +172,14 @@ mod sniff;
 pub mod text;
 pub mod tls;
 
-pub use accept::{AcceptError, Accepted, Acceptor, Request, Stream, TlsInfo, WebSocket};
+pub use accept::{AcceptError, Accepted, Acceptor};
 pub use async_tungstenite::tungstenite;
 pub use config::{Config, Limits};
 pub use futures_rustls::rustls;
 pub use hub::Hub;
-pub use session::{Connection, Handler, SendError, SessionSummary};
+pub use request::{Request, TlsInfo, TlsVersion};
+pub use session::{Connection, ConnectionId, Handler, SendError, SessionSummary};
 pub use sniff::ProxyHeaderError;
+pub use transport::{Transport, WebSocket};
 pub use tungstenite::Message;
 pub use tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};

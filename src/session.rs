@@ -14,7 +14,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -30,9 +30,10 @@ use futures_lite::{StreamExt, future};
 use futures_util::SinkExt;
 
 use crate::Message;
-use crate::accept::{Request, TooManyFragments, WebSocket};
 use crate::config::Limits;
+use crate::request::Request;
 use crate::text::escape;
+use crate::transport::{TooManyFragments, WebSocket};
 
 /// What the embedder's code does when a connection opens, sends a message, and closes.
 ///
@@ -104,6 +105,30 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// A connection's id: unique in this process, never reused (a counter from 1).
+///
+/// ```
+/// # use wssd::ConnectionId;
+/// fn log_line(id: ConnectionId) -> String {
+///     format!("connection {id}") // "connection 42"
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(u64);
+
+impl ConnectionId {
+    /// The number behind the id, for logs, maps and wire formats of your own.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A cloneable handle to one live connection: its id, its request facts, and its send queue.
 ///
 /// Clone it into any task (any executor) and send from there; the connection's
@@ -114,7 +139,7 @@ pub struct Connection {
 }
 
 struct Shared {
-    id: u64,
+    id: ConnectionId,
     request: Request,
     queue: Mutex<Queue>,
     /// The queue's cap, in bytes.
@@ -122,7 +147,7 @@ struct Shared {
     /// Notified as queued bytes are written, for senders waiting for room.
     room: Event,
     /// The hubs this connection was added to; it leaves them when its session ends.
-    hubs: Mutex<Vec<std::sync::Weak<crate::hub::Inner>>>,
+    hubs: Mutex<Vec<Weak<dyn Registry>>>,
 }
 
 /// The send queue, and the session task's waker.
@@ -153,7 +178,7 @@ impl fmt::Debug for Connection {
 
 impl Connection {
     /// This connection's id: unique in this process, never reused.
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> ConnectionId {
         self.shared.id
     }
 
@@ -248,7 +273,7 @@ impl Connection {
     }
 
     /// Notes that `hub` holds this connection, so that it leaves when its session ends.
-    pub(crate) fn joined_hub(&self, hub: std::sync::Weak<crate::hub::Inner>) {
+    pub(crate) fn joined_hub(&self, hub: Weak<dyn Registry>) {
         let mut hubs = self.shared.hubs.lock().unwrap_or_else(|e| e.into_inner());
         hubs.retain(|h| h.strong_count() > 0);
         hubs.push(hub);
@@ -264,8 +289,37 @@ impl Connection {
     }
 }
 
+/// A registry of connections (the Hub) that a connection leaves when its session ends.
+pub(crate) trait Registry: Send + Sync {
+    /// Forgets the connection `id`, and its user and groups.
+    fn forget(&self, id: ConnectionId);
+}
+
+static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
+
+/// How many connections this process closed with 1013 (try again later) because their send
+/// queue stayed full: each is counted once, with one warning line.
+pub(crate) fn slow_consumers_closed() -> u64 {
+    SLOW_CONSUMERS.load(Ordering::Relaxed)
+}
+
+/// Closes a connection whose send queue is full with 1013 (try again later). The first
+/// call for a connection logs one warning and counts it in [`slow_consumers_closed`];
+/// later calls, for the messages that keep coming while it closes, do neither.
+pub(crate) fn close_slow_consumer(conn: &Connection) {
+    let queued = conn.buffered_bytes();
+    if conn.close(CloseCode::Again, "send queue full: reading too slowly") {
+        let total = SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed) + 1;
+        log::warn!(
+            "{}: send queue full ({queued} bytes): the client reads too slowly; closing with 1013 ({total} slow clients closed so far)",
+            conn.request().client_ip,
+        );
+    }
+}
+
 /// What a finished session did, for the close log line.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct SessionSummary {
     /// Text and binary messages received.
     pub messages_in: u64,
@@ -404,7 +458,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let conn = Connection {
             shared: Arc::new(Shared {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                id: ConnectionId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
                 request,
                 queue: Mutex::new(Queue::default()),
                 queue_limit: limits.send_queue_bytes,
@@ -455,8 +509,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        for hub in hubs.iter().filter_map(std::sync::Weak::upgrade) {
-            crate::hub::Hub::from_inner(hub).remove(self.conn.id());
+        for hub in hubs.iter().filter_map(Weak::upgrade) {
+            hub.forget(self.conn.id());
         }
     }
 
@@ -620,7 +674,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.blocked.retain(|b| {
             let late = b.deadline <= now;
             if late {
-                crate::hub::close_slow_consumer(&b.conn);
+                close_slow_consumer(&b.conn);
             }
             !late
         });

@@ -361,7 +361,7 @@ async fn connection<H: Handler>(
         Err(e) => return log::warn!("{peer}: {e}"),
     };
     let request = accepted.request();
-    let tls = request.tls.as_ref().map_or("plain", |t| t.version);
+    let tls = request.tls.as_ref().map_or("plain", |t| t.version.as_str());
     let path = crate::text::escape(&request.path).into_owned();
     let who = if request.client_ip == peer.ip() {
         peer.to_string()

@@ -114,7 +114,7 @@ fn wss_handshake_and_echo() {
     ));
     let (request, summary) = served.unwrap();
     let tls = request.tls.expect("TLS facts");
-    assert_eq!(tls.version, "TLSv1.3");
+    assert_eq!(tls.version, wssd::TlsVersion::Tls13);
     assert_eq!(tls.alpn.as_deref(), Some("http/1.1"));
     assert_eq!(tls.sni.as_deref(), Some("localhost"));
     assert_eq!(summary.messages_in, 1);
@@ -463,7 +463,7 @@ fn proxy_protocol_header_before_the_tls_client_hello() {
     ));
     let request = request.unwrap();
     assert_eq!(request.client_ip.to_string(), "127.0.0.9");
-    assert_eq!(request.tls.unwrap().version, "TLSv1.3");
+    assert_eq!(request.tls.unwrap().version, wssd::TlsVersion::Tls13);
 }
 
 #[test]
@@ -553,11 +553,10 @@ async fn serve_with(server_end: common::Duplex, limits: &Limits) -> wssd::Sessio
 }
 
 fn heartbeat_limits(idle_ms: u64) -> Limits {
-    Limits {
-        ping_interval: std::time::Duration::from_millis(10),
-        idle_timeout: std::time::Duration::from_millis(idle_ms),
-        ..Limits::default()
-    }
+    let mut limits = Limits::default();
+    limits.ping_interval = std::time::Duration::from_millis(10);
+    limits.idle_timeout = std::time::Duration::from_millis(idle_ms);
+    limits
 }
 
 #[test]

@@ -29,10 +29,8 @@ fn a_thousand_member_group_send_completes_and_a_stalled_member_is_closed_alone()
     const MEMBERS: usize = 1000;
     const MESSAGES: u8 = 100;
     let hub = Hub::default();
-    let limits = Limits {
-        send_queue_bytes: 16 << 10,
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.send_queue_bytes = 16 << 10;
     let acceptor = Acceptor::new(Config::default().limits(limits));
     let (opened_tx, opened) = async_channel::unbounded();
     let handler = Rc::new(Group(hub.clone(), opened_tx));

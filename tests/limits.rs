@@ -108,10 +108,8 @@ fn a_message_in_a_few_fragments_arrives_whole() {
 fn a_full_send_queue_says_full_then_send_waits_and_nothing_is_lost() {
     // A 1 KiB pipe: the server's writes stall until the client reads.
     let (server_end, client_end) = duplex_with(1024);
-    let limits = Limits {
-        send_queue_bytes: 1024,
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.send_queue_bytes = 1024;
     let (conns, opened) = async_channel::unbounded();
     let big = Message::binary(vec![7u8; 4096]);
     let (reading_tx, reading) = async_channel::bounded::<()>(1);
@@ -157,10 +155,8 @@ fn a_full_send_queue_says_full_then_send_waits_and_nothing_is_lost() {
 #[test]
 fn a_client_that_stops_reading_is_dropped_after_the_idle_timeout() {
     let (server_end, client_end) = duplex_with(1024);
-    let limits = Limits {
-        idle_timeout: std::time::Duration::from_millis(50),
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.idle_timeout = std::time::Duration::from_millis(50);
     let (conns, opened) = async_channel::unbounded();
     let app = async {
         let conn: Connection = opened.recv().await.unwrap();
@@ -216,10 +212,8 @@ async fn read_until_close(raw: &mut common::Duplex) -> u16 {
 #[test]
 fn a_client_that_never_answers_the_close_frame_is_let_go_after_the_close_timeout() {
     let (server_end, mut client_end) = duplex();
-    let limits = Limits {
-        close_timeout: std::time::Duration::from_millis(100),
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.close_timeout = std::time::Duration::from_millis(100);
     let (conns, opened) = async_channel::unbounded();
     let app = async {
         let conn: Connection = opened.recv().await.unwrap();
@@ -242,12 +236,10 @@ fn a_client_that_never_answers_the_close_frame_is_let_go_after_the_close_timeout
 #[test]
 fn the_idle_timeout_holds_with_pings_off() {
     let (server_end, mut client_end) = duplex();
-    let limits = Limits {
-        ping_interval: std::time::Duration::ZERO,
-        idle_timeout: std::time::Duration::from_millis(100),
-        close_timeout: std::time::Duration::from_millis(100),
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.ping_interval = std::time::Duration::ZERO;
+    limits.idle_timeout = std::time::Duration::from_millis(100);
+    limits.close_timeout = std::time::Duration::from_millis(100);
     let (conns, _opened) = async_channel::unbounded();
     let (summary, code) = future::block_on(common::bounded(future::zip(
         serve(server_end, limits, conns),

@@ -41,10 +41,8 @@ fn the_readme_lines_close_a_silent_connection_at_the_handshake_timeout() {
     for line in lines {
         assert!(readme.contains(line), "README.md no longer says {line:?}");
     }
-    let limits = Limits {
-        handshake_timeout: Duration::from_millis(200),
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.handshake_timeout = Duration::from_millis(200);
     let acceptor = wssd::Acceptor::new(wssd::Config::default().limits(limits));
     let listener = smol::block_on(smol::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -73,10 +71,8 @@ fn the_readme_lines_close_a_silent_connection_at_the_handshake_timeout() {
 #[test]
 fn under_tokio_a_silent_connection_is_closed_at_the_handshake_timeout() {
     use tokio_util::compat::TokioAsyncReadCompatExt;
-    let limits = Limits {
-        handshake_timeout: Duration::from_millis(200),
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.handshake_timeout = Duration::from_millis(200);
     let acceptor = wssd::Acceptor::new(wssd::Config::default().limits(limits));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let listener = rt

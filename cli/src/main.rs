@@ -261,24 +261,20 @@ fn run(args: Args) -> Result<(), String> {
         self_signed_dir: &args.self_signed_dir,
     })?;
     let secs = Duration::from_secs;
-    let limits = Limits {
-        handshake_timeout: secs(args.handshake_timeout),
-        max_request_header_bytes: args.max_header_bytes,
-        max_message_size: args.max_message_size,
-        max_frame_size: args.max_frame_size,
-        max_fragments: args.max_fragments,
-        send_queue_bytes: args.send_queue_bytes,
-        ping_interval: secs(args.ping_interval),
-        idle_timeout: secs(args.idle_timeout),
-        ..Limits::default()
-    };
-    let mut config = Config {
-        tls: tls.config,
-        path: args.path.clone(),
-        proxy_protocol: args.proxy_protocol,
-        limits,
-        ..Config::default()
-    };
+    let mut limits = Limits::default();
+    limits.handshake_timeout = secs(args.handshake_timeout);
+    limits.max_request_header_bytes = args.max_header_bytes;
+    limits.max_message_size = args.max_message_size;
+    limits.max_frame_size = args.max_frame_size;
+    limits.max_fragments = args.max_fragments;
+    limits.send_queue_bytes = args.send_queue_bytes;
+    limits.ping_interval = secs(args.ping_interval);
+    limits.idle_timeout = secs(args.idle_timeout);
+    let mut config = Config::default()
+        .proxy_protocol(args.proxy_protocol)
+        .limits(limits);
+    config.tls = tls.config;
+    config.path = args.path.clone();
     if !args.trusted_proxy.is_empty() {
         config.trusted_proxies = args.trusted_proxy.clone();
     }

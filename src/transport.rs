@@ -1,0 +1,338 @@
+//! The byte stream under a [`WebSocket`], in layers of one job each:
+//! - [`MaybeTls`]: `S` itself for `ws://`, or TLS over `S` for `wss://`, with the
+//!   ClientHello bytes read while sniffing replayed to rustls first ([`Rewind`]);
+//! - the deferred `101`: written ahead of anything else on the first read, write or flush,
+//!   so that [`Handler::on_open`](crate::Handler::on_open) runs before the client knows;
+//! - [`FragmentGuard`]: counts the frames of each incoming message as the bytes arrive
+//!   (RFC 6455 section 5.4), against [`Limits::max_fragments`](crate::Limits::max_fragments).
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_rustls::server::TlsStream;
+
+/// A WebSocket over `S`, after a successful opening handshake: a `Stream` of
+/// incoming messages and a `Sink` of outgoing ones (async-tungstenite).
+pub type WebSocket<S> = async_tungstenite::WebSocketStream<Transport<S>>;
+
+/// The transport under a [`WebSocket`]: plain or TLS, then the deferred `101`, then the
+/// fragment guard. It is what [`crate::Acceptor::accept`] builds; you only name it.
+#[derive(Debug)]
+pub struct Transport<S> {
+    io: MaybeTls<S>,
+    /// The 101 response, written ahead of anything else on the first write, flush or read.
+    preamble: Vec<u8>,
+    guard: FragmentGuard,
+}
+
+/// `S` itself, or TLS over `S` (boxed: the TLS state is about 1 KiB).
+#[derive(Debug)]
+pub(crate) enum MaybeTls<S> {
+    Plain(S),
+    Tls(Box<TlsStream<Rewind<S>>>),
+}
+
+/// A stream that first replays `prefix`.
+#[derive(Debug)]
+pub(crate) struct Rewind<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    /// `inner`, read after `prefix` is replayed.
+    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Rewind {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl<S> Transport<S> {
+    /// `io`, with nothing deferred and the fragment guard off until [`Transport::arm`].
+    pub(crate) fn new(io: MaybeTls<S>, max_fragments: usize) -> Self {
+        Transport {
+            io,
+            preamble: Vec::new(),
+            guard: FragmentGuard::new(max_fragments),
+        }
+    }
+
+    /// Defers the `101` answer to the first read, write or flush.
+    pub(crate) fn defer(&mut self, response: Vec<u8>) {
+        self.preamble = response;
+    }
+
+    /// Starts counting frames, beginning with `already_read` (frames that came behind the request).
+    pub(crate) fn arm(&mut self, already_read: &[u8]) -> io::Result<()> {
+        self.guard.armed = true;
+        self.guard.scan(already_read)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
+    /// Writes and flushes what is left of the deferred `101`.
+    fn poll_preamble(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.preamble.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.preamble))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.preamble.drain(..n);
+            if self.preamble.is_empty() {
+                self.preamble = Vec::new(); // sent: free it
+                return Pin::new(&mut self.io).poll_flush(cx);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Transport<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_preamble(cx))?;
+        let n = ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        this.guard.scan(&buf[..n])?;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Transport<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_preamble(cx))?;
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_preamble(cx))?;
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_preamble(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTls::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_close(cx),
+            MaybeTls::Tls(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let n = buf.len().min(this.prefix.len() - this.pos);
+            buf[..n].copy_from_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new(); // replayed: free it
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+/// Counts the frames of the message being received, from the frame headers in the
+/// byte stream (RFC 6455 section 5.2), skipping payloads without looking at them.
+/// It is armed once the opening handshake is done.
+#[derive(Debug)]
+pub(crate) struct FragmentGuard {
+    max: usize,
+    /// Payload bytes left in the current frame.
+    payload_left: u64,
+    /// The current frame header, as far as it has arrived.
+    header: [u8; 14],
+    header_len: u8,
+    /// Frames of the current data message so far.
+    frames: usize,
+    /// Off until the opening handshake is done.
+    pub(crate) armed: bool,
+}
+
+/// The io error a [`FragmentGuard`] raises; the session loop closes with 1009 for it.
+#[derive(Debug)]
+pub(crate) struct TooManyFragments(pub usize);
+
+impl fmt::Display for TooManyFragments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a message in more than {} fragments (Limits::max_fragments)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TooManyFragments {}
+
+impl FragmentGuard {
+    pub(crate) fn new(max: usize) -> Self {
+        FragmentGuard {
+            max,
+            payload_left: 0,
+            header: [0; 14],
+            header_len: 0,
+            frames: 0,
+            armed: false,
+        }
+    }
+
+    pub(crate) fn scan(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        if !self.armed {
+            return Ok(());
+        }
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let skip = self.payload_left.min(bytes.len() as u64);
+                self.payload_left -= skip;
+                bytes = &bytes[skip as usize..];
+                continue;
+            }
+            self.header[usize::from(self.header_len)] = bytes[0];
+            self.header_len += 1;
+            bytes = &bytes[1..];
+            let h = &self.header[..usize::from(self.header_len)];
+            if h.len() < 2 {
+                continue;
+            }
+            let extended = match h[1] & 0x7F {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
+            if h.len() < 2 + extended + mask {
+                continue;
+            }
+            let len = match extended {
+                0 => u64::from(h[1] & 0x7F),
+                n => h[2..2 + n]
+                    .iter()
+                    .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+            };
+            let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0F);
+            if opcode < 8 {
+                // A data frame: 0 continues a message, 1 and 2 start one.
+                self.frames = if opcode == 0 { self.frames + 1 } else { 1 };
+                if self.frames > self.max {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        TooManyFragments(self.max),
+                    ));
+                }
+                if fin {
+                    self.frames = 0;
+                }
+            }
+            self.payload_left = len;
+            self.header_len = 0;
+        }
+        Ok(())
+    }
+}
