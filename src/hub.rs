@@ -105,6 +105,34 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// Registers a live connection. It leaves the hub (and its user and groups) by itself
     /// when its session ends; [`Hub::remove`] takes it out earlier.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// hub.add(&conn);
+    /// assert_eq!(hub.count(), 1);
+    /// ```
     pub fn add(&self, conn: &Connection) {
         let member = Member {
             conn: conn.clone(),
@@ -117,12 +145,72 @@ impl Hub {
     }
 
     /// Forgets a connection, and takes it out of its user and groups.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// hub.add(&conn);
+    /// hub.join(conn.id(), "room");
+    /// hub.remove(conn.id());
+    /// assert_eq!(hub.count(), 0);
+    /// assert!(hub.group_members("room").is_empty());
+    /// ```
     pub fn remove(&self, id: ConnectionId) {
         remove(&mut self.lock(), id);
     }
 
     /// Binds a connection to a user id; a user may have several connections (tabs, devices).
     /// Binding again moves the connection to the new user. Unknown ids are ignored.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// hub.add(&conn);
+    /// hub.bind_user(conn.id(), "ann");
+    /// assert_eq!(hub.send_to_user("ann", &Message::text("hi ann")), 1);
+    /// ```
     pub fn bind_user(&self, id: ConnectionId, user: &str) {
         let mut state = self.lock();
         let Some(member) = state.connections.get_mut(&id) else {
@@ -136,6 +224,35 @@ impl Hub {
     }
 
     /// Adds a connection to a group (a chat room, a game table). Unknown ids are ignored.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// hub.add(&conn);
+    /// hub.join(conn.id(), "room");
+    /// assert_eq!(hub.group_members("room"), vec![conn.id()]);
+    /// ```
     pub fn join(&self, id: ConnectionId, group: &str) {
         let mut state = self.lock();
         let Some(member) = state.connections.get_mut(&id) else {
@@ -146,6 +263,36 @@ impl Hub {
     }
 
     /// Takes a connection out of a group.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// hub.add(&conn);
+    /// hub.join(conn.id(), "room");
+    /// hub.leave(conn.id(), "room");
+    /// assert!(hub.group_members("room").is_empty());
+    /// ```
     pub fn leave(&self, id: ConnectionId, group: &str) {
         let mut state = self.lock();
         if let Some(member) = state.connections.get_mut(&id) {
@@ -155,11 +302,70 @@ impl Hub {
     }
 
     /// The number of live connections registered here (this instance only).
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// assert_eq!(hub.count(), 0);
+    /// hub.add(&conn);
+    /// assert_eq!(hub.count(), 1);
+    /// ```
     pub fn count(&self) -> usize {
         self.read().connections.len()
     }
 
     /// The ids of a group's members on this instance.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// hub.add(&conn);
+    /// hub.join(conn.id(), "room");
+    /// assert_eq!(hub.group_members("room"), vec![conn.id()]);
+    /// assert!(hub.group_members("elsewhere").is_empty());
+    /// ```
     pub fn group_members(&self, group: &str) -> Vec<ConnectionId> {
         self.read()
             .groups
@@ -172,6 +378,37 @@ impl Hub {
     /// # Errors
     /// [`SendError::Closed`] when no such connection is registered, [`SendError::Full`]
     /// when its queue is full (it is not closed for that: the caller decides).
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// hub.add(&conn);
+    /// hub.send_to(conn.id(), Message::text("just you"))?;
+    /// hub.remove(conn.id());
+    /// assert_eq!(hub.send_to(conn.id(), Message::text("gone")), Err(SendError::Closed));
+    /// # Ok::<(), SendError>(())
+    /// ```
     pub fn send_to(&self, id: ConnectionId, msg: Message) -> Result<(), SendError> {
         let conn = self.read().connections.get(&id).map(|m| m.conn.clone());
         conn.ok_or(SendError::Closed)?.try_send(msg)
@@ -179,6 +416,36 @@ impl Hub {
 
     /// Queues `msg` for every connection of `user`, here and (with Redis) on every other
     /// instance. Returns how many connections on this instance it was queued for.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// hub.add(&conn);
+    /// hub.bind_user(conn.id(), "ann");
+    /// assert_eq!(hub.send_to_user("ann", &Message::text("hi")), 1);
+    /// assert_eq!(hub.send_to_user("bob", &Message::text("hi")), 0);
+    /// ```
     pub fn send_to_user(&self, user: &str, msg: &Message) -> usize {
         self.relay(Target::User(user), msg);
         self.deliver(Target::User(user), msg, &[])
@@ -187,6 +454,37 @@ impl Hub {
     /// Queues `msg` for every member of `group` except the ids in `exclude` (ids of this
     /// instance), here and (with Redis) on every other instance. Returns how many
     /// connections on this instance it was queued for.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// hub.add(&conn);
+    /// hub.join(conn.id(), "room");
+    /// assert_eq!(hub.send_to_group("room", &Message::text("all"), &[]), 1);
+    /// // A sender excludes itself:
+    /// assert_eq!(hub.send_to_group("room", &Message::text("others"), &[conn.id()]), 0);
+    /// ```
     pub fn send_to_group(&self, group: &str, msg: &Message, exclude: &[ConnectionId]) -> usize {
         self.relay(Target::Group(group), msg);
         self.deliver(Target::Group(group), msg, exclude)
@@ -194,6 +492,34 @@ impl Hub {
 
     /// Queues `msg` for every connection except the ids in `exclude`, here and (with
     /// Redis) on every other instance. Returns how many on this instance it was queued for.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// hub.add(&conn);
+    /// assert_eq!(hub.broadcast(&Message::text("everyone"), &[]), 1);
+    /// ```
     pub fn broadcast(&self, msg: &Message, exclude: &[ConnectionId]) -> usize {
         self.relay(Target::All, msg);
         self.deliver(Target::All, msg, exclude)
@@ -201,6 +527,35 @@ impl Hub {
 
     /// Starts the closing handshake on every registered connection, with this close code
     /// and reason; each one writes what is already queued first.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// let hub = Hub::default();
+    /// hub.add(&conn);
+    /// hub.close_all(CloseCode::Away, "server shutting down");
+    /// assert!(conn.is_closed());
+    /// ```
     pub fn close_all(&self, code: CloseCode, reason: &str) {
         let all: Vec<Connection> = self
             .read()

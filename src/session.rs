@@ -178,11 +178,66 @@ impl fmt::Debug for Connection {
 
 impl Connection {
     /// This connection's id: unique in this process, never reused.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// assert!(conn.id().get() >= 1);
+    /// let same = conn.clone();
+    /// assert_eq!(same.id(), conn.id());
+    /// ```
     pub fn id(&self) -> ConnectionId {
         self.shared.id
     }
 
     /// The facts of the request that opened this connection.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// assert_eq!(conn.request().path, "/");
+    /// println!("{} asked for {}", conn.request().client_ip, conn.request().path);
+    /// ```
     pub fn request(&self) -> &Request {
         &self.shared.request
     }
@@ -193,6 +248,33 @@ impl Connection {
     /// [`SendError::Full`] when the send queue has no room for it, [`SendError::Closed`]
     /// when the connection is closing or gone. The message is then not queued; nothing
     /// is dropped silently.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// conn.try_send(Message::text("hello"))?;
+    /// # Ok::<(), SendError>(())
+    /// ```
     pub fn try_send(&self, msg: Message) -> Result<(), SendError> {
         self.push(msg).map_err(|(e, _)| e)
     }
@@ -204,6 +286,34 @@ impl Connection {
     ///
     /// # Errors
     /// [`SendError::Closed`] when the connection is closing or gone.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// // From a task of your own (not from a Handler callback of this connection):
+    /// smol::block_on(conn.send(Message::text("hello")))?;
+    /// # Ok::<(), SendError>(())
+    /// ```
     pub async fn send(&self, mut msg: Message) -> Result<(), SendError> {
         loop {
             // Listen before trying, so that room made in between is not missed.
@@ -238,6 +348,34 @@ impl Connection {
     }
 
     /// The payload bytes queued on this connection and not yet written, in bytes.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// conn.try_send(Message::text("hello"))?;
+    /// assert!(conn.buffered_bytes() <= 5); // 5 until written, then 0
+    /// # Ok::<(), SendError>(())
+    /// ```
     pub fn buffered_bytes(&self) -> usize {
         self.queue().bytes
     }
@@ -248,6 +386,34 @@ impl Connection {
     /// [`SendError::Closed`]. The reason is at most 123 bytes of UTF-8 (RFC 6455 section 5.5).
     /// Closing twice keeps the first code. Returns whether this call started the closing
     /// (`false` when the connection was closing or closed already).
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// assert!(conn.close(CloseCode::Normal, "bye"));
+    /// assert!(!conn.close(CloseCode::Away, "again")); // the first code stays
+    /// assert_eq!(conn.try_send(Message::text("late")), Err(SendError::Closed));
+    /// ```
     pub fn close(&self, code: CloseCode, reason: &str) -> bool {
         let mut queue = self.queue();
         if queue.closed {
@@ -268,6 +434,34 @@ impl Connection {
     }
 
     /// Whether the connection is closing or closed: sends fail with [`SendError::Closed`].
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// assert!(!conn.is_closed());
+    /// conn.close(CloseCode::Normal, "bye");
+    /// assert!(conn.is_closed());
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.queue().closed
     }
