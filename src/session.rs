@@ -328,13 +328,19 @@ impl Connection {
 
     /// Queues `msg` if there is room; on failure, hands it back.
     fn push(&self, msg: Message) -> Result<(), (SendError, Message)> {
+        self.push_with(msg, true)
+    }
+
+    /// Queues `msg`, past the cap unless `capped`: for messages a sender had taken in
+    /// and was waiting to deliver when it went away (few: one callback's worth).
+    fn push_with(&self, msg: Message, capped: bool) -> Result<(), (SendError, Message)> {
         let size = payload_len(&msg);
         let mut queue = self.queue();
         if queue.closed {
             return Err((SendError::Closed, msg));
         }
         // One message larger than the whole cap still fits into an empty queue.
-        if queue.bytes > 0 && queue.bytes + size > self.shared.queue_limit {
+        if capped && queue.bytes > 0 && queue.bytes + size > self.shared.queue_limit {
             return Err((SendError::Full, msg));
         }
         queue.bytes += size;
@@ -692,7 +698,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             queue.bytes = 0;
         }
         self.conn.shared.room.notify(usize::MAX);
-        self.blocked.clear();
+        // Messages this connection sent and that wait for a full recipient are delivered
+        // all the same: what was taken in is not lost because its sender left.
+        for b in self.blocked.drain(..) {
+            for msg in b.messages {
+                let _ = b.conn.push_with(msg, false);
+            }
+        }
         handler.on_close(&self.conn, peer_close.as_ref());
         // Leaves every Hub it was added to, whether or not the handler removed it.
         let hubs = std::mem::take(

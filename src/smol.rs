@@ -113,8 +113,8 @@ impl<H: Handler> Server<H> {
         self
     }
 
-    /// The threads [`Server::run`] runs connections on (at least 1); the accept loop has the
-    /// calling thread. Default: the number of CPU cores.
+    /// The threads [`Server::run`] runs connections and the accept loop on (at least 1),
+    /// the calling thread included. Default: the number of CPU cores.
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self
@@ -133,29 +133,31 @@ impl<H: Handler> Server<H> {
         self
     }
 
-    /// Runs the server on a new multi-threaded executor with [`Server::threads`] threads,
-    /// blocking the calling thread, which accepts, until the shutdown is triggered and
+    /// Runs the server on a new multi-threaded executor with [`Server::threads`] threads
+    /// (the calling thread is one of them), blocking until the shutdown is triggered and
     /// connections are done.
     ///
-    /// The accept loop runs apart from the connections: however busy they keep the
-    /// executor's threads, new clients are accepted and handed to it, and each session
-    /// yields after a bounded run of work, so their handshakes get their turn.
+    /// Accepting and the handshakes are tasks like the connections; each session yields
+    /// to the executor after a bounded run of work (64 events), so however busy clients
+    /// keep every thread, new clients are accepted and their handshakes get their turn.
     ///
     /// # Errors
     /// As [`Server::serve`], and when a thread cannot be started.
     pub fn run(self, listener: TcpListener) -> io::Result<()> {
         let executor = Arc::new(Executor::new());
         let stop = Shutdown::default(); // ends the worker threads once serving is over
-        for n in 1..=self.threads {
+        for n in 1..self.threads {
             let (executor, stop) = (executor.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("wssd-{n}"))
-                // smol::block_on (not futures-lite's) drives the I/O reactor on whichever
-                // thread waits, instead of leaving it to async-io's fallback thread: no
-                // cross-thread wakeup per readiness event.
                 .spawn(move || smol::block_on(executor.run(stop.wait())))?;
         }
-        let served = smol::block_on(self.serve(listener, executor));
+        // The calling thread is one of the executor's: it accepts and runs connections.
+        // smol::block_on (not futures-lite's) drives the I/O reactor on the thread that
+        // waits, instead of leaving it to async-io's fallback thread: no cross-thread
+        // wakeup per readiness event. Accepting is a task like the connections; each
+        // session yields after a bounded run of work, so it is never starved.
+        let served = smol::block_on(executor.run(self.serve(listener, executor.clone())));
         stop.trigger();
         served
     }
