@@ -13,9 +13,11 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
@@ -146,11 +148,17 @@ struct Shared {
     queue_limit: usize,
     /// Notified as queued bytes are written, for senders waiting for room.
     room: Event,
+    /// Set when a message is queued or the queue closes (after the queue's lock is
+    /// released), cleared by the session when it takes them: the session's poll looks
+    /// here, not at the lock, when there is nothing to do.
+    work: AtomicBool,
+    /// The session task, woken when `work` is set.
+    waker: AtomicWaker,
     /// The hubs this connection was added to; it leaves them when its session ends.
     hubs: Mutex<Vec<Weak<dyn Registry>>>,
 }
 
-/// The send queue, and the session task's waker.
+/// The send queue.
 #[derive(Default)]
 struct Queue {
     messages: VecDeque<Message>,
@@ -160,8 +168,6 @@ struct Queue {
     closed: bool,
     /// The close frame asked for by [`Connection::close`], sent after the queue drains.
     close: Option<CloseFrame>,
-    /// The session task, woken when a message is queued or the queue closes.
-    waker: Option<Waker>,
     /// Since when the session has been writing what it took from the queue (`None` while
     /// it is not): a client that stopped reading shows here before its queue fills.
     writing_since: Option<Instant>,
@@ -345,11 +351,8 @@ impl Connection {
         }
         queue.bytes += size;
         queue.messages.push_back(msg);
-        let waker = queue.waker.take();
         drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.wake_session();
         Ok(())
     }
 
@@ -430,11 +433,8 @@ impl Connection {
             code,
             reason: truncate_reason(reason).into(),
         });
-        let waker = queue.waker.take();
         drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.wake_session();
         self.shared.room.notify(usize::MAX);
         true
     }
@@ -470,6 +470,12 @@ impl Connection {
     /// ```
     pub fn is_closed(&self) -> bool {
         self.queue().closed
+    }
+
+    /// Tells the session there is work: a message queued, or the queue closed.
+    fn wake_session(&self) {
+        self.shared.work.store(true, Ordering::Release);
+        self.shared.waker.wake();
     }
 
     /// Notes that `hub` holds this connection, so that it leaves when its session ends.
@@ -663,6 +669,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 queue: Mutex::new(Queue::default()),
                 queue_limit: limits.send_queue_bytes,
                 room: Event::new(),
+                work: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
                 hubs: Mutex::new(Vec::new()),
             }),
         };
@@ -810,25 +818,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ready
         })
         .await;
+        // Awake now: a send from this task's own callbacks must not wake it again (that
+        // would cost a trip through the executor per message). Work set from now on is
+        // seen by the next poll.
+        drop(self.conn.shared.waker.take());
         self.hot = if first { self.hot + 1 } else { 0 };
         event
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
-        {
-            let mut queue = self.conn.queue();
-            if !queue.messages.is_empty() {
-                return Poll::Ready(Wake::Queued);
+        let shared = &*self.conn.shared;
+        loop {
+            if shared.work.load(Ordering::Acquire) {
+                let queue = self.conn.queue();
+                if !queue.messages.is_empty() {
+                    return Poll::Ready(Wake::Queued);
+                }
+                if queue.closed {
+                    return Poll::Ready(Wake::QueueClosed);
+                }
+                // Taken already: clear it under the lock, so that no push is missed.
+                shared.work.store(false, Ordering::Release);
             }
-            if queue.closed {
-                return Poll::Ready(Wake::QueueClosed);
-            }
-            if !queue
-                .waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                queue.waker = Some(cx.waker().clone());
+            // Register, then look again: work set in between is not missed.
+            shared.waker.register(cx.waker());
+            if !shared.work.load(Ordering::Acquire) {
+                break;
             }
         }
         if self.ticks.poll_next(cx).is_ready() {
@@ -952,6 +967,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let mut queue = self.conn.queue();
             std::mem::swap(&mut queue.messages, &mut self.spare);
             queue.writing_since = Some(Instant::now());
+            if !queue.closed {
+                // Under the lock: a push after this sets it again.
+                self.conn.shared.work.store(false, Ordering::Release);
+            }
         }
         let mut written = 0;
         let mut count = 0;

@@ -589,33 +589,11 @@ fn a_silent_client_is_closed_with_1001_after_the_idle_timeout() {
     let (server_end, client_end) = duplex();
     let server = serve_with(server_end, &limits);
     let client = async {
-        // A raw handshake: reading the 101 byte by byte leaves the frames behind it unread
-        // (a library client may buffer the server's first pings with its answer).
+        // A raw client that never answers: only pings before the close frame.
         let mut raw = client_end;
-        raw.write_all(
-            b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .await
-        .unwrap();
-        let mut response = Vec::new();
-        while !response.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            raw.read_exact(&mut byte).await.unwrap();
-            response.push(byte[0]);
-        }
-        assert!(response.starts_with(b"HTTP/1.1 101 "));
-        // Read raw frames and never answer: skip the pings (0x89 0x00) up to the close frame.
-        let mut head = [0u8; 2];
-        loop {
-            raw.read_exact(&mut head).await.unwrap();
-            let mut payload = vec![0u8; usize::from(head[1] & 0x7F)];
-            raw.read_exact(&mut payload).await.unwrap();
-            if head[0] == 0x88 {
-                return u16::from_be_bytes([payload[0], payload[1]]);
-            }
-            assert_eq!(head[0], 0x89, "only pings before the close");
-        }
+        let (code, opcodes) = common::read_until_close(&mut raw).await;
+        assert!(opcodes.iter().all(|&op| op == 0x89), "{opcodes:?}");
+        code
     };
     let (summary, code) = future::block_on(future::zip(server, client));
     assert_eq!(code, 1001);

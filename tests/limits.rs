@@ -180,33 +180,6 @@ fn a_client_that_stops_reading_is_dropped_after_the_idle_timeout() {
     );
 }
 
-/// Reads raw frames after a raw handshake (no library client that might answer for us),
-/// until the server's close frame; returns its close code. Never writes after the handshake.
-async fn read_until_close(raw: &mut common::Duplex) -> u16 {
-    raw.write_all(
-        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut response = Vec::new();
-    while !response.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        raw.read_exact(&mut byte).await.unwrap();
-        response.push(byte[0]);
-    }
-    assert!(response.starts_with(b"HTTP/1.1 101 "));
-    let mut head = [0u8; 2];
-    loop {
-        raw.read_exact(&mut head).await.unwrap();
-        let mut payload = vec![0u8; usize::from(head[1] & 0x7F)];
-        raw.read_exact(&mut payload).await.unwrap();
-        if head[0] == 0x88 {
-            return u16::from_be_bytes([payload[0], payload[1]]);
-        }
-    }
-}
-
 /// Hardening round 2, item 3 (c): a client closed by the server that never answers the
 /// close frame (and never drops the connection) is let go after `close_timeout`.
 #[test]
@@ -222,7 +195,7 @@ fn a_client_that_never_answers_the_close_frame_is_let_go_after_the_close_timeout
     let (summary, code) = future::block_on(common::bounded(future::zip(
         future::zip(serve(server_end, limits, conns), app),
         async {
-            let code = read_until_close(&mut client_end).await;
+            let code = common::read_until_close(&mut client_end).await.0;
             // Keep the pipe open, and say nothing, until the server has given up.
             (code, client_end)
         },
@@ -244,7 +217,7 @@ fn the_idle_timeout_holds_with_pings_off() {
     let (summary, code) = future::block_on(common::bounded(future::zip(
         serve(server_end, limits, conns),
         async {
-            let code = read_until_close(&mut client_end).await;
+            let code = common::read_until_close(&mut client_end).await.0;
             (code, client_end)
         },
     )));

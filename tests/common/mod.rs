@@ -76,6 +76,38 @@ impl AsyncWrite for Duplex {
     }
 }
 
+/// A raw client: sends the opening handshake, reads the `101` byte by byte (so no frame
+/// behind it is consumed, as a library client might), then reads frames without ever
+/// answering, up to the server's close frame. Returns its close code and the first bytes
+/// (FIN and opcode) of the frames before it.
+pub async fn read_until_close(raw: &mut Duplex) -> (u16, Vec<u8>) {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        raw.read_exact(&mut byte).await.unwrap();
+        response.push(byte[0]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101 "));
+    let mut before = Vec::new();
+    let mut head = [0u8; 2];
+    loop {
+        raw.read_exact(&mut head).await.unwrap();
+        let mut payload = vec![0u8; usize::from(head[1] & 0x7F)];
+        raw.read_exact(&mut payload).await.unwrap();
+        if head[0] == 0x88 {
+            return (u16::from_be_bytes([payload[0], payload[1]]), before);
+        }
+        before.push(head[0]);
+    }
+}
+
 /// A peer address for in-memory connections.
 pub fn peer() -> SocketAddr {
     "127.0.0.1:40000".parse().unwrap()
