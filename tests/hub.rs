@@ -172,3 +172,66 @@ fn a_connection_leaves_the_hub_when_its_session_ends_without_remove() {
         assert_eq!(hub.send_to_user("ann", &Message::text("hi")), 0);
     }
 }
+
+/// A measurement, run by hand (`cargo test --release --test hub -- --ignored --nocapture`):
+/// broadcasts to 10,000 members while another thread joins and leaves other groups, against
+/// the same broadcasts without that churn. Sends read the Hub under a shared lock, so the
+/// churn (which takes it to write, briefly) should cost the broadcasts little.
+#[test]
+#[ignore = "a measurement, not a check: run by hand"]
+fn measure_broadcast_to_10000_members_while_others_join_and_leave() {
+    const MEMBERS: usize = 10_000;
+    let hub = Hub::default();
+    let (opened_tx, opened) = async_channel::unbounded();
+    let handler = Rc::new(Group(hub.clone(), opened_tx));
+    let acceptor = Acceptor::new(Config::default());
+    let ex = smol::LocalExecutor::new();
+    let mut clients = Vec::new();
+    smol::block_on(ex.run(async {
+        for _ in 0..MEMBERS {
+            let (server_end, mut client_end) = duplex_with(256);
+            let (acceptor, handler) = (acceptor.clone(), handler.clone());
+            ex.spawn(async move {
+                let accepted = acceptor.accept(server_end, peer()).await.unwrap();
+                accepted.serve(&*handler).await;
+            })
+            .detach();
+            let _ = common::read_until_101(&mut client_end).await;
+            opened.recv().await.unwrap();
+            clients.push(client_end);
+        }
+    }));
+    assert_eq!(hub.count(), MEMBERS);
+    let msg = Message::text("x");
+    let time = |hub: &Hub| {
+        let started = std::time::Instant::now();
+        for _ in 0..50 {
+            hub.broadcast(&msg, &[]);
+        }
+        started.elapsed() / 50
+    };
+    let quiet = time(&hub);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ids = hub.group_members("g");
+    let churn = {
+        let (hub, stop) = (hub.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = ids[(n as usize) % ids.len()];
+                hub.join(id, "other");
+                hub.leave(id, "other");
+                n += 1;
+            }
+            n
+        })
+    };
+    let busy = time(&hub);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let changes = churn.join().unwrap();
+    eprintln!(
+        "figure: broadcast to {MEMBERS}: {quiet:?} each without churn, {busy:?} each while another \
+         thread made {changes} joins and leaves"
+    );
+    drop(clients);
+}

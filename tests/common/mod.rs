@@ -81,6 +81,24 @@ impl AsyncWrite for Duplex {
 /// answering, up to the server's close frame. Returns its close code and the first bytes
 /// (FIN and opcode) of the frames before it.
 pub async fn read_until_close(raw: &mut Duplex) -> (u16, Vec<u8>) {
+    use futures_lite::AsyncReadExt;
+    read_until_101(raw).await;
+    let mut before = Vec::new();
+    let mut head = [0u8; 2];
+    loop {
+        raw.read_exact(&mut head).await.unwrap();
+        let mut payload = vec![0u8; usize::from(head[1] & 0x7F)];
+        raw.read_exact(&mut payload).await.unwrap();
+        if head[0] == 0x88 {
+            return (u16::from_be_bytes([payload[0], payload[1]]), before);
+        }
+        before.push(head[0]);
+    }
+}
+
+/// A raw client's opening handshake: sends the request and reads the `101` byte by byte,
+/// so no frame behind it is consumed.
+pub async fn read_until_101(raw: &mut Duplex) {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     raw.write_all(
         b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -95,17 +113,6 @@ pub async fn read_until_close(raw: &mut Duplex) -> (u16, Vec<u8>) {
         response.push(byte[0]);
     }
     assert!(response.starts_with(b"HTTP/1.1 101 "));
-    let mut before = Vec::new();
-    let mut head = [0u8; 2];
-    loop {
-        raw.read_exact(&mut head).await.unwrap();
-        let mut payload = vec![0u8; usize::from(head[1] & 0x7F)];
-        raw.read_exact(&mut payload).await.unwrap();
-        if head[0] == 0x88 {
-            return (u16::from_be_bytes([payload[0], payload[1]]), before);
-        }
-        before.push(head[0]);
-    }
 }
 
 /// A peer address for in-memory connections.
