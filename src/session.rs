@@ -4,7 +4,8 @@
 //! [`Session::open`] sends the `101`, [`Session::next_event`] waits for whatever comes
 //! first, [`Session::on_frame`] hands a message to the handler, [`Session::drain`] writes
 //! the send queue corked, [`Session::heartbeat`] pings and enforces the idle timeout,
-//! [`Session::retry_blocked`] applies backpressure on behalf of a full recipient, and
+//! [`Session::poll_blocked`] and [`Session::give_up_on_blocked`] apply backpressure on
+//! behalf of a full recipient (a Hub send from `on_message`), and
 //! [`Session::close`] does the closing handshake. Every write and every wait for the peer
 //! has a deadline, and the loop yields to its executor after a bounded run of work.
 
