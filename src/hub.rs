@@ -139,7 +139,7 @@ impl Hub {
             user: None,
             groups: HashSet::new(),
         };
-        self.lock().connections.insert(conn.id(), member);
+        self.write().connections.insert(conn.id(), member);
         let registry: Arc<dyn session::Registry> = self.inner.clone();
         conn.joined_hub(Arc::downgrade(&registry));
     }
@@ -177,7 +177,7 @@ impl Hub {
     /// assert!(hub.group_members("room").is_empty());
     /// ```
     pub fn remove(&self, id: ConnectionId) {
-        remove(&mut self.lock(), id);
+        remove(&mut self.write(), id);
     }
 
     /// Binds a connection to a user id; a user may have several connections (tabs, devices).
@@ -212,7 +212,7 @@ impl Hub {
     /// assert_eq!(hub.send_to_user("ann", &Message::text("hi ann")), 1);
     /// ```
     pub fn bind_user(&self, id: ConnectionId, user: &str) {
-        let mut state = self.lock();
+        let mut state = self.write();
         let Some(member) = state.connections.get_mut(&id) else {
             return;
         };
@@ -254,7 +254,7 @@ impl Hub {
     /// assert_eq!(hub.group_members("room"), vec![conn.id()]);
     /// ```
     pub fn join(&self, id: ConnectionId, group: &str) {
-        let mut state = self.lock();
+        let mut state = self.write();
         let Some(member) = state.connections.get_mut(&id) else {
             return;
         };
@@ -294,7 +294,7 @@ impl Hub {
     /// assert!(hub.group_members("room").is_empty());
     /// ```
     pub fn leave(&self, id: ConnectionId, group: &str) {
-        let mut state = self.lock();
+        let mut state = self.write();
         if let Some(member) = state.connections.get_mut(&id) {
             member.groups.remove(group);
         }
@@ -606,27 +606,7 @@ impl Hub {
                 Target::All => state.connections.keys().filter_map(pick).collect(),
             }
         };
-        let framed = frame_once(msg);
-        let mut queued = 0;
-        for conn in recipients {
-            // Behind messages already waiting for this recipient: keep their order.
-            let sent = if session::is_deferred(&conn) {
-                Err(SendError::Full)
-            } else {
-                conn.try_send(framed.clone())
-            };
-            match sent {
-                Ok(()) => queued += 1,
-                // Sent from a session's on_message: that session waits for room, up to
-                // Limits::backpressure_timeout, instead of closing a fast reader.
-                Err(SendError::Full) => match session::defer(&conn, framed.clone()) {
-                    Ok(()) => queued += 1,
-                    Err(_) => session::close_slow_consumer(&conn),
-                },
-                Err(SendError::Closed) => {}
-            }
-        }
-        queued
+        session::send_all(recipients, &frame_once(msg))
     }
 
     /// For a send: many at once.
@@ -635,7 +615,7 @@ impl Hub {
     }
 
     /// For a change of who is where.
-    fn lock(&self) -> RwLockWriteGuard<'_, State> {
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.inner.state.write().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -440,6 +440,55 @@ impl Connection {
         true
     }
 
+    /// Closes this connection with 1013 (try again later, RFC 6455 section 7.4.1) because
+    /// its send queue stays full: the client reads slower than it is sent to. The first call
+    /// logs one warning (with the bytes queued and a running count, see
+    /// [`hub::slow_consumers_closed`](crate::hub::slow_consumers_closed)); later calls, for
+    /// the messages that keep coming while it closes, do nothing. Returns whether this call
+    /// closed it.
+    ///
+    /// ```
+    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # struct Keep(async_channel::Sender<Connection>);
+    /// # impl Handler for Keep {
+    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
+    /// #     fn on_message(&self, _: &Connection, _: Message) {}
+    /// # }
+    /// # let conn = smol::block_on(async {
+    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let a = l.local_addr().unwrap();
+    /// #     smol::spawn(async move {
+    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
+    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
+    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    /// #     }).detach();
+    /// #     let (s, p) = l.accept().await.unwrap();
+    /// #     let (tx, rx) = async_channel::bounded(1);
+    /// #     smol::spawn(async move {
+    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
+    /// #         accepted.serve(&Keep(tx)).await;
+    /// #     }).detach();
+    /// #     rx.recv().await.unwrap()
+    /// # });
+    /// if conn.try_send(Message::text("hello")) == Err(SendError::Full) {
+    ///     conn.close_slow();
+    /// }
+    /// assert!(conn.close_slow()); // the first call closes and logs
+    /// assert!(!conn.close_slow()); // later ones do nothing
+    /// ```
+    pub fn close_slow(&self) -> bool {
+        let queued = self.buffered_bytes();
+        let first = self.close(CloseCode::Again, "send queue full: reading too slowly");
+        if first {
+            let total = SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed) + 1;
+            log::warn!(
+                "{}: send queue full ({queued} bytes): the client reads too slowly; closing with 1013 ({total} slow clients closed so far)",
+                self.request().client_ip,
+            );
+        }
+        first
+    }
+
     /// Whether the connection is closing or closed: sends fail with [`SendError::Closed`].
     ///
     /// ```
@@ -508,20 +557,6 @@ static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
 /// queue stayed full: each is counted once, with one warning line.
 pub(crate) fn slow_consumers_closed() -> u64 {
     SLOW_CONSUMERS.load(Ordering::Relaxed)
-}
-
-/// Closes a connection whose send queue is full with 1013 (try again later). The first
-/// call for a connection logs one warning and counts it in [`slow_consumers_closed`];
-/// later calls, for the messages that keep coming while it closes, do neither.
-pub(crate) fn close_slow_consumer(conn: &Connection) {
-    let queued = conn.buffered_bytes();
-    if conn.close(CloseCode::Again, "send queue full: reading too slowly") {
-        let total = SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed) + 1;
-        log::warn!(
-            "{}: send queue full ({queued} bytes): the client reads too slowly; closing with 1013 ({total} slow clients closed so far)",
-            conn.request().client_ip,
-        );
-    }
 }
 
 /// What a finished session did, for the close log line.
@@ -614,45 +649,54 @@ enum Wake {
     BlockedTimeout,
 }
 
+/// The sends a handler's `on_message` made to full queues, while it runs on this thread.
+struct Deferred {
+    blocked: Vec<Blocked>,
+    /// The sending session's [`Limits::backpressure_timeout`].
+    timeout: Duration,
+}
+
 thread_local! {
-    /// While a handler's `on_message` runs on this thread: the sends it made to full queues.
-    static BLOCKED: RefCell<Option<Vec<Blocked>>> = const { RefCell::new(None) };
-    /// The sending session's `Limits::backpressure_timeout`, set with `BLOCKED`.
-    static BACKPRESSURE_TIMEOUT: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+    static DEFERRED: RefCell<Option<Deferred>> = const { RefCell::new(None) };
 }
 
-/// Called by the Hub when `conn`'s queue is full, or is already waited on, for a send made
-/// inside a handler's `on_message`: the message is kept, and the sending session stops
-/// reading until it is queued. Returns the message back when no session is sending here.
-pub(crate) fn defer(conn: &Connection, msg: Message) -> Result<(), Message> {
-    BLOCKED.with(|blocked| match blocked.borrow_mut().as_mut() {
-        Some(list) => {
-            match list.iter_mut().find(|b| b.conn.id() == conn.id()) {
-                Some(b) => b.messages.push_back(msg),
-                None => {
-                    let since = conn.queue().writing_since.unwrap_or_else(Instant::now);
-                    list.push(Blocked {
-                        conn: conn.clone(),
-                        deadline: since + BACKPRESSURE_TIMEOUT.with(|t| t.get()),
-                        messages: VecDeque::from([msg]),
-                        room: None,
-                    })
-                }
+/// Queues `msg` for each of `recipients` (the Hub's sends), and returns for how many.
+///
+/// Inside a handler's `on_message`, a recipient whose queue is full (or that this sender
+/// waits on already, to keep the order) gets the message later: the sending session stops
+/// reading until it is queued. Anywhere else a full recipient is closed with 1013.
+pub(crate) fn send_all(recipients: Vec<Connection>, msg: &Message) -> usize {
+    DEFERRED.with(|deferred| {
+        let mut deferred = deferred.borrow_mut();
+        let mut queued = 0;
+        for conn in recipients {
+            let waiting = deferred
+                .as_mut()
+                .and_then(|d| d.blocked.iter_mut().find(|b| b.conn.id() == conn.id()));
+            if let Some(b) = waiting {
+                b.messages.push_back(msg.clone());
+                queued += 1;
+                continue;
             }
-            Ok(())
+            match (conn.push(msg.clone()), deferred.as_mut()) {
+                (Ok(()), _) => queued += 1,
+                (Err((SendError::Full, back)), Some(d)) => {
+                    let since = conn.queue().writing_since.unwrap_or_else(Instant::now);
+                    d.blocked.push(Blocked {
+                        deadline: since + d.timeout,
+                        conn,
+                        messages: VecDeque::from([back]),
+                        room: None,
+                    });
+                    queued += 1;
+                }
+                (Err((SendError::Full, _)), None) => {
+                    conn.close_slow();
+                }
+                (Err(_), _) => {}
+            }
         }
-        None => Err(msg),
-    })
-}
-
-/// Whether the session sending on this thread waits on `conn` already: later messages to
-/// it must queue behind the deferred ones, to keep their order.
-pub(crate) fn is_deferred(conn: &Connection) -> bool {
-    BLOCKED.with(|blocked| {
-        blocked
-            .borrow()
-            .as_ref()
-            .is_some_and(|list| list.iter().any(|b| b.conn.id() == conn.id()))
+        queued
     })
 }
 
@@ -896,7 +940,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.blocked.retain(|b| {
             let late = b.deadline <= now;
             if late {
-                close_slow_consumer(&b.conn);
+                b.conn.close_slow();
             }
             !late
         });
@@ -921,10 +965,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match msg {
             Message::Text(_) | Message::Binary(_) => {
                 self.summary.messages_in += 1;
-                BLOCKED.with(|b| *b.borrow_mut() = Some(std::mem::take(&mut self.blocked)));
-                BACKPRESSURE_TIMEOUT.with(|t| t.set(self.limits.backpressure_timeout));
+                let deferred = Deferred {
+                    blocked: std::mem::take(&mut self.blocked),
+                    timeout: self.limits.backpressure_timeout,
+                };
+                DEFERRED.with(|d| *d.borrow_mut() = Some(deferred));
                 handler.on_message(&self.conn, msg);
-                self.blocked = BLOCKED.with(|b| b.borrow_mut().take()).unwrap_or_default();
+                self.blocked = DEFERRED
+                    .with(|d| d.borrow_mut().take())
+                    .map_or_else(Vec::new, |d| d.blocked);
                 if !self.blocked.is_empty() {
                     self.arm_blocked_timer();
                 }
@@ -967,7 +1016,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         {
             let mut queue = self.conn.queue();
             std::mem::swap(&mut queue.messages, &mut self.spare);
-            queue.writing_since = Some(Instant::now());
             if !queue.closed {
                 // Under the lock: a push after this sets it again.
                 self.conn.shared.work.store(false, Ordering::Release);
@@ -985,7 +1033,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ws.flush().await
         };
         let limit = self.limits.idle_timeout;
-        let result = within(&mut self.deadline, limit, cork).await;
+        // A write that cannot finish at once shows, from now, to senders that block on it.
+        let conn = &self.conn;
+        let stuck = || conn.queue().writing_since = Some(Instant::now());
+        let result = within_noting(&mut self.deadline, limit, cork, stuck).await;
         self.summary.messages_out += count;
         {
             let mut queue = self.conn.queue();
@@ -1074,15 +1125,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 /// `fut`'s output, or `None` if `limit` passes first. The timer is armed only when
 /// `fut` does not finish at once, so the usual write costs no timer.
 async fn within<T>(timer: &mut Timer, limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    within_noting(timer, limit, fut, || {}).await
+}
+
+/// [`within`], calling `waits` once if `fut` does not finish at once.
+async fn within_noting<T>(
+    timer: &mut Timer,
+    limit: Duration,
+    fut: impl Future<Output = T>,
+    waits: impl FnOnce(),
+) -> Option<T> {
     let mut fut = pin!(fut);
-    let mut armed = false;
+    let mut waits = Some(waits);
     future::poll_fn(|cx| {
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
-        if !armed {
+        if let Some(waits) = waits.take() {
             timer.set_after(limit);
-            armed = true;
+            waits();
         }
         match Pin::new(&mut *timer).poll(cx) {
             Poll::Ready(_) => Poll::Ready(None),

@@ -184,17 +184,8 @@ impl Handler for Mode {
                 Ok(())
             }
         };
-        if let Err(wssd::SendError::Full) = sent
-            && conn.close(
-                wssd::CloseCode::Again,
-                "send queue full: reading too slowly",
-            )
-        {
-            log::warn!(
-                "{}: send queue full ({} bytes): the client reads too slowly; closing with 1013",
-                conn.request().client_ip,
-                conn.buffered_bytes()
-            );
+        if let Err(wssd::SendError::Full) = sent {
+            conn.close_slow();
         }
     }
 
