@@ -60,6 +60,24 @@ async fn raw_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     String::from_utf8_lossy(&head).into_owned()
 }
 
+/// Reads `count` messages that are `expected`, skipping pings and pongs; anything else
+/// (a close, an error, another message) fails the test. Returns `count`.
+async fn read_messages<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut async_tungstenite::WebSocketStream<S>,
+    count: usize,
+    expected: impl Fn(&Message) -> bool,
+) -> usize {
+    let mut got = 0;
+    while got < count {
+        match ws.next().await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(msg)) if expected(&msg) => got += 1,
+            other => panic!("after {got} messages: {other:?}"),
+        }
+    }
+    got
+}
+
 /// The blocking version, for clients that must never read past the handshake.
 fn std_handshake(addr: SocketAddr) -> StdTcp {
     let mut tcp = StdTcp::connect(addr).unwrap();
@@ -301,18 +319,12 @@ fn a_burst_into_a_room_slows_the_sender_and_disconnects_no_fast_reader() {
             .into_iter()
             .map(|mut ws| {
                 smol::spawn(async move {
-                    let mut got = 0;
-                    while got < 1000 {
-                        match ws.next().await {
-                            Some(Ok(Message::Text(t))) => {
-                                assert_eq!(t.len(), 1024);
-                                got += 1;
-                            }
-                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                            other => panic!("after {got} messages: {other:?}"),
-                        }
-                    }
-                    got
+                    read_messages(
+                        &mut ws,
+                        1000,
+                        |m| matches!(m, Message::Text(t) if t.len() == 1024),
+                    )
+                    .await
                 })
             })
             .collect();
@@ -344,15 +356,7 @@ fn slow_clients_give_one_log_line_each_and_a_fast_reader_gets_everything() {
         let mut sender = TcpStream::connect(server.addr()).await.unwrap();
         raw_handshake(&mut sender, REQUEST).await;
         let read = smol::spawn(async move {
-            let mut got = 0;
-            while got < COUNT {
-                match reader.next().await {
-                    Some(Ok(Message::Text(_))) => got += 1,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    other => panic!("after {got} messages: {other:?}"),
-                }
-            }
-            got
+            read_messages(&mut reader, COUNT, |m| matches!(m, Message::Text(_))).await
         });
         let chunk = batch(&frame(0x81, &[b's'; 1024]), 1000);
         for _ in 0..COUNT / 1000 {
@@ -390,18 +394,12 @@ fn an_unreachable_redis_does_not_grow_memory_past_the_publish_queue() {
             .await
             .unwrap();
         let read = smol::spawn(async move {
-            let mut got = 0;
-            while got < COUNT {
-                match reader.next().await {
-                    Some(Ok(Message::Binary(b))) => {
-                        assert_eq!(b.len(), 1_000_000);
-                        got += 1;
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    other => panic!("after {got} messages: {other:?}"),
-                }
-            }
-            got
+            read_messages(
+                &mut reader,
+                COUNT,
+                |m| matches!(m, Message::Binary(b) if b.len() == 1_000_000),
+            )
+            .await
         });
         let payload = vec![7u8; 1_000_000];
         for _ in 0..COUNT {
@@ -451,20 +449,9 @@ fn probe(args: &[&str]) -> (bool, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id().to_string();
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-            finished.recv_timeout(Duration::from_secs(30))
-        {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-            return true;
-        }
-        false
-    });
+    let watchdog = common::Watchdog::arm(child.id());
     let out = child.wait_with_output().unwrap();
-    drop(done);
-    let killed = watchdog.join().unwrap();
+    let killed = watchdog.disarm();
     let mut stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if killed {
         stdout.push_str("\nkilled by the watchdog after 30 s");

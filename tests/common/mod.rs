@@ -309,19 +309,9 @@ impl Wssd {
     /// Waits for the process to exit (after a signal). A watchdog kills it after 30 s,
     /// which then shows as death by SIGKILL in the returned status.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let pid = self.pid().to_string();
-        let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
-        let watchdog = std::thread::spawn(move || {
-            // Disconnected means it exited in time; only a timeout kills.
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                cancelled.recv_timeout(Duration::from_secs(30))
-            {
-                let _ = Command::new("kill").args(["-KILL", &pid]).status();
-            }
-        });
+        let watchdog = Watchdog::arm(self.pid());
         let status = self.child.wait().unwrap();
-        drop(cancel);
-        watchdog.join().unwrap();
+        watchdog.disarm();
         status
     }
 
@@ -354,6 +344,40 @@ impl Drop for Wssd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Kills a process with SIGKILL if it has not exited 30 s after [`Watchdog::arm`], so that
+/// a hung process cannot hang the suite.
+pub struct Watchdog {
+    cancel: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    /// Starts watching process `pid`.
+    pub fn arm(pid: u32) -> Watchdog {
+        let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // Disconnected means it exited in time; only a timeout kills.
+            let late = matches!(
+                cancelled.recv_timeout(Duration::from_secs(30)),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            );
+            if late {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            late
+        });
+        Watchdog { cancel, thread }
+    }
+
+    /// Stops watching, once the process has exited; returns whether the watchdog killed it.
+    pub fn disarm(self) -> bool {
+        drop(self.cancel);
+        self.thread.join().unwrap()
     }
 }
 
