@@ -9,20 +9,16 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream as StdTcp};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Wssd, bounded};
+use common::{UPGRADE_REQUEST, Wssd, bounded, raw_handshake};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, future};
 use futures_util::StreamExt;
 use smol::net::TcpStream;
 use wssd::Message;
-
-const REQUEST: &[u8] =
-    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
 /// A masked client frame (mask key 0, so the payload goes as is) with this first byte.
 fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
@@ -42,22 +38,6 @@ fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
 /// `count` copies of `one`, as one buffer.
 fn batch(one: &[u8], count: usize) -> Vec<u8> {
     one.repeat(count)
-}
-
-/// Sends the opening handshake and reads the answer's head, byte by byte, so nothing
-/// after it is consumed. Returns the head.
-async fn raw_handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    request: &[u8],
-) -> String {
-    stream.write_all(request).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// Reads `count` messages that are `expected`, skipping pings and pongs; anything else
@@ -81,14 +61,9 @@ async fn read_messages<S: AsyncRead + AsyncWrite + Unpin>(
 /// The blocking version, for clients that must never read past the handshake.
 fn std_handshake(addr: SocketAddr) -> StdTcp {
     let mut tcp = StdTcp::connect(addr).unwrap();
-    tcp.write_all(REQUEST).unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        tcp.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    tcp.write_all(UPGRADE_REQUEST).unwrap();
+    let head = common::read_head_blocking(&mut tcp).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     tcp
 }
 
@@ -148,13 +123,13 @@ fn start_flooders(server: &Wssd, n: usize, tls_ca: Option<&str>, batch: &[u8]) -
                 match connector {
                     None => {
                         let mut tcp = tcp;
-                        raw_handshake(&mut tcp, REQUEST).await;
+                        raw_handshake(&mut tcp, UPGRADE_REQUEST).await;
                         ready_tx.send(()).unwrap();
                         flood(tcp, batch, stop).await;
                     }
                     Some(connector) => {
                         let mut tls = connector.connect(common::localhost(), tcp).await.unwrap();
-                        raw_handshake(&mut tls, REQUEST).await;
+                        raw_handshake(&mut tls, UPGRADE_REQUEST).await;
                         ready_tx.send(()).unwrap();
                         flood(tls, batch, stop).await;
                     }
@@ -314,7 +289,7 @@ fn a_burst_into_a_room_slows_the_sender_and_disconnects_no_fast_reader() {
             readers.push(ws);
         }
         let mut sender = TcpStream::connect(server.addr()).await.unwrap();
-        raw_handshake(&mut sender, REQUEST).await;
+        raw_handshake(&mut sender, UPGRADE_REQUEST).await;
         let tasks: Vec<_> = readers
             .into_iter()
             .map(|mut ws| {
@@ -354,7 +329,7 @@ fn slow_clients_give_one_log_line_each_and_a_fast_reader_gets_everything() {
             .await
             .unwrap();
         let mut sender = TcpStream::connect(server.addr()).await.unwrap();
-        raw_handshake(&mut sender, REQUEST).await;
+        raw_handshake(&mut sender, UPGRADE_REQUEST).await;
         let read = smol::spawn(async move {
             read_messages(&mut reader, COUNT, |m| matches!(m, Message::Text(_))).await
         });
@@ -420,10 +395,9 @@ fn an_unreachable_redis_does_not_grow_memory_past_the_publish_queue() {
 fn control_characters_in_the_path_are_escaped_in_the_log() {
     let server = Wssd::start(&["--plain"]);
     let path = "/a\u{9b}31mb\u{85}c\u{2028}d\u{202e}e";
-    let request =
-        String::from_utf8(REQUEST.to_vec())
-            .unwrap()
-            .replacen("GET / ", &format!("GET {path} "), 1);
+    let request = String::from_utf8(UPGRADE_REQUEST.to_vec())
+        .unwrap()
+        .replacen("GET / ", &format!("GET {path} "), 1);
     smol::block_on(bounded(async {
         let mut tcp = TcpStream::connect(server.addr()).await.unwrap();
         raw_handshake(&mut tcp, request.as_bytes()).await;
@@ -481,15 +455,9 @@ fn ping_streaming_server(tls: Option<std::sync::Arc<wssd::rustls::ServerConfig>>
 }
 
 async fn stream_pings<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        if stream.read_exact(&mut byte).await.is_err() {
-            return;
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    let Ok(head) = common::read_head(&mut stream).await else {
+        return;
+    };
     let key = head
         .lines()
         .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
@@ -539,15 +507,9 @@ fn one_answer_server(answer: impl FnOnce(&str) -> Vec<u8> + Send + 'static) -> S
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let (mut tcp, _) = listener.accept().unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            if tcp.read_exact(&mut byte).is_err() {
-                return;
-            }
-            head.push(byte[0]);
+        if let Ok(head) = common::read_head_blocking(&mut tcp) {
+            let _ = tcp.write_all(&answer(&head));
         }
-        let _ = tcp.write_all(&answer(&String::from_utf8_lossy(&head)));
     });
     addr
 }

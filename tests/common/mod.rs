@@ -96,23 +96,49 @@ pub async fn read_until_close(raw: &mut Duplex) -> (u16, Vec<u8>) {
     }
 }
 
-/// A raw client's opening handshake: sends the request and reads the `101` byte by byte,
-/// so no frame behind it is consumed.
-pub async fn read_until_101(raw: &mut Duplex) {
-    use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    raw.write_all(
-        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut response = Vec::new();
-    while !response.ends_with(b"\r\n\r\n") {
+/// An opening handshake request for `/`, with the RFC 6455 sample key.
+pub const UPGRADE_REQUEST: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// Reads an HTTP head (up to and with the blank line) byte by byte, so that nothing after
+/// it is consumed.
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<String> {
+    use futures_lite::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
-        raw.read_exact(&mut byte).await.unwrap();
-        response.push(byte[0]);
+        stream.read_exact(&mut byte).await?;
+        head.push(byte[0]);
     }
-    assert!(response.starts_with(b"HTTP/1.1 101 "));
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// [`read_head`] on a blocking stream.
+pub fn read_head_blocking(stream: &mut impl io::Read) -> io::Result<String> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte)?;
+        head.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Sends `request` and reads the answer's head; returns it.
+pub async fn raw_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+) -> String {
+    use futures_lite::AsyncWriteExt;
+    stream.write_all(request).await.unwrap();
+    read_head(stream).await.unwrap()
+}
+
+/// A raw client's opening handshake, [`UPGRADE_REQUEST`], expecting `101`.
+pub async fn read_until_101<S: AsyncRead + AsyncWrite + Unpin>(raw: &mut S) {
+    let head = raw_handshake(raw, UPGRADE_REQUEST).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
 }
 
 /// A peer address for in-memory connections.
