@@ -1001,7 +1001,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let limit = self.limits.close_timeout;
                 let ws = &mut self.ws;
                 within(&mut self.deadline, limit, async {
-                    while let Some(Ok(_)) = ws.next().await {}
+                    while let Some(Ok(_)) = ws.next().await {
+                        // A peer that keeps sending must not hold us past the deadline.
+                        future::yield_now().await;
+                    }
                 })
                 .await;
                 Err(frame)
@@ -1115,7 +1118,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let ws = &mut self.ws;
         within(&mut self.deadline, limit, async {
             if ws.close(frame).await.is_ok() {
-                while let Some(Ok(_)) = ws.next().await {}
+                while let Some(Ok(_)) = ws.next().await {
+                    // A peer that keeps sending must not hold us past the deadline.
+                    future::yield_now().await;
+                }
             }
         })
         .await;
