@@ -442,8 +442,6 @@ fn tls_hint(e: &io::Error) -> &'static str {
     match e.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
         Some(Error::PeerIncompatible(
             PeerIncompatible::Tls12NotOffered
-            | PeerIncompatible::Tls12NotOfferedOrEnabled
-            | PeerIncompatible::SignatureAlgorithmsExtensionRequired
             | PeerIncompatible::SupportedVersionsExtensionRequired,
         )) => {
             " (the client offers only TLS 1.1 or older; wssd requires TLS 1.2 or 1.3, as WeChat does: update the client)"
