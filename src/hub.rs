@@ -650,7 +650,7 @@ fn frame_once(msg: &Message) -> Message {
 /// How many connections this process closed with 1013 (try again later) because their send
 /// queue stayed full: each is counted once, with one warning line.
 pub fn slow_consumers_closed() -> u64 {
-    session::slow_consumers_closed()
+    session::SLOW_CONSUMERS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl session::Registry for Inner {

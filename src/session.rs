@@ -551,13 +551,8 @@ pub(crate) trait Registry: Send + Sync {
     fn forget(&self, id: ConnectionId);
 }
 
-static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
-
-/// How many connections this process closed with 1013 (try again later) because their send
-/// queue stayed full: each is counted once, with one warning line.
-pub(crate) fn slow_consumers_closed() -> u64 {
-    SLOW_CONSUMERS.load(Ordering::Relaxed)
-}
+/// Connections closed by [`Connection::close_slow`]; read by `hub::slow_consumers_closed`.
+pub(crate) static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
 
 /// What a finished session did, for the close log line.
 #[derive(Debug, Clone, Default)]
