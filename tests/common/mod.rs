@@ -66,7 +66,13 @@ impl AsyncWrite for Duplex {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.write).poll_write(cx, buf)
+        // A write with room in the pipe succeeds at once, as on a socket with room in its
+        // send buffer; piper's poll_write may instead yield at random, which would drop a
+        // best-effort write such as rustls' last alert before an error.
+        match self.write.try_fill(buf) {
+            0 => Pin::new(&mut self.write).poll_write(cx, buf),
+            n => Poll::Ready(Ok(n)),
+        }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.write).poll_flush(cx)
