@@ -442,12 +442,10 @@ impl CertFiles {
         let mut first = None;
         match load_certified_key(&self.default.0, &self.default.1) {
             Ok(certified) => {
-                log::info!(
-                    "reloaded {}: SHA-256 {}",
-                    self.default.0.display(),
-                    fingerprint(&certified.cert[0])
-                );
+                // Swapped first, then logged: once the line is out, handshakes get it.
+                let sha = fingerprint(&certified.cert[0]);
                 self.resolver.set_default(certified);
+                log::info!("reloaded {}: SHA-256 {sha}", self.default.0.display());
             }
             Err(e) => {
                 log::error!("reload failed, keeping the current certificate: {e}");
@@ -457,12 +455,9 @@ impl CertFiles {
         for (name, cert, key) in &self.sni {
             match load_certified_key(cert, key) {
                 Ok(certified) => {
-                    log::info!(
-                        "reloaded SNI {name} from {}: SHA-256 {}",
-                        cert.display(),
-                        fingerprint(&certified.cert[0])
-                    );
+                    let sha = fingerprint(&certified.cert[0]);
                     self.resolver.set_for_name(name, certified);
+                    log::info!("reloaded SNI {name} from {}: SHA-256 {sha}", cert.display());
                 }
                 Err(e) => {
                     log::error!(
