@@ -36,7 +36,7 @@ use crate::Message;
 use crate::config::Limits;
 use crate::request::Request;
 use crate::text::escape;
-use crate::transport::{TooManyFragments, WebSocket};
+use crate::transport::{GuardError, WebSocket};
 
 /// What the embedder's code does when a connection opens, sends a message, and closes.
 ///
@@ -1175,9 +1175,11 @@ fn is_disconnect(e: &tungstenite::Error) -> bool {
 fn fail_code(e: &tungstenite::Error) -> Option<CloseCode> {
     match e {
         tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
-        tungstenite::Error::Io(e) if e.get_ref().is_some_and(|e| e.is::<TooManyFragments>()) => {
-            Some(CloseCode::Size)
-        }
+        tungstenite::Error::Io(e) => match e.get_ref().and_then(|e| e.downcast_ref()) {
+            Some(GuardError::TooManyFragments(_)) => Some(CloseCode::Size),
+            Some(GuardError::InvalidUtf8) => Some(CloseCode::Invalid),
+            None => None,
+        },
         tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
         tungstenite::Error::Protocol(
             ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,

@@ -238,9 +238,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
-/// Counts the frames of the message being received, from the frame headers in the
-/// byte stream (RFC 6455 section 5.2), skipping payloads without looking at them.
-/// It is armed once the opening handshake is done.
+/// Watches the incoming frames as their bytes arrive, before tungstenite parses them
+/// (RFC 6455 section 5.2): it counts the frames of each data message against
+/// [`Limits::max_fragments`](crate::Limits::max_fragments) (section 5.4), and checks the
+/// payload of text messages for UTF-8 as it arrives, so that a message that turns invalid
+/// fails at the fragment, or the part of a frame, that breaks it (section 8.1), not when it
+/// completes. It is armed once the opening handshake is done.
 #[derive(Debug)]
 pub(crate) struct FragmentGuard {
     max: usize,
@@ -251,25 +254,42 @@ pub(crate) struct FragmentGuard {
     header_len: u8,
     /// Frames of the current data message so far.
     frames: usize,
+    /// Whether the current data message is text (its first frame had opcode 1).
+    text: bool,
+    /// Whether the current frame's payload is checked for UTF-8 (a text message's frame).
+    checking: bool,
+    /// The current frame's masking key, and the offset of the next payload byte (RFC 6455 section 5.3).
+    mask: [u8; 4],
+    mask_pos: usize,
+    /// The start of a UTF-8 sequence that the bytes so far left unfinished (at most 3 bytes).
+    partial: [u8; 3],
+    partial_len: u8,
     /// Off until the opening handshake is done.
     pub(crate) armed: bool,
 }
 
-/// The io error a [`FragmentGuard`] raises; the session loop closes with 1009 for it.
+/// The io errors a [`FragmentGuard`] raises; the session loop closes with the code each names.
 #[derive(Debug)]
-pub(crate) struct TooManyFragments(pub usize);
+pub(crate) enum GuardError {
+    /// A message in more fragments than the limit: close code 1009.
+    TooManyFragments(usize),
+    /// A text message whose bytes so far are not UTF-8: close code 1007 (RFC 6455 section 8.1).
+    InvalidUtf8,
+}
 
-impl fmt::Display for TooManyFragments {
+impl fmt::Display for GuardError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "a message in more than {} fragments (Limits::max_fragments)",
-            self.0
-        )
+        match self {
+            GuardError::TooManyFragments(max) => write!(
+                f,
+                "a message in more than {max} fragments (Limits::max_fragments)"
+            ),
+            GuardError::InvalidUtf8 => write!(f, "invalid UTF-8 in a text message"),
+        }
     }
 }
 
-impl std::error::Error for TooManyFragments {}
+impl std::error::Error for GuardError {}
 
 impl FragmentGuard {
     pub(crate) fn new(max: usize) -> Self {
@@ -279,6 +299,12 @@ impl FragmentGuard {
             header: [0; 14],
             header_len: 0,
             frames: 0,
+            text: false,
+            checking: false,
+            mask: [0; 4],
+            mask_pos: 0,
+            partial: [0; 3],
+            partial_len: 0,
             armed: false,
         }
     }
@@ -289,9 +315,12 @@ impl FragmentGuard {
         }
         while !bytes.is_empty() {
             if self.payload_left > 0 {
-                let skip = self.payload_left.min(bytes.len() as u64);
-                self.payload_left -= skip;
-                bytes = &bytes[skip as usize..];
+                let take = self.payload_left.min(bytes.len() as u64) as usize;
+                if self.checking {
+                    self.check_utf8(&bytes[..take])?;
+                }
+                self.payload_left -= take as u64;
+                bytes = &bytes[take..];
                 continue;
             }
             self.header[usize::from(self.header_len)] = bytes[0];
@@ -306,8 +335,9 @@ impl FragmentGuard {
                 127 => 8,
                 _ => 0,
             };
-            let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
-            if h.len() < 2 + extended + mask {
+            let masked = h[1] & 0x80 != 0;
+            let mask_len = if masked { 4 } else { 0 };
+            if h.len() < 2 + extended + mask_len {
                 continue;
             }
             let len = match extended {
@@ -317,21 +347,65 @@ impl FragmentGuard {
                     .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
             };
             let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0F);
+            self.mask = [0; 4];
+            if masked {
+                self.mask
+                    .copy_from_slice(&h[2 + extended..2 + extended + 4]);
+            }
+            self.mask_pos = 0;
+            // RSV1 set means a compressed payload (RFC 7692), which is not checked here.
+            let plain = h[0] & 0x70 == 0;
+            self.checking = false;
             if opcode < 8 {
                 // A data frame: 0 continues a message, 1 and 2 start one.
+                if opcode != 0 {
+                    self.text = opcode == 1;
+                    self.partial_len = 0;
+                }
                 self.frames = if opcode == 0 { self.frames + 1 } else { 1 };
                 if self.frames > self.max {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        TooManyFragments(self.max),
+                        GuardError::TooManyFragments(self.max),
                     ));
                 }
+                self.checking = self.text && plain;
                 if fin {
                     self.frames = 0;
                 }
             }
             self.payload_left = len;
             self.header_len = 0;
+        }
+        Ok(())
+    }
+
+    /// Unmasks `payload` (the next bytes of a text frame) and checks that the message so far
+    /// is UTF-8, allowing a sequence cut off at the end. An unfinished sequence at the end
+    /// of the message is left to tungstenite, which checks the whole message.
+    fn check_utf8(&mut self, payload: &[u8]) -> io::Result<()> {
+        let mut block = [0u8; 512];
+        for chunk in payload.chunks(block.len() - 3) {
+            let start = usize::from(self.partial_len);
+            block[..start].copy_from_slice(&self.partial[..start]);
+            for (out, byte) in block[start..].iter_mut().zip(chunk) {
+                *out = byte ^ self.mask[self.mask_pos & 3];
+                self.mask_pos += 1;
+            }
+            let end = start + chunk.len();
+            self.partial_len = 0;
+            if let Err(e) = std::str::from_utf8(&block[..end]) {
+                if e.error_len().is_some() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        GuardError::InvalidUtf8,
+                    ));
+                }
+                // Cut off at the end: keep the start of the sequence for the next bytes.
+                let tail = &block[e.valid_up_to()..end];
+                self.partial[..tail.len()].copy_from_slice(tail);
+                self.partial_len = tail.len() as u8;
+            }
         }
         Ok(())
     }

@@ -104,6 +104,114 @@ fn a_message_in_a_few_fragments_arrives_whole() {
     );
 }
 
+/// A client frame with this first byte, masked with `key` (RFC 6455 section 5.3).
+fn masked(first: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut out = vec![first, 0x80 | payload.len() as u8];
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+/// Writes `parts` in turn, each after the previous was read by the server's guard, and
+/// returns the close code the server sends, without ever completing the message.
+fn close_code_after(parts: Vec<Vec<u8>>) -> (Option<u16>, wssd::SessionSummary) {
+    let (server_end, client_end) = duplex();
+    let (conns, _keep) = async_channel::unbounded();
+    let client = async {
+        let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        let mut raw = ws.into_inner();
+        for part in parts {
+            // The server may close before reading all of it.
+            let _ = raw.write_all(&part).await;
+        }
+        // The message is never finished: only a check of the bytes so far can close it.
+        let mut head = [0u8; 4];
+        raw.read_exact(&mut head).await.ok()?;
+        assert_eq!(head[0], 0x88, "a close frame");
+        Some(u16::from_be_bytes([head[2], head[3]]))
+    };
+    let (summary, code) = future::block_on(common::bounded(future::zip(
+        serve(server_end, Limits::default(), conns),
+        client,
+    )));
+    (code, summary)
+}
+
+#[test]
+fn invalid_utf8_fails_at_the_fragment_that_breaks_it_with_1007() {
+    // Autobahn 6.4.3: a valid first fragment, then one with an invalid sequence; no final one.
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let (code, summary) = close_code_after(vec![
+        masked(0x01, key, "κόσμε".as_bytes()),
+        masked(
+            0x00,
+            key,
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80",
+        ),
+    ]);
+    assert_eq!(code, Some(1007));
+    assert_eq!(summary.close_code, Some(CloseCode::Invalid));
+}
+
+#[test]
+fn invalid_utf8_fails_in_the_part_of_a_frame_that_breaks_it_with_1007() {
+    // Autobahn 6.4.4: one text frame announced whole, of which only the bad part arrives.
+    let key = [1, 2, 3, 4];
+    let mut frame = masked(0x81, key, b"abc\xf4\x90\x80\x80 and more that never comes");
+    frame.truncate(2 + 4 + 7);
+    let (code, _) = close_code_after(vec![frame]);
+    assert_eq!(code, Some(1007));
+}
+
+#[test]
+fn a_character_split_across_fragments_and_masks_arrives_whole() {
+    let (server_end, client_end) = duplex();
+    let (conns, _keep) = async_channel::unbounded();
+    let euro = "€".as_bytes(); // three bytes
+    let client = async {
+        let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        let mut raw = ws.into_inner();
+        let mut message = masked(0x01, [9, 8, 7, 6], &[b'a', euro[0]]);
+        message.extend(masked(0x89, [5, 5, 5, 5], b"\xff")); // a ping's payload is not text
+        message.extend(masked(0x00, [1, 0, 1, 0], &euro[1..2]));
+        message.extend(masked(0x80, [0xff, 0, 0xff, 0], &[euro[2], b'b']));
+        // A binary message may hold anything.
+        message.extend(masked(0x82, [3, 3, 3, 3], b"\xff\xfe"));
+        raw.write_all(&message).await.unwrap();
+        let mut ws = async_tungstenite::WebSocketStream::from_raw_socket(
+            raw,
+            wssd::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            got.push(ws.next().await.unwrap().unwrap());
+        }
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+        got
+    };
+    let (summary, got) = future::block_on(common::bounded(future::zip(
+        serve(server_end, Limits::default(), conns),
+        client,
+    )));
+    assert_eq!(
+        got,
+        vec![
+            Message::Pong(b"\xff".to_vec().into()),
+            Message::text("a€b"),
+            Message::binary(b"\xff\xfe".to_vec()),
+        ]
+    );
+    assert_eq!(summary.error, None);
+}
+
 #[test]
 fn a_full_send_queue_says_full_then_send_waits_and_nothing_is_lost() {
     // A 1 KiB pipe: the server's writes stall until the client reads.
