@@ -282,7 +282,10 @@ impl Acceptor {
                 }
             }
         };
-        let (response, subprotocol) = match handshake::decide(&self.config, &head, tls.is_some()) {
+        let peer_ip = proxied.map_or(peer_addr.ip(), |source| source.ip());
+        let trusted = forwarded::is_trusted(peer_ip, &self.config.trusted_proxies);
+        let decision = handshake::decide(&self.config, &head, tls.is_some(), trusted);
+        let (response, subprotocol) = match decision {
             Decision::Upgrade {
                 response,
                 subprotocol,
@@ -296,9 +299,12 @@ impl Acceptor {
         // `Handler::on_open` runs before the client learns it is connected.
         stream.defer(response);
 
-        let peer_ip = proxied.map_or(peer_addr.ip(), |source| source.ip());
+        let forwarding = ["forwarded", "x-forwarded-for", "x-real-ip"]
+            .iter()
+            .any(|name| head.headers.contains_key(*name));
         let request = Request {
             client_ip: forwarded::client_ip(peer_ip, &head.headers, &self.config.trusted_proxies),
+            proxied: proxied.is_some() || (trusted && forwarding),
             path: head.path,
             query: head.query,
             headers: head.headers,

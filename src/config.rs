@@ -27,9 +27,13 @@ pub struct Config {
     /// before the upgrade. `None` accepts every path, as Workerman does.
     /// The query string is not part of the path.
     pub path: Option<String>,
-    /// The subprotocols this server speaks, most preferred first (RFC 6455 section 1.9).
-    /// The first of these that the client offers in `Sec-WebSocket-Protocol` is chosen
-    /// and echoed in the response. When the client offers some and none match, no
+    /// Also accept the paths below [`Config::path`]: with `path` `/wss`, `/wss/room1` and
+    /// `/wss/a/b` too (not `/wssx`). Behind nginx's `location /wss` (a prefix match), this is
+    /// how one proxied path carries rooms or channels. Default `false`: the path alone.
+    pub subpaths: bool,
+    /// The subprotocols this server speaks (RFC 6455 section 1.9). The first of the
+    /// client's offers in `Sec-WebSocket-Protocol` (the client lists its most preferred
+    /// first) that is in this list is chosen and echoed in the response (section 4.2.2). When the client offers some and none match, no
     /// subprotocol is chosen and the browser decides whether to fail the connection.
     pub subprotocols: Vec<String>,
     /// The per-connection limits.
@@ -55,6 +59,7 @@ impl Default for Config {
         Config {
             tls: None,
             path: None,
+            subpaths: false,
             subprotocols: Vec::new(),
             limits: Limits::default(),
             trusted_proxies: crate::forwarded::loopback(),
@@ -77,7 +82,33 @@ impl Config {
         self
     }
 
-    /// Sets the subprotocols this server speaks, most preferred first (RFC 6455 section 1.9).
+    /// Also accepts the paths below [`Config::path`] (`/wss/room1` under `/wss`); see [`Config::subpaths`].
+    pub fn subpaths(mut self, on: bool) -> Self {
+        self.subpaths = on;
+        self
+    }
+
+    /// Whether a request for `path` (without the query) is accepted: any path without
+    /// [`Config::path`], else that path, or one below it with [`Config::subpaths`].
+    ///
+    /// ```
+    /// let config = wssd::Config::default().path("/wss").subpaths(true);
+    /// assert!(config.accepts_path("/wss") && config.accepts_path("/wss/room1"));
+    /// assert!(!config.accepts_path("/wssx") && !config.accepts_path("/"));
+    /// ```
+    pub fn accepts_path(&self, path: &str) -> bool {
+        let Some(ours) = &self.path else {
+            return true;
+        };
+        match path.strip_prefix(ours.as_str()) {
+            Some("") => true,
+            Some(rest) => self.subpaths && (rest.starts_with('/') || ours.ends_with('/')),
+            None => false,
+        }
+    }
+
+    /// Sets the subprotocols this server speaks (RFC 6455 section 1.9); the client's order
+    /// of preference decides among them.
     pub fn subprotocols<I: IntoIterator<Item = S>, S: Into<String>>(mut self, list: I) -> Self {
         self.subprotocols = list.into_iter().map(Into::into).collect();
         self

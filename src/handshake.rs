@@ -139,13 +139,22 @@ pub(crate) enum Refusal {
 }
 
 /// Decides on a request head (RFC 6455 section 4.2.1), choosing the subprotocol (section 4.2.2).
-pub(crate) fn decide(config: &Config, head: &Head, tls: bool) -> Decision {
-    if let Some(path) = &config.path
-        && head.path != *path
-    {
+/// `tls`: the connection is `wss://` here; `trusted`: the TCP peer is a trusted proxy,
+/// whose forwarding headers say how the client reached it.
+pub(crate) fn decide(config: &Config, head: &Head, tls: bool, trusted: bool) -> Decision {
+    if !config.accepts_path(&head.path) {
+        let ours = config.path.as_deref().unwrap_or("/");
+        let below = if config.subpaths {
+            " (or below it)"
+        } else {
+            ""
+        };
         let answer = Answer::text(
             StatusCode::NOT_FOUND,
-            format!("No WebSocket here: connect to {path}"),
+            format!(
+                "No WebSocket at path \"{}\", the path this server received: connect to {ours}{below}",
+                crate::text::escape(&head.path)
+            ),
         );
         return Decision::Refuse(answer, Refusal::WrongPath);
     }
@@ -162,23 +171,20 @@ pub(crate) fn decide(config: &Config, head: &Head, tls: bool) -> Decision {
             };
             return Decision::Refuse(answer, Refusal::NotWebSocket { page: true });
         }
-        let scheme = if tls || has_token(h, "x-forwarded-proto", "https") {
-            "wss"
-        } else {
-            "ws"
-        };
-        let host = h
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("HOST");
-        let mut answer = Answer::text(
-            StatusCode::UPGRADE_REQUIRED,
-            format!(
-                "This is a WebSocket endpoint: connect with new WebSocket(\"{scheme}://{host}{}\"). \
-                 Behind a proxy, a 426 here means the proxy dropped the Upgrade header.",
-                head.path
-            ),
+        let origin = Origin::of(h, tls, trusted);
+        let mut body = format!(
+            "This is a WebSocket endpoint: connect with new WebSocket(\"{}://{}{}\").",
+            origin.scheme, origin.host, head.path
         );
+        if let Some(internal) = &origin.internal_host {
+            body.push_str(&format!(
+                " (The proxy in front sent Host {internal}, not the name the client used, and no \
+                 X-Forwarded-Host: pass them with nginx's proxy_set_header Host $http_host; or \
+                 Apache's ProxyPreserveHost On.)"
+            ));
+        }
+        body.push_str(" Behind a proxy, a 426 here means the proxy dropped the Upgrade header.");
+        let mut answer = Answer::text(StatusCode::UPGRADE_REQUIRED, body);
         answer.headers = vec![("Upgrade", "websocket".into())];
         return Decision::Refuse(answer, Refusal::NotWebSocket { page: false });
     }
@@ -248,6 +254,82 @@ pub(crate) fn decide(config: &Config, head: &Head, tls: bool) -> Decision {
     }
 }
 
+/// The scheme and host the client used to reach this server, for the URL a 426 names.
+struct Origin {
+    scheme: &'static str,
+    host: String,
+    /// The `Host` a proxy sent when it is evidently its upstream's address, not the client's.
+    internal_host: Option<String>,
+}
+
+impl Origin {
+    /// From the connection and the `Host` header; from a trusted proxy, RFC 7239 `Forwarded`
+    /// (`proto=`, `host=`), else `X-Forwarded-Proto` and `X-Forwarded-Host`, each the last
+    /// (nearest) element. A trusted proxy that forwards the client's address but no
+    /// scheme is taken to terminate TLS (wss), as Method 1's does.
+    fn of(h: &HeaderMap, tls: bool, trusted: bool) -> Self {
+        let plain = |v: &str| {
+            let v = v.trim().trim_matches('"');
+            let ok = !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c));
+            ok.then(|| v.to_owned())
+        };
+        let host_header = h
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(plain);
+        let mut origin = Origin {
+            scheme: if tls { "wss" } else { "ws" },
+            host: host_header.clone().unwrap_or_else(|| "HOST".into()),
+            internal_host: None,
+        };
+        if !trusted || tls {
+            return origin;
+        }
+        let last = |name: &str| {
+            h.get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .last()
+                .map(str::to_owned)
+        };
+        let forwarded = last("forwarded").unwrap_or_default();
+        let param = |key: &str| {
+            forwarded.split(';').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                k.trim().eq_ignore_ascii_case(key).then(|| v.to_owned())
+            })
+        };
+        let proto = param("proto").or_else(|| last("x-forwarded-proto"));
+        let host = param("host")
+            .or_else(|| last("x-forwarded-host"))
+            .and_then(|v| plain(&v));
+        let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+            .iter()
+            .any(|name| h.contains_key(*name));
+        match proto
+            .as_deref()
+            .map(|p| p.trim().trim_matches('"').to_ascii_lowercase())
+        {
+            Some(p) if p == "https" || p == "wss" => origin.scheme = "wss",
+            Some(p) if p == "http" || p == "ws" => origin.scheme = "ws",
+            _ if proxied => origin.scheme = "wss",
+            _ => {}
+        }
+        match host {
+            Some(host) => origin.host = host,
+            None if proxied => {
+                origin.internal_host = host_header;
+                origin.host = "YOUR-DOMAIN".into();
+            }
+            None => {}
+        }
+        origin
+    }
+}
+
 /// Whether `key` is 16 bytes in base64 (RFC 4648 section 4): 22 characters of the
 /// alphabet, the last with its low 4 bits zero, then `==` (RFC 6455 section 4.2.1).
 fn is_key(key: &[u8]) -> bool {
@@ -275,19 +357,20 @@ fn has_token(headers: &HeaderMap, name: impl header::AsHeaderName, token: &str) 
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// The first of `ours` (most preferred first) that the client offers in `Sec-WebSocket-Protocol`.
+/// The first of the client's offers in `Sec-WebSocket-Protocol` (its most preferred
+/// first, as a browser sends them) that is among `ours` (RFC 6455 section 4.2.2).
 fn choose_subprotocol(ours: &[String], headers: &HeaderMap) -> Option<String> {
     if ours.is_empty() {
         return None;
     }
-    let offered: Vec<&str> = headers
+    headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .collect();
-    ours.iter().find(|p| offered.contains(&p.as_str())).cloned()
+        .find(|offer| ours.iter().any(|p| p == offer))
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -303,7 +386,8 @@ mod tests {
 
     #[test]
     fn rfc_6455_sample_key_gives_the_sample_accept() {
-        let Decision::Upgrade { response, .. } = decide(&Config::default(), &head(UPGRADE), false)
+        let Decision::Upgrade { response, .. } =
+            decide(&Config::default(), &head(UPGRADE), false, false)
         else {
             panic!("expected an upgrade")
         };
@@ -326,7 +410,7 @@ mod tests {
     #[test]
     fn plain_get_gets_426_or_the_test_page() {
         let get = head("GET /wss HTTP/1.1\r\nHost: example.com\r\n\r\n");
-        let Decision::Refuse(answer, why) = decide(&Config::default(), &get, true) else {
+        let Decision::Refuse(answer, why) = decide(&Config::default(), &get, true, false) else {
             panic!()
         };
         assert_eq!(answer.status, StatusCode::UPGRADE_REQUIRED);
@@ -339,11 +423,96 @@ mod tests {
         );
         assert_eq!(why, Refusal::NotWebSocket { page: false });
         let config = Config::default().test_page();
-        let Decision::Refuse(answer, _) = decide(&config, &get, true) else {
+        let Decision::Refuse(answer, _) = decide(&config, &get, true, false) else {
             panic!()
         };
         assert_eq!(answer.status, StatusCode::OK);
         assert!(answer.body.contains("new WebSocket("));
+    }
+
+    /// The URL in the 426 answer to `request`, and the answer's body.
+    fn url_426(request: &str, tls: bool, trusted: bool) -> (String, String) {
+        let Decision::Refuse(answer, _) = decide(&Config::default(), &head(request), tls, trusted)
+        else {
+            panic!("expected a refusal")
+        };
+        assert_eq!(answer.status, StatusCode::UPGRADE_REQUIRED);
+        let url = answer.body.split('"').nth(1).unwrap().to_owned();
+        (url, answer.body)
+    }
+
+    #[test]
+    fn the_426_names_the_url_the_client_used_behind_a_proxy() {
+        // The generated nginx config: Host and X-Forwarded-Host as the client sent them.
+        let nginx = "GET /wss HTTP/1.1\r\nHost: localhost:18443\r\nX-Real-IP: 127.0.0.9\r\n\
+            X-Forwarded-Host: localhost:18443\r\nX-Forwarded-Proto: https\r\n\r\n";
+        assert_eq!(url_426(nginx, false, true).0, "wss://localhost:18443/wss");
+        // RFC 7239, the nearest element.
+        let forwarded = "GET /wss HTTP/1.1\r\nHost: 127.0.0.1:8282\r\n\
+            Forwarded: for=1.2.3.4;proto=http;host=a.test, for=5.6.7.8;proto=https;host=\"chat.test:8443\"\r\n\r\n";
+        assert_eq!(
+            url_426(forwarded, false, true).0,
+            "wss://chat.test:8443/wss"
+        );
+        // The recipe's nginx config: X-Real-IP, but the Host is the upstream's address.
+        let bare = "GET /wss HTTP/1.1\r\nHost: 127.0.0.1:8282\r\nX-Real-IP: 203.0.113.7\r\n\r\n";
+        let (url, body) = url_426(bare, false, true);
+        assert_eq!(url, "wss://YOUR-DOMAIN/wss");
+        assert!(
+            body.contains("sent Host 127.0.0.1:8282") && body.contains("$http_host"),
+            "{body}"
+        );
+        // From an untrusted peer the forwarding headers count for nothing.
+        let spoof = "GET /wss HTTP/1.1\r\nHost: h:8282\r\nX-Forwarded-Host: evil.test\r\n\
+            X-Forwarded-Proto: https\r\n\r\n";
+        assert_eq!(url_426(spoof, false, false).0, "ws://h:8282/wss");
+        // Direct, on this machine: no forwarding headers, the Host as sent.
+        let direct = "GET /wss HTTP/1.1\r\nHost: localhost:8282\r\n\r\n";
+        assert_eq!(url_426(direct, false, true).0, "ws://localhost:8282/wss");
+        assert_eq!(url_426(direct, true, true).0, "wss://localhost:8282/wss");
+    }
+
+    #[test]
+    fn the_404_names_the_path_received_and_subpaths_are_accepted_when_asked() {
+        let config = Config::default().path("/wss");
+        let Decision::Refuse(answer, why) = decide(
+            &config,
+            &head(&UPGRADE.replace("/wss?x=1", "/")),
+            false,
+            false,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            (answer.status, why),
+            (StatusCode::NOT_FOUND, Refusal::WrongPath)
+        );
+        assert!(
+            answer.body.starts_with(
+                "No WebSocket at path \"/\", the path this server received: connect to /wss"
+            ),
+            "{}",
+            answer.body
+        );
+        let room = UPGRADE.replace("/wss?x=1", "/wss/room1");
+        assert!(matches!(
+            decide(&config, &head(&room), false, false),
+            Decision::Refuse(..)
+        ));
+        let config = config.subpaths(true);
+        assert!(matches!(
+            decide(&config, &head(&room), false, false),
+            Decision::Upgrade { .. }
+        ));
+        assert!(matches!(
+            decide(&config, &head(UPGRADE), false, false),
+            Decision::Upgrade { .. }
+        ));
+        let other = UPGRADE.replace("/wss?x=1", "/wssx");
+        assert!(matches!(
+            decide(&config, &head(&other), false, false),
+            Decision::Refuse(..)
+        ));
     }
 
     #[test]
@@ -386,7 +555,8 @@ mod tests {
             ),
         ];
         for (text, status) in cases {
-            let Decision::Refuse(answer, _) = decide(&Config::default(), &head(&text), false)
+            let Decision::Refuse(answer, _) =
+                decide(&Config::default(), &head(&text), false, false)
             else {
                 panic!("{text}")
             };
@@ -397,7 +567,8 @@ mod tests {
     #[test]
     fn a_head_request_gets_the_headers_without_the_body() {
         let head_req = head("HEAD /wss HTTP/1.1\r\nHost: example.com\r\n\r\n");
-        let Decision::Refuse(answer, _) = decide(&Config::default(), &head_req, false) else {
+        let Decision::Refuse(answer, _) = decide(&Config::default(), &head_req, false, false)
+        else {
             panic!()
         };
         let text = String::from_utf8(answer.to_bytes(true)).unwrap();

@@ -22,6 +22,11 @@ pub struct Request {
     /// `X-Forwarded-For` or `X-Real-IP` headers when they come from a trusted proxy
     /// (see [`crate::forwarded`]), else the TCP peer's.
     pub client_ip: IpAddr,
+    /// Whether the client came through a proxy that said who it is: a PROXY protocol
+    /// header, or `Forwarded`, `X-Forwarded-For` or `X-Real-IP` from a trusted proxy.
+    /// Then [`Request::peer_addr`] is the proxy's address, even when [`Request::client_ip`]
+    /// is the same IP (a proxy on the client's machine).
+    pub proxied: bool,
     /// The subprotocol chosen and echoed in `Sec-WebSocket-Protocol` (RFC 6455 section 4.2.2), if any.
     pub subprotocol: Option<String>,
     /// TLS facts, when TLS was terminated here.

@@ -365,7 +365,7 @@ async fn connection<H: Handler>(
     let request = accepted.request();
     let tls = request.tls.as_ref().map_or("plain", |t| t.version.as_str());
     let path = crate::text::escape(&request.path).into_owned();
-    let who = if request.client_ip == peer.ip() {
+    let who = if !request.proxied {
         peer.to_string()
     } else {
         format!("{} (via {peer})", request.client_ip)

@@ -310,14 +310,15 @@ fn close_handshake_carries_code_and_reason_both_ways() {
 
 #[test]
 fn subprotocol_is_chosen_from_the_offer_and_echoed() {
-    let acceptor = Acceptor::new(Config::default().subprotocols(["chat.v2", "chat.v1"]));
+    // The client's order of preference decides among the ones the server speaks.
+    let acceptor = Acceptor::new(Config::default().subprotocols(["chat.v1", "chat.v2"]));
     let handler = Recorder::default();
     let (server_end, client_end) = duplex();
     let client = async {
         let mut req = "ws://localhost/".into_client_request().unwrap();
         req.headers_mut().insert(
             header::SEC_WEBSOCKET_PROTOCOL,
-            "chat.v1, chat.v2, other".parse().unwrap(),
+            "other, chat.v2, chat.v1".parse().unwrap(),
         );
         let (mut ws, resp) = async_tungstenite::client_async(req, client_end)
             .await

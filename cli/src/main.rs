@@ -21,8 +21,14 @@ use wssd::{Config, Connection, Handler, Hub, Limits, Message};
 /// wssd: a WebSocket-over-TLS (wss) server. With no arguments it serves
 /// wss://localhost:8282 with a self-signed certificate and echoes every message.
 struct Args {
-    /// address to listen on (default 127.0.0.1:8282; 0.0.0.0:8282 for every interface)
-    #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 8282))")]
+    /// address to listen on: 127.0.0.1:8282 or localhost:8282 (this machine only),
+    /// 0.0.0.0:8282 or [::]:8282 (every interface), or :8282 or 8282 (a port alone: every
+    /// interface, as nginx's listen) (default 127.0.0.1:8282)
+    #[argh(
+        option,
+        default = "SocketAddr::from(([127, 0, 0, 1], 8282))",
+        from_str_fn(parse_listen)
+    )]
     listen: SocketAddr,
 
     /// PEM certificate chain file, .pem or .crt: the leaf first, then intermediates (needs --key)
@@ -50,11 +56,19 @@ struct Args {
     #[argh(option, from_str_fn(certs::parse_sni))]
     sni: Vec<certs::SniCert>,
 
-    /// accept WebSockets only on this path, such as /wss; others get 404 (default: any path)
+    /// accept WebSockets only on this path, such as /wss; others get 404 (default: any path).
+    /// With --rooms, the paths below it too: /wss/room1 is room room1
     #[argh(option)]
     path: Option<String>,
 
-    /// answer a plain GET of the WebSocket path with a page that runs the recipe's snippet, instead of 426
+    /// a subprotocol this server speaks (Sec-WebSocket-Protocol, RFC 6455 section 1.9), as a
+    /// browser's new WebSocket(url, "chat") asks for; repeatable: the first of the
+    /// client's offers (its most preferred) found here is chosen (default: none)
+    #[argh(option, from_str_fn(parse_subprotocol))]
+    subprotocol: Vec<String>,
+
+    /// answer a plain GET of the WebSocket path with a test page that runs the recipe's snippet
+    /// (the browser test of the "Create a wss service" guide, which wssd replaces), instead of 426
     #[argh(switch)]
     test_page: bool,
 
@@ -63,7 +77,7 @@ struct Args {
     threads: Option<usize>,
 
     /// log level: off, error, warn, info, debug or trace (default info)
-    #[argh(option, default = "LevelFilter::Info")]
+    #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
     log_level: LevelFilter,
 
     /// a proxy whose X-Forwarded-For, Forwarded, X-Real-IP and PROXY headers are believed,
@@ -83,8 +97,8 @@ struct Args {
     #[argh(switch)]
     broadcast: bool,
 
-    /// chat rooms: the URL path is the room (/wss/room1), each message goes to the others
-    /// in it, and ?user=NAME binds the connection to a user
+    /// chat rooms: the path below --path is the room (/wss/room1 is room room1; /wss itself is
+    /// the lobby), each message goes to the others in it, and ?user=NAME binds the connection to a user
     #[argh(switch)]
     rooms: bool,
 
@@ -151,17 +165,25 @@ enum Mode {
     Reply(Message),
     /// Relay to every other connection.
     Broadcast(Hub),
-    /// Relay to the others in the same room (the URL path).
-    Rooms(Hub),
+    /// Relay to the others in the same room: the path below `--path`.
+    Rooms { hub: Hub, base: Option<String> },
+}
+
+/// The room of a connection to `path`: the part below `base` (`--path`), without its
+/// leading `/`. `/wss/room1` under `/wss` is `room1`; `/wss` itself is the lobby, `""`.
+fn room<'a>(path: &'a str, base: Option<&str>) -> &'a str {
+    base.and_then(|base| path.strip_prefix(base))
+        .unwrap_or(path)
+        .trim_start_matches('/')
 }
 
 impl Handler for Mode {
     fn on_open(&self, conn: &Connection) {
         match self {
             Mode::Broadcast(hub) => hub.add(conn),
-            Mode::Rooms(hub) => {
+            Mode::Rooms { hub, base } => {
                 hub.add(conn);
-                hub.join(conn.id(), &conn.request().path);
+                hub.join(conn.id(), room(&conn.request().path, base.as_deref()));
                 let query = conn.request().query.as_deref().unwrap_or("");
                 if let Some(user) = query.split('&').find_map(|kv| kv.strip_prefix("user=")) {
                     hub.bind_user(conn.id(), user);
@@ -179,8 +201,9 @@ impl Handler for Mode {
                 hub.broadcast(&msg, &[conn.id()]);
                 Ok(())
             }
-            Mode::Rooms(hub) => {
-                hub.send_to_group(&conn.request().path, &msg, &[conn.id()]);
+            Mode::Rooms { hub, base } => {
+                let room = room(&conn.request().path, base.as_deref());
+                hub.send_to_group(room, &msg, &[conn.id()]);
                 Ok(())
             }
         };
@@ -190,7 +213,7 @@ impl Handler for Mode {
     }
 
     fn on_close(&self, conn: &Connection, _close: Option<&wssd::CloseFrame>) {
-        if let Mode::Broadcast(hub) | Mode::Rooms(hub) = self {
+        if let Mode::Broadcast(hub) | Mode::Rooms { hub, .. } = self {
             hub.remove(conn.id());
         }
     }
@@ -243,6 +266,25 @@ fn run(args: Args) -> Result<(), String> {
     {
         return Err("--reply, --broadcast and --rooms exclude each other: choose one".into());
     }
+    // Arguments are checked before anything is made (such as the self-signed certificate).
+    if let Some(path) = &args.path
+        && !path.starts_with('/')
+    {
+        return Err(format!(
+            "--path {:?} must start with '/', as in --path /{}",
+            wssd::text::escape(path),
+            wssd::text::escape(path)
+        ));
+    }
+    if args.redis.is_some() && !args.broadcast && !args.rooms {
+        return Err(
+            "--redis fans out --broadcast and --rooms across instances: add one of them".into(),
+        );
+    }
+    // The port is taken before any certificate is made, so that a busy or forbidden
+    // port is reported first.
+    let listener = smol::block_on(smol::net::TcpListener::bind(args.listen))
+        .map_err(|e| bind_error(args.listen, e))?;
     let tls = certs::setup(certs::TlsArgs {
         cert: &args.cert,
         key: &args.key,
@@ -266,26 +308,19 @@ fn run(args: Args) -> Result<(), String> {
         .limits(limits);
     config.tls = tls.config;
     config.path = args.path.clone();
+    config.subpaths = args.rooms;
+    config.subprotocols = args.subprotocol.clone();
     if !args.trusted_proxy.is_empty() {
         config.trusted_proxies = args.trusted_proxy.clone();
     }
     if args.test_page {
         config = config.test_page();
     }
-    if let Some(path) = &config.path
-        && !path.starts_with('/')
-    {
-        return Err(format!(
-            "--path {path:?} must start with '/', as in --path /{path}"
-        ));
-    }
 
     // Signals are watched before the server says it is up.
     let shutdown = Shutdown::default();
     watch_signals(shutdown.clone(), tls.files).map_err(|e| format!("cannot watch signals: {e}"))?;
 
-    let listener = smol::block_on(smol::net::TcpListener::bind(args.listen))
-        .map_err(|e| bind_error(args.listen, e))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let url = format!(
         "{}://{}:{}{}",
@@ -302,15 +337,28 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(hint) = tls.trust_hint {
         println!("{hint}");
     }
+    if args.test_page {
+        let page = url.replacen("ws", "http", 1);
+        println!("Test page: open {page} in a browser");
+    }
+    if config.tls.is_none() && !local.ip().is_loopback() {
+        log::warn!(
+            "plain ws on {local}, reachable from other machines: behind a proxy on this machine, listen on 127.0.0.1:{} so that clients cannot go around it",
+            local.port()
+        );
+    }
 
     let mode = match (args.reply, args.broadcast, args.rooms) {
         (Some(text), ..) => Mode::Reply(Message::text(text)),
         (None, true, _) => Mode::Broadcast(Hub::default()),
-        (None, false, true) => Mode::Rooms(Hub::default()),
+        (None, false, true) => Mode::Rooms {
+            hub: Hub::default(),
+            base: args.path.clone(),
+        },
         (None, false, false) => Mode::Echo,
     };
     if let Some(url) = &args.redis {
-        let (Mode::Broadcast(hub) | Mode::Rooms(hub)) = &mode else {
+        let (Mode::Broadcast(hub) | Mode::Rooms { hub, .. }) = &mode else {
             return Err(
                 "--redis fans out --broadcast and --rooms across instances: add one of them".into(),
             );
@@ -351,11 +399,11 @@ fn watch_signals(shutdown: Shutdown, files: Option<wssd::tls::CertFiles>) -> std
                         }
                         (Signal::Hup, None) => log::warn!("SIGHUP: no certificate files to reload"),
                         _ if shutdown.is_triggered() => {
-                            log::warn!("{signal:?} again: exiting now");
+                            log::warn!("{} again: exiting now", signal_name(signal));
                             std::process::exit(1);
                         }
                         _ => {
-                            log::info!("{signal:?}: shutting down gracefully");
+                            log::info!("{}: shutting down gracefully", signal_name(signal));
                             shutdown.trigger();
                         }
                     }
@@ -363,6 +411,77 @@ fn watch_signals(shutdown: Shutdown, files: Option<wssd::tls::CertFiles>) -> std
             })
         })?;
     Ok(())
+}
+
+/// The signal's usual name, such as `SIGINT`.
+fn signal_name(signal: async_signal::Signal) -> &'static str {
+    use async_signal::Signal;
+    match signal {
+        Signal::Int => "SIGINT",
+        Signal::Term => "SIGTERM",
+        Signal::Hup => "SIGHUP",
+        _ => "a signal",
+    }
+}
+
+/// The forms `--listen` accepts, for its error message.
+const LISTEN_FORMS: &str = "use 127.0.0.1:8282 or localhost:8282 (this machine only), 0.0.0.0:8282 or [::]:8282 (every interface), or :8282 or 8282 (a port alone: every interface)";
+
+/// An address to listen on, in the forms people type: `127.0.0.1:8282`, `[::]:8282`,
+/// `localhost:8282` (127.0.0.1), another host name that resolves here, or a port alone,
+/// `:8282` or `8282`, for every interface (0.0.0.0), as nginx's `listen 8282` means.
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let shown = wssd::text::escape(value);
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(port) = value.strip_prefix(':').unwrap_or(value).parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(format!(
+            "{shown:?} is not an address to listen on: {LISTEN_FORMS}"
+        ));
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return Err(format!(
+            "{shown:?}: the port is a number from 0 to 65535: {LISTEN_FORMS}"
+        ));
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    match (host, port).to_socket_addrs().map(|mut addrs| addrs.next()) {
+        Ok(Some(addr)) => Ok(addr),
+        _ => Err(format!(
+            "{shown:?}: no address found for the name {:?}: {LISTEN_FORMS}",
+            wssd::text::escape(host)
+        )),
+    }
+}
+
+/// A log level, by name, in any case.
+fn parse_level(value: &str) -> Result<LevelFilter, String> {
+    value.parse().map_err(|_| {
+        format!(
+            "{:?} is not a log level: use off, error, warn, info, debug or trace",
+            wssd::text::escape(value)
+        )
+    })
+}
+
+/// A subprotocol name: an HTTP token (RFC 6455 section 4.1, RFC 9110 section 5.6.2).
+fn parse_subprotocol(value: &str) -> Result<String, String> {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !value.is_empty() && value.chars().all(tchar) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{:?} is not a subprotocol name: letters, digits and !#$%&'*+-.^_`|~ only, no spaces or commas (such as chat, mqtt or graphql-transport-ws)",
+            wssd::text::escape(value)
+        ))
+    }
 }
 
 /// A CIDR range, or one IP address as a range of one.

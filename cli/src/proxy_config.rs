@@ -213,7 +213,9 @@ impl ProxyConfig {
              \x20       proxy_http_version 1.1;\n\
              \x20       proxy_set_header Upgrade $http_upgrade;\n\
              \x20       proxy_set_header Connection $wssd_connection_upgrade;\n\
-             \x20       proxy_set_header Host $host;\n\
+             \x20       # The Host as the client sent it, with its port, for wssd's answers and handler.\n\
+             \x20       proxy_set_header Host $http_host;\n\
+             \x20       proxy_set_header X-Forwarded-Host $http_host;\n\
              \x20       # The client's address, for wssd's log and handler. A Forwarded header\n\
              \x20       # from the client is dropped (\"\" removes it): wssd would believe it.\n\
              \x20       proxy_set_header X-Real-IP $remote_addr;\n\
@@ -281,6 +283,7 @@ impl ProxyConfig {
              \x20   SSLHonorCipherOrder off\n\n\
              \x20   # A reverse proxy only: never an open forward proxy.\n\
              \x20   ProxyRequests Off\n\
+             \x20   # The Host as the client sent it, with its port (mod_proxy adds X-Forwarded-Host too).\n\
              \x20   ProxyPreserveHost On\n\
              \x20   # The client's address, for wssd's log and handler (mod_proxy adds X-Forwarded-For).\n\
              \x20   # A Forwarded header from the client is dropped: wssd would believe it.\n\
