@@ -567,12 +567,37 @@ async fn upgrade(
              `proxy_http_version 1.1;`, `proxy_set_header Upgrade $http_upgrade;` and \
              `proxy_set_header Connection \"upgrade\";` (see `wssd proxy-config nginx`)"
             .to_string(),
-        404 => format!("no WebSocket at {}: check the URL's path against wssd's --path or the proxy's location", target.path),
+        404 => wrong_path(&body, &target.path),
         502..=504 => "the proxy answered but its upstream (wssd) is down or unreachable: start wssd, and check the proxy's upstream address".to_string(),
         _ => "see the server's log".to_string(),
     };
     report.fail("upgrade", detail, fix);
     None
+}
+
+/// The fix for a 404. wssd's own 404 names the path it received; when that is not the
+/// path this URL asked for, a proxy in between rewrote it.
+fn wrong_path(body: &str, asked: &str) -> String {
+    let received = body
+        .split_once("No WebSocket at path \"")
+        .and_then(|(_, rest)| rest.split_once("\", the path this server received"))
+        .map(|(path, _)| path);
+    match received {
+        Some(received) if received != asked => format!(
+            "a proxy in between changed the path: this URL asks for {asked}, wssd received {}. \
+             nginx: a URI after proxy_pass's address (proxy_pass http://127.0.0.1:8282/; with the \
+             trailing slash) replaces the location's prefix: write proxy_pass http://127.0.0.1:8282; \
+             Apache: ProxyPass {asked} ws://127.0.0.1:8282{asked} (the same path on both sides). \
+             See `wssd proxy-config`",
+            received
+        ),
+        Some(_) => format!(
+            "wssd has no WebSocket at {asked}: connect to the path its answer names, or change its --path"
+        ),
+        None => format!(
+            "no WebSocket at {asked}: check the URL's path against wssd's --path or the proxy's location"
+        ),
+    }
 }
 
 fn tls_failure(e: &std::io::Error, target: &Target) -> (String, String) {

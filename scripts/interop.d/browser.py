@@ -26,9 +26,10 @@ def home(trusting):
     return path
 
 
-def browser(mode, url, trusting=True):
+def browser(mode, url, trusting=True, protocols=None):
     env = dict(os.environ, HOME=home(trusting))
-    out = subprocess.run(["node", os.path.join(HERE, "browser", "browser.mjs"), mode, url],
+    extra = [",".join(protocols)] if protocols else []
+    out = subprocess.run(["node", os.path.join(HERE, "browser", "browser.mjs"), mode, url, *extra],
                          env=env, capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         raise RuntimeError(f"browser.mjs failed: {out.stderr[-2000:]}")
@@ -65,6 +66,13 @@ def _():
             wait_for_port(port, nginx.proc)
             result = browser("snippet", f"wss://localhost:{port}/wss")
             assert result == {"ok": True, "got": [{"text": "tom"}, {"binary": [1, 2, 3]}]}, result
+
+
+@case("Chromium opening with subprotocols [\"mqtt\", \"chat\"] against --subprotocol chat connects; ws.protocol is chat")
+def _():
+    with Wssd("--self-signed-dir", ca, "--subprotocol", "chat") as srv:
+        result = browser("snippet", srv.url, protocols=["mqtt", "chat"])
+        assert result == {"ok": True, "got": [{"text": "tom"}, {"binary": [1, 2, 3]}], "protocol": "chat"}, result
 
 
 @case("Chromium loads --test-page over https and the page's own snippet gets its echo")

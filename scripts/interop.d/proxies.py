@@ -201,6 +201,68 @@ def _():
     return proxy_protocol_v2()
 
 
+async def rooms_through(proxy, kind):
+    """The README's room example, `wssd --plain --path /wss --rooms`, behind the generated config:
+    /wss/room1 and /wss/room2 are rooms, each message reaches the others in its room only."""
+    with Wssd("--plain", "--path", "/wss", "--rooms") as backend:
+        port = free_port()
+        with proxy(proxy_config(kind, port, [backend])) as server:
+            wait_for_port(port, server.proc)
+            base = f"wss://localhost:{port}/wss"
+            async with websockets.connect(f"{base}/room1?user=tom", ssl=trust) as a, \
+                    websockets.connect(f"{base}/room1", ssl=trust) as b, \
+                    websockets.connect(f"{base}/room2", ssl=trust) as c, \
+                    websockets.connect(f"{base}/room2", ssl=trust) as d:
+                await a.send("to room1")
+                assert await b.recv() == "to room1"
+                await c.send("to room2")
+                assert await d.recv() == "to room2"  # room1's message did not reach it
+                await b.send("back")
+                assert await a.recv() == "back"  # its own was not echoed back to it
+        assert backend.count("404") == 0, backend.log()
+
+
+@case("Rooms through nginx with the generated config: /wss/room1 and /wss/room2 are separate rooms")
+def _():
+    return rooms_through(lambda text: Nginx(http=text), "nginx")
+
+
+@case("Rooms through Apache with the generated config: /wss/room1 and /wss/room2 are separate rooms")
+def _():
+    return rooms_through(Apache, "apache")
+
+
+def plain_get(url):
+    """A plain HTTPS GET (no Upgrade), trusting wssd's CA: (status, body)."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, context=trust, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def url_in_426(proxy, kind):
+    with Wssd("--plain", "--path", "/wss") as backend:
+        port = free_port()
+        with proxy(proxy_config(kind, port, [backend])) as server:
+            wait_for_port(port, server.proc)
+            status, body = plain_get(f"https://localhost:{port}/wss")
+    assert status == 426, (status, body)
+    assert f'new WebSocket("wss://localhost:{port}/wss")' in body, body
+
+
+@case("A plain GET through nginx on a high port: the 426 names wss://localhost:PORT/wss, the URL used")
+def _():
+    url_in_426(lambda text: Nginx(http=text), "nginx")
+
+
+@case("A plain GET through Apache on a high port: the 426 names wss://localhost:PORT/wss, the URL used")
+def _():
+    url_in_426(Apache, "apache")
+
+
 def probe(url):
     out = subprocess.run([WSSD, "probe", url, "--ca", os.path.join(ca, "ca.pem")],
                          capture_output=True, text=True, timeout=60)
@@ -224,6 +286,22 @@ server {{
             code, out = probe(f"wss://localhost:{port}/wss")
         assert code != 0, out
         assert "proxy_http_version 1.1;" in out and "proxy_set_header Upgrade" in out, out
+
+
+@case("wssd probe through nginx whose proxy_pass has a trailing slash says the proxy changed the path")
+def _():
+    with Wssd("--plain", "--path", "/wss") as backend:
+        port = free_port()
+        # The other classic mistake: a URI after the address replaces the location's prefix.
+        rewriting = proxy_config("nginx", port, [backend]).replace(
+            f"proxy_pass http://127.0.0.1:{backend.port};", f"proxy_pass http://127.0.0.1:{backend.port}/;")
+        assert f"127.0.0.1:{backend.port}/;" in rewriting, rewriting
+        with Nginx(http=rewriting) as nginx:
+            wait_for_port(port, nginx.proc)
+            code, out = probe(f"wss://localhost:{port}/wss")
+        assert code != 0, out
+        assert "a proxy in between changed the path: this URL asks for /wss, wssd received /." in out, out
+        assert "proxy_pass http://127.0.0.1:8282;" in out, out
 
 
 @case("wssd probe through nginx whose wssd upstream is down names the upstream (502)")

@@ -2,6 +2,9 @@
 //
 //   node browser.mjs snippet URL   the recipe's snippet, from a blank page: open, send "tom"
 //                                  and an ArrayBuffer [1, 2, 3], record both replies
+//   node browser.mjs snippet URL P1,P2
+//                                  the same, opening with new WebSocket(URL, ["P1", "P2"]);
+//                                  the result adds the subprotocol chosen, ws.protocol
 //   node browser.mjs page URL      load the --test-page at URL and wait for its first reply
 //
 // HOME must hold the NSS database (~/.pki/nssdb) that says which CAs to trust; no
@@ -11,7 +14,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const [mode, url] = process.argv.slice(2);
+const [mode, url, protocols] = process.argv.slice(2);
 const userDataDir = mkdtempSync(join(tmpdir(), "wssd-chromium-"));
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: "/usr/bin/chromium",
@@ -34,19 +37,22 @@ try {
       result = { ok: true, title: await page.title() };
     }
   } else {
-    result = await page.evaluate((url) => new Promise((resolve) => {
+    result = await page.evaluate(([url, protocols]) => new Promise((resolve) => {
       // The recipe's snippet, plus a binary message.
-      const ws = new WebSocket(url);
+      const ws = protocols ? new WebSocket(url, protocols.split(",")) : new WebSocket(url);
       ws.binaryType = "arraybuffer";
       const got = [];
       ws.onopen = () => { ws.send("tom"); ws.send(new Uint8Array([1, 2, 3]).buffer); };
       ws.onmessage = (e) => {
         got.push(typeof e.data === "string" ? { text: e.data } : { binary: [...new Uint8Array(e.data)] });
-        if (got.length === 2) { ws.close(1000, "done"); resolve({ ok: true, got }); }
+        if (got.length === 2) {
+          ws.close(1000, "done");
+          resolve(protocols ? { ok: true, got, protocol: ws.protocol } : { ok: true, got });
+        }
       };
       ws.onclose = (e) => resolve({ ok: false, closeCode: e.code, got });
       setTimeout(() => resolve({ ok: false, error: "no replies within 15 s", got }), 15000);
-    }), url);
+    }), [url, protocols]);
   }
 } finally {
   await context.close();
