@@ -5,7 +5,9 @@
 //! every tab of one user. With `wssd::redis::link(&hub, url)`, rooms span instances.
 //!
 //! The page is served by wssd itself ([`wssd::Config::page`]) on a plain GET of any path;
-//! it connects back to `ws://HOST/ROOM?user=NICK`.
+//! it connects back to `ws://HOST/ROOM?user=NICK`. Each tab asks for its own nickname, shows
+//! it, and can change it (it reconnects under the new one). Joins, leaves and the
+//! connections themselves are logged to stderr (simple_logger; `RUST_LOG`-free: info level).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,11 @@ fn nick(conn: &Connection) -> String {
 impl Handler for Chat {
     fn on_open(&self, conn: &Connection) {
         let (room, nick) = (&conn.request().path, nick(conn));
+        log::info!(
+            "{} joined {}",
+            wssd::text::escape(&nick),
+            wssd::text::escape(room)
+        );
         self.0.add(conn);
         self.0.join(conn.id(), room);
         self.0.bind_user(conn.id(), &nick);
@@ -54,12 +61,22 @@ impl Handler for Chat {
     fn on_close(&self, conn: &Connection, _: Option<&CloseFrame>) {
         self.0.remove(conn.id());
         let (room, nick) = (&conn.request().path, nick(conn));
+        log::info!(
+            "{} left {}",
+            wssd::text::escape(&nick),
+            wssd::text::escape(room)
+        );
         self.0
             .send_to_group(room, &Message::text(format!("* {nick} left")), &[]);
     }
 }
 
 fn main() -> std::io::Result<()> {
+    // wssd logs through the `log` facade: without a logger installed, nothing is printed.
+    simple_logger::SimpleLogger::new()
+        .with_level(log::LevelFilter::Info)
+        .init()
+        .expect("the only logger");
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8282".into());

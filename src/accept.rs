@@ -76,7 +76,7 @@ impl fmt::Display for AcceptError {
             AcceptError::WrongPath { path } => {
                 write!(
                     f,
-                    "no WebSocket at path \"{}\": answered 404 (check the client's URL or --path)",
+                    "no WebSocket at path \"{}\": answered 404 (check the client's URL against the server's path: Config::path, or --path in the wssd binary)",
                     crate::text::escape(path)
                 )
             }
@@ -95,7 +95,7 @@ impl fmt::Display for AcceptError {
             AcceptError::ProxyHeader(e) => {
                 write!(
                     f,
-                    "{e}: closed (send PROXY protocol from the balancer, or drop --proxy-protocol)"
+                    "{e}: closed (send PROXY protocol from the balancer, or turn it off: Config::proxy_protocol, or --proxy-protocol in the wssd binary)"
                 )
             }
             AcceptError::PlainHttpOnTlsPort => write!(
@@ -104,7 +104,7 @@ impl fmt::Display for AcceptError {
             ),
             AcceptError::TlsOnPlainPort => write!(
                 f,
-                "client started TLS on a plain ws port: use ws:// or start wssd with --cert/--key"
+                "client started TLS on a plain ws port: use ws://, or serve TLS on this port (Config::tls, or --cert and --key in the wssd binary)"
             ),
             AcceptError::Timeout { after } => write!(
                 f,

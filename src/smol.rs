@@ -62,6 +62,11 @@ impl Shutdown {
 /// cap, threads, graceful shutdown), apart from the per-connection [`Limits`](crate::Limits)
 /// that the [`Acceptor`] carries.
 ///
+/// It logs through the [`log`](https://docs.rs/log) facade (one `open` and one `close` line
+/// per connection at info level, refusals and failures at warn), which prints nothing until
+/// the application installs a logger, such as `simple_logger::SimpleLogger::new().init()` or
+/// `env_logger::init()`, before [`Server::run`].
+///
 /// ```no_run
 /// use std::sync::Arc;
 /// use wssd::{Acceptor, Config, Connection, Handler, Message};
@@ -135,7 +140,8 @@ impl<H: Handler> Server<H> {
 
     /// Runs the server on a new multi-threaded executor with [`Server::threads`] threads
     /// (the calling thread is one of them), blocking until the shutdown is triggered and
-    /// connections are done.
+    /// connections are done. Its log lines go to the `log` facade: install a logger first
+    /// to see them.
     ///
     /// Accepting and the handshakes are tasks like the connections; each session yields
     /// to the executor after a bounded run of work (64 events), so however busy clients

@@ -136,17 +136,17 @@ impl fmt::Display for TlsError {
             ),
             TlsError::NoCertificate { path } => write!(
                 f,
-                "{}: no certificate in this file (no `-----BEGIN CERTIFICATE-----`): pass the certificate (.pem or .crt) with --cert, and the private key with --key",
+                "{}: no certificate in this file (no `-----BEGIN CERTIFICATE-----`): pass the certificate file (.pem or .crt) as the certificate and the private key file as the key (in the wssd binary: --cert and --key)",
                 path.display()
             ),
             TlsError::NoKey { path } => write!(
                 f,
-                "{}: no private key in this file (no `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`): pass the private key with --key, and the certificate with --cert",
+                "{}: no private key in this file (no `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`): pass the private key file as the key and the certificate file as the certificate (in the wssd binary: --key and --cert)",
                 path.display()
             ),
             TlsError::EncryptedKey { path } => write!(
                 f,
-                "{p}: the private key is encrypted with a passphrase: decrypt it once with `openssl pkey -in {p} -out {p}.decrypted` (it asks for the passphrase), keep the result readable only by wssd's user, and pass that with --key",
+                "{p}: the private key is encrypted with a passphrase: decrypt it once with `openssl pkey -in {p} -out {p}.decrypted` (it asks for the passphrase), keep the result readable only by the server's user, and pass that as the key (in the wssd binary: --key)",
                 p = path.display()
             ),
             TlsError::UnusableKey { path, detail } => write!(

@@ -541,7 +541,7 @@ fn tls_on_the_plain_port_is_named() {
     assert!(matches!(err, AcceptError::TlsOnPlainPort), "{err:?}");
     assert!(
         err.to_string()
-            .contains("use ws:// or start wssd with --cert/--key"),
+            .contains("use ws://, or serve TLS on this port (Config::tls, or --cert and --key in the wssd binary)"),
         "{err}"
     );
 }

@@ -22,3 +22,29 @@ fn readme_shows_the_current_proxy_config_output() {
         );
     }
 }
+
+#[test]
+fn readme_documents_every_flag_of_the_binary() {
+    let readme = include_str!("../../README.md");
+    for command in [&[][..], &["probe"][..], &["proxy-config"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wssd"))
+            .args(command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        let flags: Vec<&str> = help
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2 && !w.starts_with("--help"))
+            .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+            .collect();
+        assert!(flags.len() > 2, "{help}");
+        for flag in flags {
+            assert!(
+                readme.contains(&format!("`{flag}")),
+                "README.md does not document {flag} of `wssd {}`",
+                command.join(" ")
+            );
+        }
+    }
+}
