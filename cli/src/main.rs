@@ -20,6 +20,8 @@ use wssd::{Config, Connection, Handler, Hub, Limits, Message};
 #[derive(FromArgs)]
 /// wssd: a WebSocket-over-TLS (wss) server. With no arguments it serves
 /// wss://localhost:8282 with a self-signed certificate and echoes every message.
+/// It replaces the recipe (the "Create a wss service" guide): behind nginx or Apache with
+/// --plain (its Method 1), or terminating TLS itself with --cert and --key (its Method 2).
 struct Args {
     /// address to listen on: 127.0.0.1:8282 or localhost:8282 (this machine only),
     /// 0.0.0.0:8282 or [::]:8282 (every interface), or :8282 or 8282 (a port alone: every
