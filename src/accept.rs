@@ -285,11 +285,12 @@ impl Acceptor {
         let peer_ip = proxied.map_or(peer_addr.ip(), |source| source.ip());
         let trusted = forwarded::is_trusted(peer_ip, &self.config.trusted_proxies);
         let decision = handshake::decide(&self.config, &head, tls.is_some(), trusted);
-        let (response, subprotocol) = match decision {
+        let (response, subprotocol, deflate) = match decision {
             Decision::Upgrade {
                 response,
                 subprotocol,
-            } => (response, subprotocol),
+                deflate,
+            } => (response, subprotocol, deflate),
             Decision::Refuse(answer, why) => {
                 let head_request = head.method == "HEAD";
                 return Err(refuse(&mut stream, answer, why, &head.path, head_request).await);
@@ -311,6 +312,7 @@ impl Acceptor {
             peer_addr,
             subprotocol,
             tls,
+            deflate,
         };
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(limits.read_buffer_size)
@@ -320,7 +322,10 @@ impl Acceptor {
         // Frames the client sent right behind its request are not lost; the guard
         // scans them first, then everything read after.
         buf.drain(..head_len);
-        stream.arm(&buf).map_err(AcceptError::Io)?;
+        if deflate.is_some() {
+            stream.inflate(limits.max_frame_size, limits.max_message_size);
+        }
+        stream.arm(&mut buf).map_err(AcceptError::Io)?;
         let ws = async_tungstenite::WebSocketStream::from_partially_read(
             stream,
             buf,

@@ -52,6 +52,9 @@ pub struct Config {
     /// port, such as a chat room's. [`Config::test_page`] sets the built-in test page.
     /// Default `None`.
     pub page: Option<Arc<str>>,
+    /// permessage-deflate (RFC 7692): whether a client's offer is accepted, the size below
+    /// which messages go uncompressed, and the level. Default: off.
+    pub deflate: crate::Deflate,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             trusted_proxies: crate::forwarded::loopback(),
             proxy_protocol: false,
             page: None,
+            deflate: crate::Deflate::default(),
         }
     }
 }
@@ -136,6 +140,13 @@ impl Config {
     /// it runs the recipe's snippet against its own origin and shows the replies.
     pub fn test_page(self) -> Self {
         self.page(TEST_PAGE)
+    }
+
+    /// Accepts a client's permessage-deflate offer (RFC 7692), with the default threshold
+    /// and level of [`Deflate`](crate::Deflate); `false` declines every offer.
+    pub fn permessage_deflate(mut self, on: bool) -> Self {
+        self.deflate.enabled = on;
+        self
     }
 
     /// Sets the per-connection limits.

@@ -125,6 +125,7 @@ pub(crate) enum Decision {
     Upgrade {
         response: Vec<u8>,
         subprotocol: Option<String>,
+        deflate: Option<crate::deflate::Agreed>,
     },
     /// Answer this and close.
     Refuse(Answer, Refusal),
@@ -247,10 +248,15 @@ pub(crate) fn decide(config: &Config, head: &Head, tls: bool, trusted: bool) -> 
     if let Some(p) = &subprotocol {
         response.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
     }
+    let deflate = crate::deflate::negotiate(h, &config.deflate).map(|(agreed, answer)| {
+        response.push_str(&format!("Sec-WebSocket-Extensions: {answer}\r\n"));
+        agreed
+    });
     response.push_str("\r\n");
     Decision::Upgrade {
         response: response.into_bytes(),
         subprotocol,
+        deflate,
     }
 }
 

@@ -140,19 +140,17 @@
 //! them, the core needs only a `futures_io` stream and async-io's timers.
 //!
 //! # Not supported (yet)
-//! - permessage-deflate (RFC 7692): offers of it are declined; messages go uncompressed.
 //! - HTTP/2 WebSockets (RFC 8441) and HTTP/3 (RFC 9220): the opening handshake is HTTP/1.1.
 //! - ACME certificates: bring PEM files (renewed by certbot or acme.sh, reloaded live).
 //! - Client authentication by TLS certificate; authenticate in [`Handler::on_open`] with
 //!   the request's headers or query instead.
-//! - Invalid UTF-8 inside a fragmented text message is detected when the message
-//!   completes, not at the bad fragment (Autobahn 6.4.3 and 6.4.4, NON-STRICT).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod accept;
 mod config;
+mod deflate;
 pub mod forwarded;
 mod handshake;
 pub mod hub;
@@ -175,6 +173,7 @@ pub mod tls;
 pub use accept::{AcceptError, Accepted, Acceptor};
 pub use async_tungstenite::tungstenite;
 pub use config::{Config, Limits};
+pub use deflate::Deflate;
 pub use futures_rustls::rustls;
 pub use hub::Hub;
 pub use request::{Request, TlsInfo, TlsVersion};

@@ -31,6 +31,17 @@ pub struct Request {
     pub subprotocol: Option<String>,
     /// TLS facts, when TLS was terminated here.
     pub tls: Option<TlsInfo>,
+    /// What permessage-deflate terms were agreed, if any.
+    pub(crate) deflate: Option<crate::deflate::Agreed>,
+}
+
+impl Request {
+    /// Whether this connection agreed on permessage-deflate (RFC 7692): its messages may
+    /// arrive compressed (inflated before your handler sees them), and messages to it of
+    /// [`Deflate::min_size`](crate::Deflate::min_size) bytes or more are sent compressed.
+    pub fn permessage_deflate(&self) -> bool {
+        self.deflate.is_some()
+    }
 }
 
 /// A TLS protocol version wssd speaks (RFC 8446, RFC 5246).

@@ -661,6 +661,8 @@ thread_local! {
 /// waits on already, to keep the order) gets the message later: the sending session stops
 /// reading until it is queued. Anywhere else a full recipient is closed with 1013.
 pub(crate) fn send_all(recipients: Vec<Connection>, msg: &Message) -> usize {
+    // Compressed at most once, for all the recipients that agreed on permessage-deflate.
+    let mut shared = crate::deflate::OneToMany::new(msg);
     DEFERRED.with(|deferred| {
         let mut deferred = deferred.borrow_mut();
         let mut queued = 0;
@@ -668,12 +670,13 @@ pub(crate) fn send_all(recipients: Vec<Connection>, msg: &Message) -> usize {
             let waiting = deferred
                 .as_mut()
                 .and_then(|d| d.blocked.iter_mut().find(|b| b.conn.id() == conn.id()));
+            let msg = shared.get(conn.shared.request.deflate.as_ref());
             if let Some(b) = waiting {
-                b.messages.push_back(msg.clone());
+                b.messages.push_back(msg);
                 queued += 1;
                 continue;
             }
-            match (conn.push(msg.clone()), deferred.as_mut()) {
+            match (conn.push(msg), deferred.as_mut()) {
                 (Ok(()), _) => queued += 1,
                 (Err((SendError::Full, back)), Some(d)) => {
                     let since = conn.queue().writing_since.unwrap_or_else(Instant::now);
@@ -1022,10 +1025,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut written = 0;
         let mut count = 0;
         let (ws, spare) = (&mut self.ws, &mut self.spare);
+        let deflate = self.conn.shared.request.deflate;
         let cork = async {
             while let Some(msg) = spare.pop_front() {
                 written += payload_len(&msg);
                 count += 1;
+                let msg = match deflate
+                    .as_ref()
+                    .and_then(|d| crate::deflate::compress(&msg, d))
+                {
+                    Some(compressed) => compressed,
+                    None => msg,
+                };
                 ws.feed(msg).await?;
             }
             ws.flush().await
@@ -1178,7 +1189,11 @@ fn fail_code(e: &tungstenite::Error) -> Option<CloseCode> {
         tungstenite::Error::Io(e) => match e.get_ref().and_then(|e| e.downcast_ref()) {
             Some(GuardError::TooManyFragments(_)) => Some(CloseCode::Size),
             Some(GuardError::InvalidUtf8) => Some(CloseCode::Invalid),
-            None => None,
+            None => match e.get_ref().and_then(|e| e.downcast_ref()) {
+                Some(crate::deflate::InflateError::Corrupt) => Some(CloseCode::Invalid),
+                Some(crate::deflate::InflateError::TooBig(_)) => Some(CloseCode::Size),
+                None => None,
+            },
         },
         tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
         tungstenite::Error::Protocol(

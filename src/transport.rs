@@ -26,6 +26,8 @@ pub struct Transport<S> {
     /// The 101 response, written ahead of anything else on the first write, flush or read.
     preamble: Vec<u8>,
     guard: FragmentGuard,
+    /// The permessage-deflate layer, when agreed (RFC 7692).
+    inflate: Option<Box<crate::deflate::Inflate>>,
 }
 
 /// `S` itself, or TLS over `S` (boxed: the TLS state is about 1 KiB).
@@ -61,7 +63,16 @@ impl<S> Transport<S> {
             io,
             preamble: Vec::new(),
             guard: FragmentGuard::new(max_fragments),
+            inflate: None,
         }
+    }
+
+    /// Inflates compressed messages before tungstenite sees them (permessage-deflate agreed).
+    pub(crate) fn inflate(&mut self, max_frame: usize, max_message: usize) {
+        self.inflate = Some(Box::new(crate::deflate::Inflate::new(
+            max_frame,
+            max_message,
+        )));
     }
 
     /// Defers the `101` answer to the first read, write or flush.
@@ -69,10 +80,19 @@ impl<S> Transport<S> {
         self.preamble = response;
     }
 
-    /// Starts counting frames, beginning with `already_read` (frames that came behind the request).
-    pub(crate) fn arm(&mut self, already_read: &[u8]) -> io::Result<()> {
+    /// Starts watching frames, beginning with `already_read` (frames that came behind the
+    /// request). With permessage-deflate, those go through the inflating layer first: they
+    /// are taken out of `already_read`, and read back through [`Transport`].
+    pub(crate) fn arm(&mut self, already_read: &mut Vec<u8>) -> io::Result<()> {
         self.guard.armed = true;
-        self.guard.scan(already_read)
+        match &mut self.inflate {
+            Some(inflate) => {
+                inflate.feed(already_read)?;
+                already_read.clear();
+                Ok(())
+            }
+            None => self.guard.scan(already_read),
+        }
     }
 }
 
@@ -102,7 +122,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Transport<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_preamble(cx))?;
-        let n = ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        let Some(inflate) = &mut this.inflate else {
+            let n = ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+            this.guard.scan(&buf[..n])?;
+            return Poll::Ready(Ok(n));
+        };
+        // `buf` serves as the scratch space for what the client sent, then holds what
+        // the inflating layer made of it.
+        while !inflate.has_output() {
+            let n = ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+            if n == 0 || buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            inflate.feed(&buf[..n])?;
+        }
+        let n = inflate.take(buf);
         this.guard.scan(&buf[..n])?;
         Poll::Ready(Ok(n))
     }

@@ -23,11 +23,10 @@ use wssd::{Config, Connection, Handler, Hub, Limits, Message};
 /// It replaces the recipe (the "Create a wss service" guide): behind nginx or Apache with
 /// --plain (its Method 1), or terminating TLS itself with --cert and --key (its Method 2).
 struct Args {
-    /// address to listen on: 127.0.0.1:8282 or localhost:8282 (this machine only),
-    /// 0.0.0.0:8282 or [::]:8282 (every interface), or :8282 or 8282 (a port alone: every
-    /// interface, as nginx's listen) (default 127.0.0.1:8282)
+    // The help text is an attribute: rustdoc would read `[::]` in a doc comment as a link.
     #[argh(
         option,
+        description = "address to listen on: 127.0.0.1:8282 or localhost:8282 (this machine only), 0.0.0.0:8282 or [::]:8282 (every interface), or :8282 or 8282 (a port alone: every interface, as nginx's listen) (default 127.0.0.1:8282)",
         default = "SocketAddr::from(([127, 0, 0, 1], 8282))",
         from_str_fn(parse_listen)
     )]
@@ -107,6 +106,16 @@ struct Args {
     /// fan --broadcast and --rooms out to every wssd instance on this Redis server, such as redis://127.0.0.1:6379/
     #[argh(option)]
     redis: Option<String>,
+
+    /// accept the permessage-deflate offers of browsers and other clients (RFC 7692): messages
+    /// compressed both ways, with no memory held for idle connections (default off: it costs
+    /// CPU per message; see the README)
+    #[argh(switch)]
+    permessage_deflate: bool,
+
+    /// with --permessage-deflate, send messages shorter than this uncompressed, in bytes (default 128)
+    #[argh(option, default = "128")]
+    deflate_min_size: usize,
 
     /// seconds for the TLS and WebSocket handshakes, against slowloris (default 10)
     #[argh(option, default = "10")]
@@ -312,6 +321,8 @@ fn run(args: Args) -> Result<(), String> {
     config.path = args.path.clone();
     config.subpaths = args.rooms;
     config.subprotocols = args.subprotocol.clone();
+    config.deflate.enabled = args.permessage_deflate;
+    config.deflate.min_size = args.deflate_min_size;
     if !args.trusted_proxy.is_empty() {
         config.trusted_proxies = args.trusted_proxy.clone();
     }
