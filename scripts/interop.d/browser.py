@@ -75,6 +75,14 @@ def _():
         assert result == {"ok": True, "got": [{"text": "tom"}, {"binary": [1, 2, 3]}], "protocol": "chat"}, result
 
 
+@case("Chromium negotiates permessage-deflate with --permessage-deflate and gets its 2 KiB JSON back")
+def _():
+    with Wssd("--self-signed-dir", ca, "--permessage-deflate") as srv:
+        result = browser("deflate", srv.url)
+        assert result["ok"] and result["echoed"] and result["size"] > 2000, result
+        assert result["extensions"] == "permessage-deflate; server_no_context_takeover; client_no_context_takeover", result
+
+
 @case("Chromium loads --test-page over https and the page's own snippet gets its echo")
 def _():
     with Wssd("--self-signed-dir", ca, "--test-page") as srv:

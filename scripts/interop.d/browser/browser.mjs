@@ -5,6 +5,8 @@
 //   node browser.mjs snippet URL P1,P2
 //                                  the same, opening with new WebSocket(URL, ["P1", "P2"]);
 //                                  the result adds the subprotocol chosen, ws.protocol
+//   node browser.mjs deflate URL   send a 2 KiB JSON text and record the echo and ws.extensions,
+//                                  the permessage-deflate terms the browser agreed on
 //   node browser.mjs page URL      load the --test-page at URL and wait for its first reply
 //
 // HOME must hold the NSS database (~/.pki/nssdb) that says which CAs to trust; no
@@ -36,6 +38,18 @@ try {
       await page.waitForFunction(() => document.title.includes(":"), null, { timeout: 15000 });
       result = { ok: true, title: await page.title() };
     }
+  } else if (mode === "deflate") {
+    result = await page.evaluate((url) => new Promise((resolve) => {
+      const ws = new WebSocket(url);
+      const json = JSON.stringify(Array.from({ length: 64 }, (_, i) => ({ user: "tom", seq: i, text: "hello" })));
+      ws.onopen = () => ws.send(json);
+      ws.onmessage = (e) => {
+        ws.close(1000, "done");
+        resolve({ ok: true, extensions: ws.extensions, echoed: e.data === json, size: json.length });
+      };
+      ws.onclose = (e) => resolve({ ok: false, closeCode: e.code });
+      setTimeout(() => resolve({ ok: false, error: "no reply within 15 s" }), 15000);
+    }), url);
   } else {
     result = await page.evaluate(([url, protocols]) => new Promise((resolve) => {
       // The recipe's snippet, plus a binary message.
