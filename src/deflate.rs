@@ -328,11 +328,9 @@ impl Inflate {
         buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
         self.pos += n;
         if self.pos == self.out.len() {
+            // All passed on: an idle connection keeps no buffer.
             self.pos = 0;
-            self.out.clear();
-            if self.out.capacity() > 64 << 10 {
-                self.out = Vec::new(); // after a large message: do not keep it
-            }
+            self.out = Vec::new();
         }
         n
     }

@@ -16,11 +16,14 @@
 //!                                       a clear error (400 naming wss:// for the latter)
 //!     TLS accept                        rustls, TLS 1.2 and 1.3, ALPN http/1.1, SNI
 //!     opening handshake                 RFC 6455 section 4.2.1: path, version, key,
-//!                                       subprotocol (section 4.2.2), real client IP
+//!                                       subprotocol (section 4.2.2), real client IP,
+//!                                       permessage-deflate (RFC 7692, Config::deflate)
 //!   -> Accepted                         the request facts, the 101 not yet sent
 //!   Accepted::serve(&handler):
 //!     Handler::on_open, then the 101
-//!     session loop                      frames in (size, frame and fragment limits),
+//!     session loop                      frames in (size, frame and fragment limits,
+//!                                       UTF-8 checked as it arrives, compressed ones
+//!                                       inflated under the message-size limit),
 //!                                       the send queue out (bounded in bytes, corked),
 //!                                       pings and the idle timeout, a deadline on every
 //!                                       write, backpressure for Hub sends, close codes

@@ -19,12 +19,33 @@ impl Handler for Echo {
     }
 }
 
-/// A masked client frame with this first byte (FIN and opcode) and payload.
+/// A masked client frame with this first byte (FIN and opcode) and payload, mask key 0
+/// (the payload as is).
 fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mut out = vec![first, 0x80 | payload.len() as u8, 0, 0, 0, 0]; // mask key 0: payload as is
-    out.extend_from_slice(payload);
-    out
+    masked(first, [0; 4], payload)
+}
+
+/// Handshakes as a client, writes `bytes` raw, and returns the first `count` messages the
+/// server sends back; then closes.
+async fn raw_then_read(client_end: common::Duplex, bytes: Vec<u8>, count: usize) -> Vec<Message> {
+    let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+        .await
+        .unwrap();
+    let mut raw = ws.into_inner();
+    raw.write_all(&bytes).await.unwrap();
+    let mut ws = async_tungstenite::WebSocketStream::from_raw_socket(
+        raw,
+        wssd::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    let mut got = Vec::new();
+    while got.len() < count {
+        got.push(ws.next().await.unwrap().unwrap());
+    }
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    got
 }
 
 async fn serve(
@@ -70,30 +91,11 @@ fn a_flood_of_one_byte_fragments_is_closed_with_1009() {
 fn a_message_in_a_few_fragments_arrives_whole() {
     let (server_end, client_end) = duplex();
     let (conns, _keep) = async_channel::unbounded();
-    let client = async {
-        let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
-            .await
-            .unwrap();
-        let mut raw = ws.into_inner();
-        let mut message = frame(0x01, b"to");
-        message.extend(frame(0x89, b"")); // a ping between fragments is allowed
-        message.extend(frame(0x00, b"m"));
-        message.extend(frame(0x80, b"!")); // final continuation
-        raw.write_all(&message).await.unwrap();
-        let mut ws = async_tungstenite::WebSocketStream::from_raw_socket(
-            raw,
-            wssd::tungstenite::protocol::Role::Client,
-            None,
-        )
-        .await;
-        let mut got = Vec::new();
-        while got.len() < 2 {
-            got.push(ws.next().await.unwrap().unwrap());
-        }
-        ws.close(None).await.unwrap();
-        while ws.next().await.is_some() {}
-        got
-    };
+    let mut message = frame(0x01, b"to");
+    message.extend(frame(0x89, b"")); // a ping between fragments is allowed
+    message.extend(frame(0x00, b"m"));
+    message.extend(frame(0x80, b"!")); // final continuation
+    let client = raw_then_read(client_end, message, 2);
     let (_, got) = future::block_on(future::zip(
         serve(server_end, Limits::default(), conns),
         client,
@@ -171,32 +173,13 @@ fn a_character_split_across_fragments_and_masks_arrives_whole() {
     let (server_end, client_end) = duplex();
     let (conns, _keep) = async_channel::unbounded();
     let euro = "€".as_bytes(); // three bytes
-    let client = async {
-        let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
-            .await
-            .unwrap();
-        let mut raw = ws.into_inner();
-        let mut message = masked(0x01, [9, 8, 7, 6], &[b'a', euro[0]]);
-        message.extend(masked(0x89, [5, 5, 5, 5], b"\xff")); // a ping's payload is not text
-        message.extend(masked(0x00, [1, 0, 1, 0], &euro[1..2]));
-        message.extend(masked(0x80, [0xff, 0, 0xff, 0], &[euro[2], b'b']));
-        // A binary message may hold anything.
-        message.extend(masked(0x82, [3, 3, 3, 3], b"\xff\xfe"));
-        raw.write_all(&message).await.unwrap();
-        let mut ws = async_tungstenite::WebSocketStream::from_raw_socket(
-            raw,
-            wssd::tungstenite::protocol::Role::Client,
-            None,
-        )
-        .await;
-        let mut got = Vec::new();
-        while got.len() < 3 {
-            got.push(ws.next().await.unwrap().unwrap());
-        }
-        ws.close(None).await.unwrap();
-        while ws.next().await.is_some() {}
-        got
-    };
+    let mut message = masked(0x01, [9, 8, 7, 6], &[b'a', euro[0]]);
+    message.extend(masked(0x89, [5, 5, 5, 5], b"\xff")); // a ping's payload is not text
+    message.extend(masked(0x00, [1, 0, 1, 0], &euro[1..2]));
+    message.extend(masked(0x80, [0xff, 0, 0xff, 0], &[euro[2], b'b']));
+    // A binary message may hold anything.
+    message.extend(masked(0x82, [3, 3, 3, 3], b"\xff\xfe"));
+    let client = raw_then_read(client_end, message, 3);
     let (summary, got) = future::block_on(common::bounded(future::zip(
         serve(server_end, Limits::default(), conns),
         client,
