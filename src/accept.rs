@@ -300,12 +300,9 @@ impl Acceptor {
         // `Handler::on_open` runs before the client learns it is connected.
         stream.defer(response);
 
-        let forwarding = ["forwarded", "x-forwarded-for", "x-real-ip"]
-            .iter()
-            .any(|name| head.headers.contains_key(*name));
         let request = Request {
             client_ip: forwarded::client_ip(peer_ip, &head.headers, &self.config.trusted_proxies),
-            proxied: proxied.is_some() || (trusted && forwarding),
+            proxied: proxied.is_some() || (trusted && forwarded::names_a_client(&head.headers)),
             path: head.path,
             query: head.query,
             headers: head.headers,

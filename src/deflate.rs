@@ -359,34 +359,12 @@ impl Inflate {
             self.header[usize::from(self.header_len)] = bytes[0];
             self.header_len += 1;
             bytes = &bytes[1..];
-            if let Some(len) = self.header_complete() {
+            let header = &self.header[..usize::from(self.header_len)];
+            if let Some((len, _)) = crate::transport::frame_header(header) {
                 self.start_frame(len)?;
             }
         }
         Ok(())
-    }
-
-    /// The payload length, once the whole header has arrived.
-    fn header_complete(&self) -> Option<u64> {
-        let h = &self.header[..usize::from(self.header_len)];
-        if h.len() < 2 {
-            return None;
-        }
-        let extended = match h[1] & 0x7F {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
-        if h.len() < 2 + extended + mask {
-            return None;
-        }
-        Some(match extended {
-            0 => u64::from(h[1] & 0x7F),
-            n => h[2..2 + n]
-                .iter()
-                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
-        })
     }
 
     fn start_frame(&mut self, len: u64) -> io::Result<()> {

@@ -45,6 +45,14 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
+/// Whether `headers` carry any of the headers by which a proxy names the client
+/// (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`), whoever sent them.
+pub(crate) fn names_a_client(headers: &HeaderMap) -> bool {
+    ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|name| headers.contains_key(*name))
+}
+
 /// The client's IP address: `peer` itself, unless `peer` is a trusted proxy and the headers say more.
 ///
 /// Malformed header values are logged at debug level and skipped; this never fails.

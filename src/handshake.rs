@@ -312,9 +312,7 @@ impl Origin {
         let host = param("host")
             .or_else(|| last("x-forwarded-host"))
             .and_then(|v| plain(&v));
-        let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
-            .iter()
-            .any(|name| h.contains_key(*name));
+        let proxied = crate::forwarded::names_a_client(h);
         match proto
             .as_deref()
             .map(|p| p.trim().trim_matches('"').to_ascii_lowercase())

@@ -272,6 +272,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
+/// The payload length and the header length of a frame whose header starts `h`
+/// (RFC 6455 section 5.2), or `None` while `h` does not hold all of the header yet.
+/// The masking key, when the MASK bit is set, is the header's last 4 bytes.
+pub(crate) fn frame_header(h: &[u8]) -> Option<(u64, usize)> {
+    if h.len() < 2 {
+        return None;
+    }
+    let extended = match h[1] & 0x7F {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let header_len = 2 + extended + if h[1] & 0x80 != 0 { 4 } else { 0 };
+    if h.len() < header_len {
+        return None;
+    }
+    let len = match extended {
+        0 => u64::from(h[1] & 0x7F),
+        n => h[2..2 + n]
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+    };
+    Some((len, header_len))
+}
+
 /// Watches the incoming frames as their bytes arrive, before tungstenite parses them
 /// (RFC 6455 section 5.2): it counts the frames of each data message against
 /// [`Limits::max_fragments`](crate::Limits::max_fragments) (section 5.4), and checks the
@@ -361,30 +386,13 @@ impl FragmentGuard {
             self.header_len += 1;
             bytes = &bytes[1..];
             let h = &self.header[..usize::from(self.header_len)];
-            if h.len() < 2 {
+            let Some((len, header_len)) = frame_header(h) else {
                 continue;
-            }
-            let extended = match h[1] & 0x7F {
-                126 => 2,
-                127 => 8,
-                _ => 0,
-            };
-            let masked = h[1] & 0x80 != 0;
-            let mask_len = if masked { 4 } else { 0 };
-            if h.len() < 2 + extended + mask_len {
-                continue;
-            }
-            let len = match extended {
-                0 => u64::from(h[1] & 0x7F),
-                n => h[2..2 + n]
-                    .iter()
-                    .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
             };
             let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0F);
             self.mask = [0; 4];
-            if masked {
-                self.mask
-                    .copy_from_slice(&h[2 + extended..2 + extended + 4]);
+            if h[1] & 0x80 != 0 {
+                self.mask.copy_from_slice(&h[header_len - 4..header_len]);
             }
             self.mask_pos = 0;
             // RSV1 set means a compressed payload (RFC 7692), which is not checked here.
