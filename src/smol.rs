@@ -396,13 +396,15 @@ async fn connection<H: Handler>(
     let code = summary
         .close_code
         .map_or("none (dropped)".to_string(), |c| u16::from(c).to_string());
+    // The reason first, then the close line: whoever waits for the close line (a log
+    // watcher, a test) then has the reason too.
+    if let Some(error) = &summary.error {
+        log::warn!("{peer}: {error}");
+    }
     log::info!(
         "close {who} {path} {tls} {:.1}s in={} out={} code={code}",
         started.elapsed().as_secs_f32(),
         summary.messages_in,
         summary.messages_out,
     );
-    if let Some(error) = summary.error {
-        log::warn!("{peer}: {error}");
-    }
 }
