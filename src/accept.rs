@@ -23,8 +23,27 @@ use crate::transport::{MaybeTls, Rewind, Transport, WebSocket};
 #[non_exhaustive]
 pub enum AcceptError {
     /// The TLS handshake failed: not TLS, an old version (below 1.2), no shared cipher suite,
-    /// or the client rejected our certificate.
+    /// or no certificate to serve.
     Tls(io::Error),
+    /// The client failed the TLS handshake on the certificate: it sent a `bad_certificate`,
+    /// `unknown_ca`, `certificate_unknown`, `certificate_expired` or `unsupported_certificate`
+    /// alert (RFC 8446 section 6.2), or closed the connection during the handshake, as
+    /// OpenSSL-based clients (Python, curl) do when they reject a certificate.
+    CertificateRejected {
+        /// The TLS error rustls reported.
+        error: io::Error,
+        /// What [`Config::certificate_notes`] knew to be wrong with the certificates: the
+        /// likely cause.
+        likely: Option<Arc<str>>,
+    },
+    /// An ACME server connected for the TLS-ALPN-01 challenge (ALPN `acme-tls/1`,
+    /// RFC 8737): the challenge certificate was served and the connection closed. Only with
+    /// a configuration from [`tls::resolver_config`](crate::tls::resolver_config) that
+    /// answers challenges.
+    AcmeChallenge {
+        /// The domain it validated (SNI).
+        name: Option<String>,
+    },
     /// The request asked for a path other than the configured one; HTTP 404 was sent.
     WrongPath {
         /// The path the client asked for.
@@ -73,6 +92,31 @@ impl fmt::Display for AcceptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AcceptError::Tls(e) => write!(f, "TLS handshake failed: {e}{}", tls_hint(e)),
+            AcceptError::CertificateRejected { error, likely } => {
+                if error.kind() == io::ErrorKind::UnexpectedEof {
+                    write!(
+                        f,
+                        "TLS handshake failed: the client closed the connection during the TLS handshake; most often it rejected the certificate (OpenSSL-based clients such as Python and curl close without saying why)"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "TLS handshake failed: the client rejected the certificate ({error})"
+                    )?;
+                }
+                match likely {
+                    Some(note) => write!(f, ": the likely cause: {note}"),
+                    None => write!(
+                        f,
+                        ": it does not trust the certificate's CA, or it connected by a name the certificate does not cover; `wssd probe wss://HOST:PORT/PATH` shows what a client sees"
+                    ),
+                }
+            }
+            AcceptError::AcmeChallenge { name } => write!(
+                f,
+                "answered the ACME server's TLS-ALPN-01 challenge for {}",
+                crate::text::escape(name.as_deref().unwrap_or("(no name)"))
+            ),
             AcceptError::WrongPath { path } => {
                 write!(
                     f,
@@ -122,7 +166,9 @@ impl fmt::Display for AcceptError {
 impl std::error::Error for AcceptError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            AcceptError::Tls(e) | AcceptError::OldTls { error: e, .. } => Some(e),
+            AcceptError::Tls(e)
+            | AcceptError::OldTls { error: e, .. }
+            | AcceptError::CertificateRejected { error: e, .. } => Some(e),
             AcceptError::Io(e) => Some(e),
             AcceptError::ProxyHeader(e) => Some(e),
             AcceptError::WrongPath { .. }
@@ -130,6 +176,7 @@ impl std::error::Error for AcceptError {
             | AcceptError::BadRequest { .. }
             | AcceptError::PlainHttpOnTlsPort
             | AcceptError::Timeout { .. }
+            | AcceptError::AcmeChallenge { .. }
             | AcceptError::TlsOnPlainPort => None,
         }
     }
@@ -241,10 +288,20 @@ impl Acceptor {
                 let old = old_tls_version(&buf);
                 let hello = Rewind::new(std::mem::take(&mut buf), stream);
                 let acceptor = TlsAcceptor::from(tls.clone());
-                let tls = acceptor.accept(hello).await.map_err(|error| match old {
+                let mut tls = acceptor.accept(hello).await.map_err(|error| match old {
                     Some(offered) => AcceptError::OldTls { offered, error },
+                    None if rejected_certificate(&error) => AcceptError::CertificateRejected {
+                        error,
+                        likely: self.config.certificate_notes.get(),
+                    },
                     None => AcceptError::Tls(error),
                 })?;
+                let session = tls.get_ref().1;
+                if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                    let name = session.server_name().map(str::to_owned);
+                    let _ = futures_lite::AsyncWriteExt::close(&mut tls).await;
+                    return Err(AcceptError::AcmeChallenge { name });
+                }
                 let info = tls_info(tls.get_ref().1);
                 (MaybeTls::Tls(Box::new(tls)), Some(info))
             }
@@ -444,9 +501,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     }
 }
 
+/// Whether a TLS handshake failed on the certificate: the client said so with an alert,
+/// or closed the connection mid-handshake (OpenSSL-based clients do that on a rejection).
+fn rejected_certificate(e: &io::Error) -> bool {
+    use futures_rustls::rustls::{AlertDescription as Alert, Error};
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return true;
+    }
+    matches!(
+        e.get_ref().and_then(|e| e.downcast_ref::<Error>()),
+        Some(Error::AlertReceived(
+            Alert::BadCertificate
+                | Alert::UnknownCA
+                | Alert::CertificateUnknown
+                | Alert::CertificateExpired
+                | Alert::UnsupportedCertificate
+        ))
+    )
+}
+
 /// A plain-words explanation of the common TLS handshake failures.
 fn tls_hint(e: &io::Error) -> &'static str {
-    use futures_rustls::rustls::{AlertDescription as Alert, Error, PeerIncompatible};
+    use futures_rustls::rustls::{Error, PeerIncompatible};
     match e.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
         Some(Error::PeerIncompatible(
             PeerIncompatible::Tls12NotOffered
@@ -457,10 +533,8 @@ fn tls_hint(e: &io::Error) -> &'static str {
         Some(Error::InvalidMessage(_)) => {
             " (the client did not speak TLS: is it using ws:// or http:// on this wss:// port?)"
         }
-        Some(Error::AlertReceived(
-            Alert::BadCertificate | Alert::UnknownCA | Alert::CertificateUnknown,
-        )) => {
-            " (the client rejected the certificate: it does not trust its CA, or it connected by a name the certificate does not cover)"
+        Some(Error::General(detail)) if detail.contains("no server certificate") => {
+            " (no certificate to serve for the name the client asked for: with ACME, the first certificate is not issued yet; the log says how the order goes)"
         }
         _ => "",
     }

@@ -55,6 +55,10 @@ pub struct Config {
     /// permessage-deflate (RFC 7692): whether a client's offer is accepted, the size below
     /// which messages go uncompressed, and the level. Default: off.
     pub deflate: crate::Deflate,
+    /// What is known to be wrong with the served certificates (an expired one, a missing
+    /// intermediate), set by whoever checks them; a TLS handshake that the client fails
+    /// names it as the likely cause. Default: nothing known.
+    pub certificate_notes: crate::tls::CertificateNotes,
 }
 
 impl Default for Config {
@@ -69,6 +73,7 @@ impl Default for Config {
             proxy_protocol: false,
             page: None,
             deflate: crate::Deflate::default(),
+            certificate_notes: crate::tls::CertificateNotes::default(),
         }
     }
 }

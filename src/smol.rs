@@ -363,7 +363,7 @@ async fn connection<H: Handler>(
         Err(AcceptError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
             return log::debug!("{peer}: closed before sending anything");
         }
-        Err(e @ AcceptError::NotWebSocket { page: true }) => {
+        Err(e @ (AcceptError::NotWebSocket { page: true } | AcceptError::AcmeChallenge { .. })) => {
             return log::info!("{peer}: {e}");
         }
         Err(e) => return log::warn!("{peer}: {e}"),

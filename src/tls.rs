@@ -205,9 +205,28 @@ pub fn from_pem_files(
 /// # Errors
 /// As [`from_pem_files`].
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let chain = load_certificate_chain(cert)?;
+    load_certified_key_with_chain(cert, None, key)
+}
+
+/// Loads a PEM certificate, its intermediates from a file of their own (as Apache's
+/// `SSLCertificateChainFile`; `None` when `cert` holds them), and the private key.
+///
+/// The served chain is `cert`'s certificates, then `chain`'s (RFC 5246 section 7.4.2:
+/// the leaf first, each next one certifying the one before).
+///
+/// # Errors
+/// As [`from_pem_files`], each naming the file at fault.
+pub fn load_certified_key_with_chain(
+    cert: &Path,
+    chain: Option<&Path>,
+    key: &Path,
+) -> Result<CertifiedKey, TlsError> {
+    let mut certs = load_certificate_chain(cert)?;
+    if let Some(chain) = chain {
+        certs.extend(load_certificate_chain(chain)?);
+    }
     let key_der = load_private_key(key)?;
-    certified_key(chain, key_der, cert, key)
+    certified_key(certs, key_der, cert, key)
 }
 
 /// Reads a PEM certificate chain: the leaf first, then the intermediates (RFC 5246 section 7.4.2).
@@ -258,28 +277,53 @@ fn parse_key(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, TlsErr
 
 /// Pairs a certificate chain with its private key, checking that the key belongs to the leaf.
 ///
-/// `cert_path` and `key_path` are only used to name the files in errors.
+/// The leaf is the certificate of the key. When it is not first (an intermediate pasted
+/// before it, say), it is moved first and a warning names the file; the others keep their
+/// order. `cert_path` and `key_path` are only used to name the files in errors.
 ///
 /// # Errors
 /// [`TlsError::UnusableKey`] when rustls cannot load the key, and
-/// [`TlsError::KeyMismatch`] when the key's public half is not the leaf's.
+/// [`TlsError::KeyMismatch`] when the key belongs to none of the certificates.
 pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<CertifiedKey, TlsError> {
-    match CertifiedKey::from_der(chain, key, &provider()) {
-        Ok(certified) => Ok(certified),
-        Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
-            cert: cert_path.to_owned(),
-            key: key_path.to_owned(),
-        }),
-        Err(e) => Err(TlsError::UnusableKey {
-            path: key_path.to_owned(),
-            detail: e.to_string(),
-        }),
+    let provider = provider();
+    let signing_key =
+        provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::UnusableKey {
+                path: key_path.to_owned(),
+                detail: e.to_string(),
+            })?;
+    for leaf in 0..chain.len() {
+        let mut ordered = chain.clone();
+        let cert = ordered.remove(leaf);
+        ordered.insert(0, cert);
+        let certified = CertifiedKey::new(ordered, signing_key.clone());
+        match certified.keys_match() {
+            // A key whose public half rustls cannot tell is taken as it comes.
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+                if leaf > 0 {
+                    log::warn!(
+                        "{}: the certificate of this private key is number {} in the file, not first: served first (put the leaf first in the file, then its intermediates)",
+                        cert_path.display(),
+                        leaf + 1
+                    );
+                }
+                return Ok(certified);
+            }
+            // Another's certificate, or one rustls cannot parse: try the next.
+            Err(_) => {}
+        }
     }
+    Err(TlsError::KeyMismatch {
+        cert: cert_path.to_owned(),
+        key: key_path.to_owned(),
+    })
 }
 
 /// Builds the rustls server configuration for one certificate: TLS 1.2 and 1.3, ALPN `http/1.1`, no client authentication.
@@ -290,12 +334,32 @@ pub fn server_config(certified: CertifiedKey) -> Arc<ServerConfig> {
 }
 
 fn config_with(resolver: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
+    resolver_config(resolver, false)
+}
+
+/// The ALPN protocol of the ACME TLS-ALPN-01 challenge (RFC 8737 section 3).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Builds the server configuration around any certificate resolver: TLS 1.2 and 1.3,
+/// ALPN `http/1.1`, no client authentication.
+///
+/// With `acme_challenges`, ALPN also offers `acme-tls/1` (RFC 8737), for a resolver that
+/// answers the TLS-ALPN-01 challenges of an ACME client (RFC 8555) on the wss port
+/// itself, such as rustls-acme's. A connection that negotiates it is closed after the TLS
+/// handshake, with [`AcceptError::AcmeChallenge`](crate::AcceptError::AcmeChallenge).
+pub fn resolver_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+    acme_challenges: bool,
+) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("the ring provider supports TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if acme_challenges {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     Arc::new(config)
 }
 
@@ -346,6 +410,21 @@ impl CertResolver {
     pub fn server_config(self: &Arc<Self>) -> Arc<ServerConfig> {
         config_with(self.clone())
     }
+
+    /// The default certificate and those by SNI name (lower case), as they are now.
+    pub fn current(&self) -> (Arc<CertifiedKey>, HashMap<String, Arc<CertifiedKey>>) {
+        let default = self
+            .default
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let by_name = self
+            .by_name
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (default, by_name)
+    }
 }
 
 impl ResolvesServerCert for CertResolver {
@@ -381,7 +460,7 @@ impl ResolvesServerCert for CertResolver {
 /// ```
 #[derive(Debug)]
 pub struct CertFiles {
-    default: (PathBuf, PathBuf),
+    default: (PathBuf, Option<PathBuf>, PathBuf),
     sni: Vec<(String, PathBuf, PathBuf)>,
     resolver: Arc<CertResolver>,
 }
@@ -392,15 +471,38 @@ impl CertFiles {
     /// # Errors
     /// A [`TlsError`] naming the file and the fix, as [`from_pem_files`].
     pub fn load(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, TlsError> {
+        Self::load_with_chain(cert, None::<&Path>, key)
+    }
+
+    /// Loads the default certificate, its intermediates from a file of their own (`None`
+    /// when the certificate file holds them) and the private key (PEM), as
+    /// [`load_certified_key_with_chain`], logging which files.
+    ///
+    /// # Errors
+    /// A [`TlsError`] naming the file and the fix, as [`from_pem_files`].
+    pub fn load_with_chain(
+        cert: impl AsRef<Path>,
+        chain: Option<impl AsRef<Path>>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, TlsError> {
         let (cert, key) = (cert.as_ref().to_path_buf(), key.as_ref().to_path_buf());
-        let certified = load_certified_key(&cert, &key)?;
-        log::info!(
-            "TLS certificate chain {}, private key {}",
-            cert.display(),
-            key.display()
-        );
+        let chain = chain.map(|c| c.as_ref().to_path_buf());
+        let certified = load_certified_key_with_chain(&cert, chain.as_deref(), &key)?;
+        match &chain {
+            Some(chain) => log::info!(
+                "TLS certificate {}, intermediates {}, private key {}",
+                cert.display(),
+                chain.display(),
+                key.display()
+            ),
+            None => log::info!(
+                "TLS certificate chain {}, private key {}",
+                cert.display(),
+                key.display()
+            ),
+        }
         Ok(CertFiles {
-            default: (cert, key),
+            default: (cert, chain, key),
             sni: Vec::new(),
             resolver: CertResolver::new(certified),
         })
@@ -433,6 +535,19 @@ impl CertFiles {
         self.resolver.server_config()
     }
 
+    /// The certificates served now, each with its SNI name (`None` for the default) and
+    /// the file it came from: to check them after a load or a reload.
+    pub fn served(&self) -> Vec<(Option<String>, PathBuf, Arc<CertifiedKey>)> {
+        let current = self.resolver.current();
+        let mut served = vec![(None, self.default.0.clone(), current.0)];
+        for (name, cert, _) in &self.sni {
+            if let Some(certified) = current.1.get(&name.to_ascii_lowercase()) {
+                served.push((Some(name.clone()), cert.clone(), certified.clone()));
+            }
+        }
+        served
+    }
+
     /// Reloads every pair from disk, logging each new SHA-256 fingerprint. A pair that
     /// fails to load keeps its current certificate, and the error is logged.
     ///
@@ -440,7 +555,8 @@ impl CertFiles {
     /// The first pair's [`TlsError`], when any failed (all of them are logged).
     pub fn reload(&self) -> Result<(), TlsError> {
         let mut first = None;
-        match load_certified_key(&self.default.0, &self.default.1) {
+        let (cert, chain, key) = &self.default;
+        match load_certified_key_with_chain(cert, chain.as_deref(), key) {
             Ok(certified) => {
                 // Swapped first, then logged: once the line is out, handshakes get it.
                 let sha = fingerprint(&certified.cert[0]);
@@ -468,6 +584,25 @@ impl CertFiles {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// What is known to be wrong with the served certificates, in plain words with the fix,
+/// shared by whoever checks them (the `wssd` binary, at start and after each reload) and
+/// the accept path, which names it when a client fails the TLS handshake. Cheap to clone:
+/// every clone is the same note.
+#[derive(Debug, Clone, Default)]
+pub struct CertificateNotes(Arc<RwLock<Option<Arc<str>>>>);
+
+impl CertificateNotes {
+    /// Replaces the note; `None` when nothing is known to be wrong.
+    pub fn set(&self, note: Option<String>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = note.map(Into::into);
+    }
+
+    /// The note, if any.
+    pub fn get(&self) -> Option<Arc<str>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

@@ -31,6 +31,21 @@ pub fn parse_sni(value: &str) -> Result<SniCert, String> {
     })
 }
 
+/// Checks every served certificate (see [`crate::certcheck`]) and keeps what is wrong in
+/// `notes`, where the accept path finds the likely cause of a failed handshake.
+pub fn check(files: &tls::CertFiles, notes: &tls::CertificateNotes) {
+    let mut problems = Vec::new();
+    for (name, file, certified) in files.served() {
+        let what = file.display().to_string();
+        problems.extend(crate::certcheck::check(
+            &what,
+            name.as_deref(),
+            &certified.cert,
+        ));
+    }
+    notes.set((!problems.is_empty()).then(|| problems.join("; ")));
+}
+
 /// What the TLS flags came to.
 pub struct TlsSetup {
     /// `None` for `--plain`.
@@ -44,6 +59,7 @@ pub struct TlsSetup {
 /// The TLS options, as given on the command line.
 pub struct TlsArgs<'a> {
     pub cert: &'a Option<PathBuf>,
+    pub chain: &'a Option<PathBuf>,
     pub key: &'a Option<PathBuf>,
     pub sni: &'a [SniCert],
     pub plain: bool,
@@ -64,6 +80,9 @@ pub fn setup(args: TlsArgs<'_>) -> Result<TlsSetup, String> {
     if self_signed && files {
         return Err("--self-signed and --cert/--key/--sni exclude each other: choose one".into());
     }
+    if args.chain.is_some() && args.cert.is_none() {
+        return Err("--chain holds the intermediates of --cert: pass --cert and --key too".into());
+    }
     match (args.cert, args.key) {
         (Some(_), None) => return Err("--cert needs --key: pass the private key file too".into()),
         (None, Some(_)) => return Err("--key needs --cert: pass the certificate file too".into()),
@@ -82,7 +101,8 @@ pub fn setup(args: TlsArgs<'_>) -> Result<TlsSetup, String> {
             // No --cert: the first --sni pair is also the default.
             _ => (&args.sni[0].cert, &args.sni[0].key),
         };
-        let mut files = tls::CertFiles::load(default.0, default.1).map_err(|e| e.to_string())?;
+        let mut files = tls::CertFiles::load_with_chain(default.0, args.chain.as_ref(), default.1)
+            .map_err(|e| e.to_string())?;
         for s in args.sni {
             files = files
                 .with_sni(&s.name, &s.cert, &s.key)

@@ -1,5 +1,6 @@
 //! `wssd`: serve wss (or ws behind a proxy) from the command line.
 
+mod certcheck;
 mod certs;
 mod probe;
 mod proxy_config;
@@ -35,6 +36,11 @@ struct Args {
     /// PEM certificate chain file, .pem or .crt: the leaf first, then intermediates (needs --key)
     #[argh(option)]
     cert: Option<PathBuf>,
+
+    /// PEM file of the intermediate certificates, when they are not in --cert's file (as
+    /// Apache's SSLCertificateChainFile, or certbot's chain.pem); served after the leaf
+    #[argh(option)]
+    chain: Option<PathBuf>,
 
     /// PEM private key file: PKCS#8, PKCS#1 RSA or SEC1 EC, not encrypted (needs --cert)
     #[argh(option)]
@@ -298,6 +304,7 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| bind_error(args.listen, e))?;
     let tls = certs::setup(certs::TlsArgs {
         cert: &args.cert,
+        chain: &args.chain,
         key: &args.key,
         sni: &args.sni,
         plain: args.plain,
@@ -330,9 +337,16 @@ fn run(args: Args) -> Result<(), String> {
         config = config.test_page();
     }
 
+    if let Some(files) = &tls.files {
+        certs::check(files, &config.certificate_notes);
+    }
+
     // Signals are watched before the server says it is up.
     let shutdown = Shutdown::default();
-    watch_signals(shutdown.clone(), tls.files).map_err(|e| format!("cannot watch signals: {e}"))?;
+    let reload = tls
+        .files
+        .map(|files| (files, config.certificate_notes.clone()));
+    watch_signals(shutdown.clone(), reload).map_err(|e| format!("cannot watch signals: {e}"))?;
 
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let url = format!(
@@ -395,8 +409,11 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 /// SIGINT and SIGTERM start the graceful shutdown (a second one exits at once);
-/// SIGHUP reloads the certificate files.
-fn watch_signals(shutdown: Shutdown, files: Option<wssd::tls::CertFiles>) -> std::io::Result<()> {
+/// SIGHUP reloads the certificate files, and checks them again.
+fn watch_signals(
+    shutdown: Shutdown,
+    files: Option<(wssd::tls::CertFiles, wssd::tls::CertificateNotes)>,
+) -> std::io::Result<()> {
     use async_signal::{Signal, Signals};
     use futures_lite::StreamExt;
     let mut signals = Signals::new([Signal::Int, Signal::Term, Signal::Hup])?;
@@ -406,9 +423,10 @@ fn watch_signals(shutdown: Shutdown, files: Option<wssd::tls::CertFiles>) -> std
             smol::block_on(async {
                 while let Some(Ok(signal)) = signals.next().await {
                     match (signal, &files) {
-                        (Signal::Hup, Some(files)) => {
+                        (Signal::Hup, Some((files, notes))) => {
                             // Each failure is logged, and keeps its current certificate.
                             let _ = files.reload();
+                            certs::check(files, notes);
                         }
                         (Signal::Hup, None) => log::warn!("SIGHUP: no certificate files to reload"),
                         _ if shutdown.is_triggered() => {
