@@ -85,7 +85,7 @@ pub fn covers(names: &[String], host: &str) -> bool {
     })
 }
 
-/// A date as `2026-11-22 03:00 UTC`.
+/// A date as `2026-11-22 03:00:00 UTC`.
 pub fn date(secs: i64) -> String {
     // Days to civil date (Howard Hinnant's algorithm), so that no date crate is needed.
     let days = secs.div_euclid(86_400);
@@ -100,9 +100,10 @@ pub fn date(secs: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year}-{month:02}-{day:02} {:02}:{:02} UTC",
+        "{year}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
         rem / 3600,
-        rem % 3600 / 60
+        rem % 3600 / 60,
+        rem % 60
     )
 }
 
@@ -134,8 +135,14 @@ pub const CA_LEAF: &str = "the leaf certificate is a CA certificate (basicConstr
 /// Checks one served certificate chain: logs what it covers, warns about each problem
 /// with its fix, and returns the problems (for the failed-handshake log lines).
 ///
-/// `what` names it (the file, or `ACME certificate`); `sni` is the name it is served for.
-pub fn check(what: &str, sni: Option<&str>, chain: &[CertificateDer<'_>]) -> Vec<String> {
+/// `what` names it (the file, or `ACME certificate`); `sni` is the name it is served for;
+/// `renewed` when wssd renews it itself (ACME), so that its expiry needs no one's action.
+pub fn check(
+    what: &str,
+    sni: Option<&str>,
+    chain: &[CertificateDer<'_>],
+    renewed: bool,
+) -> Vec<String> {
     let Some(leaf) = chain.first().and_then(|der| facts(der)) else {
         return Vec::new();
     };
@@ -147,7 +154,12 @@ pub fn check(what: &str, sni: Option<&str>, chain: &[CertificateDer<'_>]) -> Vec
         date(leaf.not_after),
         leaf.issuer
     );
-    if now > leaf.not_after {
+    if now > leaf.not_after && renewed {
+        problems.push(format!(
+            "{what}: the certificate expired on {}: clients refuse it (browsers: ERR_CERT_DATE_INVALID) until the new one, being ordered now, is issued",
+            date(leaf.not_after)
+        ));
+    } else if now > leaf.not_after {
         problems.push(format!(
             "{what}: the certificate expired on {}: clients refuse it (browsers: ERR_CERT_DATE_INVALID); renew it (certbot renew, your CA, or wssd --acme) and reload wssd (SIGHUP)",
             date(leaf.not_after)
@@ -157,7 +169,7 @@ pub fn check(what: &str, sni: Option<&str>, chain: &[CertificateDer<'_>]) -> Vec
             "{what}: the certificate is not valid before {}: clients refuse it until then; check this machine's clock (timedatectl), or the certificate's dates",
             date(leaf.not_before)
         ));
-    } else if leaf.not_after - now < 14 * 86_400 {
+    } else if leaf.not_after - now < 14 * 86_400 && !renewed {
         log::warn!(
             "{what}: the certificate expires in {} days ({}): renew it soon, then reload wssd (SIGHUP)",
             (leaf.not_after - now) / 86_400,
@@ -209,9 +221,9 @@ mod tests {
 
     #[test]
     fn dates_are_civil_dates() {
-        assert_eq!(date(0), "1970-01-01 00:00 UTC");
-        assert_eq!(date(1_795_316_400), "2026-11-22 03:00 UTC");
-        assert_eq!(date(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(date(1_795_316_405), "2026-11-22 03:00:05 UTC");
+        assert_eq!(date(951_782_400), "2000-02-29 00:00:00 UTC");
     }
 
     #[test]

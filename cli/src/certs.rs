@@ -41,6 +41,7 @@ pub fn check(files: &tls::CertFiles, notes: &tls::CertificateNotes) {
             &what,
             name.as_deref(),
             &certified.cert,
+            false,
         ));
     }
     notes.set((!problems.is_empty()).then(|| problems.join("; ")));

@@ -1,5 +1,6 @@
 //! `wssd`: serve wss (or ws behind a proxy) from the command line.
 
+mod acme;
 mod certcheck;
 mod certs;
 mod probe;
@@ -45,6 +46,35 @@ struct Args {
     /// PEM private key file: PKCS#8, PKCS#1 RSA or SEC1 EC, not encrypted (needs --cert)
     #[argh(option)]
     key: Option<PathBuf>,
+
+    /// get the certificate for DOMAIN from Let's Encrypt (ACME), answering its TLS-ALPN-01
+    /// challenge on this port (Let's Encrypt validates on port 443), cache it and renew it
+    /// before it expires; repeatable, one certificate for all the names
+    #[argh(option)]
+    acme: Vec<String>,
+
+    /// with --acme, the contact address the CA sends expiry and policy notices to (default: none)
+    #[argh(option)]
+    acme_email: Option<String>,
+
+    /// with --acme, the directory that keeps the certificates and the account key across
+    /// restarts, created with mode 0700 (default wssd-acme, in the working directory)
+    #[argh(option, default = "PathBuf::from(\"wssd-acme\")")]
+    acme_cache: PathBuf,
+
+    /// with --acme, the ACME server's directory URL (default: Let's Encrypt production)
+    #[argh(option)]
+    acme_directory: Option<String>,
+
+    /// with --acme, use Let's Encrypt's staging server: untrusted certificates, for trying
+    /// things out under far higher rate limits
+    #[argh(switch)]
+    acme_staging: bool,
+
+    /// with --acme, PEM file of CA certificates that the ACME server's own HTTPS certificate
+    /// is checked against, besides the system's (a private ACME server: Pebble, a company CA)
+    #[argh(option)]
+    acme_ca: Option<PathBuf>,
 
     /// serve wss with a generated local CA and localhost certificate (the default without --cert or --plain)
     #[argh(switch)]
@@ -302,15 +332,42 @@ fn run(args: Args) -> Result<(), String> {
     // port is reported first.
     let listener = smol::block_on(smol::net::TcpListener::bind(args.listen))
         .map_err(|e| bind_error(args.listen, e))?;
-    let tls = certs::setup(certs::TlsArgs {
-        cert: &args.cert,
-        chain: &args.chain,
-        key: &args.key,
-        sni: &args.sni,
-        plain: args.plain,
-        self_signed: args.self_signed,
-        self_signed_dir: &args.self_signed_dir,
-    })?;
+    let acme = !args.acme.is_empty();
+    if acme
+        && (args.plain
+            || args.self_signed
+            || args.self_signed_dir.is_some()
+            || args.cert.is_some()
+            || args.key.is_some()
+            || !args.sni.is_empty())
+    {
+        return Err("--acme gets its certificate itself: drop --cert, --key, --sni, --self-signed and --plain".into());
+    }
+    if !acme
+        && (args.acme_email.is_some()
+            || args.acme_directory.is_some()
+            || args.acme_staging
+            || args.acme_ca.is_some())
+    {
+        return Err("--acme-email, --acme-directory, --acme-staging and --acme-ca go with --acme DOMAIN: add it".into());
+    }
+    let tls = if acme {
+        certs::TlsSetup {
+            config: None,
+            trust_hint: None,
+            files: None,
+        }
+    } else {
+        certs::setup(certs::TlsArgs {
+            cert: &args.cert,
+            chain: &args.chain,
+            key: &args.key,
+            sni: &args.sni,
+            plain: args.plain,
+            self_signed: args.self_signed,
+            self_signed_dir: &args.self_signed_dir,
+        })?
+    };
     let secs = Duration::from_secs;
     let mut limits = Limits::default();
     limits.handshake_timeout = secs(args.handshake_timeout);
@@ -339,6 +396,20 @@ fn run(args: Args) -> Result<(), String> {
 
     if let Some(files) = &tls.files {
         certs::check(files, &config.certificate_notes);
+    }
+    if acme {
+        config.tls = Some(acme::start(
+            acme::AcmeArgs {
+                domains: &args.acme,
+                email: &args.acme_email,
+                cache: &args.acme_cache,
+                directory: &args.acme_directory,
+                staging: args.acme_staging,
+                ca: &args.acme_ca,
+                port: listener.local_addr().map_or(0, |a| a.port()),
+            },
+            config.certificate_notes.clone(),
+        )?);
     }
 
     // Signals are watched before the server says it is up.
