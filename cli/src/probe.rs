@@ -348,10 +348,12 @@ impl Probe {
         } else {
             Status::Fail
         };
+        let leaf = verifier.leaf.lock().unwrap().take();
+        let facts = leaf.as_deref().and_then(crate::certcheck::facts);
         match recorded {
             Some(Ok(())) => report.pass("certificate", "chain verified, valid for this name"),
             Some(Err(e)) => {
-                let (detail, fix) = certificate_failure(&e, target);
+                let (detail, fix) = certificate_failure(&e, target, facts.as_ref());
                 let fix = if self.insecure {
                     format!("{fix} (ignored: --insecure)")
                 } else {
@@ -365,7 +367,7 @@ impl Probe {
                 "configure the server's certificate",
             ),
         }
-        if let Some(leaf) = verifier.leaf.lock().unwrap().take() {
+        if let Some(leaf) = leaf {
             expiry(&leaf, report);
         }
         Some(Box::new(tls))
@@ -409,9 +411,23 @@ fn parse_url(url: &str, report: &mut Report) -> Option<Target> {
         );
         None
     };
+    if !url.contains("://") {
+        let rest = wssd::text::escape(url.trim_start_matches('/'));
+        report.fail(
+            "url",
+            format!("{rest:?} has no scheme"),
+            format!("write wss://{rest} (TLS, as a browser's wss:// URL) or ws://{rest} (plain, as behind a proxy on this machine)"),
+        );
+        return None;
+    }
     let uri: Uri = match url.parse() {
         Ok(uri) => uri,
-        Err(e) => return bad(report, format!("{url:?} is not a URL: {e}")),
+        Err(e) => {
+            return bad(
+                report,
+                format!("{:?} is not a URL: {e}", wssd::text::escape(url)),
+            );
+        }
     };
     let tls = match uri.scheme_str() {
         Some("wss") | Some("https") => true,
@@ -419,7 +435,10 @@ fn parse_url(url: &str, report: &mut Report) -> Option<Target> {
         other => {
             return bad(
                 report,
-                format!("scheme {other:?}: wssd probes ws:// and wss://"),
+                format!(
+                    "scheme {}:// : wssd probes ws:// and wss://",
+                    wssd::text::escape(other.unwrap_or(""))
+                ),
             );
         }
     };
@@ -612,7 +631,11 @@ fn tls_failure(e: &std::io::Error, target: &Target) -> (String, String) {
             format!("no TLS version in common: {e}"),
             "the server offers only TLS older than 1.2: enable TLS 1.2 and 1.3 (WeChat Mini Programs refuse anything older)".into(),
         ),
-        Some(other) => (format!("TLS handshake failed: {other}"), "see the server's log".into()),
+        Some(rustls::Error::AlertReceived(alert)) => (
+            format!("the server ended the TLS handshake with the alert {alert:?}"),
+            "no TLS version or cipher suite in common, or no certificate for this name (SNI): the server's log says which".into(),
+        ),
+        Some(_) => ("the TLS handshake failed".into(), "the server's log says why".into()),
         None if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) => (
             "the server closed the connection at the TLS ClientHello".into(),
             format!("{plain} (or the server offers only TLS older than 1.2)"),
@@ -621,13 +644,26 @@ fn tls_failure(e: &std::io::Error, target: &Target) -> (String, String) {
     }
 }
 
-fn certificate_failure(e: &rustls::Error, target: &Target) -> (String, String) {
+fn certificate_failure(
+    e: &rustls::Error,
+    target: &Target,
+    leaf: Option<&crate::certcheck::Facts>,
+) -> (String, String) {
     let by_ip = target.host.parse::<std::net::IpAddr>().is_ok();
+    let covers = leaf.map_or(String::new(), |f| {
+        format!(": it covers {}", f.names.join(", "))
+    });
+    // webpki's own reasons reach rustls as `Other`, known here by name only.
+    let other = format!("{e:?}");
     match e {
+        _ if other.contains("CaUsedAsEndEntity") => (
+            "the leaf certificate is a CA certificate (basicConstraints CA:TRUE, as `openssl req -x509` makes by default)".into(),
+            "browsers and OpenSSL clients (curl, Python) accept it once trusted, but rustls and webpki clients (Rust apps, this probe) refuse it: make the leaf with `-addext basicConstraints=critical,CA:FALSE` (or run wssd --self-signed-dir DIR, which makes a CA and a leaf); --insecure lets the probe go on".into(),
+        ),
         rustls::Error::InvalidCertificate(
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         ) => (
-            format!("the certificate is not valid for {}", target.host),
+            format!("the certificate is not valid for {}{covers}", target.host),
             if by_ip {
                 "certificates are bound to domain names: connect by the domain name, not the IP address".into()
             } else {
@@ -642,7 +678,26 @@ fn certificate_failure(e: &rustls::Error, target: &Target) -> (String, String) {
             "the certificate is not signed by a trusted CA".into(),
             "self-signed or a private CA: pass it with --ca CA.pem, or serve a certificate from a public CA with its full chain".into(),
         ),
-        other => (format!("the certificate was rejected: {other}"), "serve a valid certificate chain".into()),
+        rustls::Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => (
+            "the certificate is not valid yet: its start date is in the future".into(),
+            "check the clocks of the server and of this machine (timedatectl), or the certificate's dates".into(),
+        ),
+        rustls::Error::InvalidCertificate(CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. }) => (
+            "the certificate is not for TLS servers: its extendedKeyUsage lacks serverAuth".into(),
+            "get a server certificate (extendedKeyUsage serverAuth), as CAs issue for web servers".into(),
+        ),
+        rustls::Error::InvalidCertificate(CertificateError::Revoked) => (
+            "the certificate has been revoked by its CA".into(),
+            "get a new one from the CA, then reload the server".into(),
+        ),
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature | CertificateError::UnsupportedSignatureAlgorithmContext { .. }) => (
+            "the certificate's signature is not one this client can check (a broken chain, or an unsupported algorithm)".into(),
+            "serve the chain the CA issued, in order (leaf first), with RSA, ECDSA P-256/P-384 or Ed25519 keys".into(),
+        ),
+        _ => (
+            "the certificate chain did not verify".into(),
+            "serve the full chain the CA issued (leaf first, then intermediates); the server's log checks it at start and names what is wrong".into(),
+        ),
     }
 }
 

@@ -110,7 +110,9 @@ fn wrong_hostname_says_connect_by_the_domain() {
     let (ok, out) = probe(&[&server.url, "--ca", dir.join("ca.pem").to_str().unwrap()]);
     assert!(!ok, "{out}");
     assert!(
-        out.contains("FAIL certificate the certificate is not valid for localhost"),
+        out.contains(
+            "FAIL certificate the certificate is not valid for localhost: it covers wss.example.com"
+        ),
         "{out}"
     );
     assert!(
@@ -129,6 +131,21 @@ fn wrong_hostname_says_connect_by_the_domain() {
     let (ok, out) = probe(&[&server.url, "--insecure"]);
     assert!(ok, "{out}");
     assert!(out.contains("WARN certificate"), "{out}");
+}
+
+#[test]
+fn a_url_without_a_scheme_gets_the_two_forms_to_use() {
+    let (ok, out) = probe(&["example.com:8282/wss"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL url") && out.contains("has no scheme"),
+        "{out}"
+    );
+    assert!(
+        out.contains("wss://example.com:8282/wss") && out.contains("ws://example.com:8282/wss"),
+        "{out}"
+    );
+    assert!(!out.contains("None"), "{out}");
 }
 
 #[test]
