@@ -13,27 +13,78 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ca = self_signed_dir()
 
 
-def home(trusting):
-    """A HOME whose NSS database trusts wssd's CA, or trusts nothing."""
-    path = os.path.join(TMP, "home-trusting" if trusting else "home-empty")
+def home(trusting, ca_file=None, tag=None):
+    """A HOME whose NSS database trusts wssd's CA (or `ca_file`, under the name `tag`), or
+    trusts nothing."""
+    ca_file = ca_file or os.path.join(ca, "ca.pem")
+    path = os.path.join(TMP, f"home-{tag}" if tag else "home-trusting" if trusting else "home-empty")
     nssdb = os.path.join(path, ".pki", "nssdb")
     if not os.path.isdir(nssdb):
         os.makedirs(nssdb)
         subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
         if trusting:
-            subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "wssd local CA",
-                            "-i", os.path.join(ca, "ca.pem")], check=True)
+            subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "wssd test CA",
+                            "-i", ca_file], check=True)
     return path
 
 
-def browser(mode, url, trusting=True, protocols=None):
-    env = dict(os.environ, HOME=home(trusting))
+def browser(mode, url, trusting=True, protocols=None, ca_file=None, tag=None, resolve=None):
+    """Runs browser.mjs; `ca_file` and `tag` give a HOME trusting that CA alone, `resolve` a
+    host name that Chromium maps to 127.0.0.1."""
+    env = dict(os.environ, HOME=home(trusting, ca_file, tag))
+    if resolve:
+        env["WSSD_CHROMIUM_ARGS"] = json.dumps([f"--host-resolver-rules=MAP {resolve} 127.0.0.1"])
     extra = [",".join(protocols)] if protocols else []
     out = subprocess.run(["node", os.path.join(HERE, "browser", "browser.mjs"), mode, url, *extra],
                          env=env, capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         raise RuntimeError(f"browser.mjs failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def chain_dir():
+    """root.pem, int.pem (an intermediate CA) and leaf.pem + leaf.key (localhost, signed by the
+    intermediate), made by openssl as a CA would issue them: the leaf file without its chain."""
+    d = os.path.join(TMP, "chain")
+    if os.path.exists(os.path.join(d, "leaf.key")):
+        return d
+    os.makedirs(d)
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "root.key", "-out", "root.pem", "-days", "30", "-subj", "/CN=wssd interop root")
+    run("req", *ec, "-keyout", "int.key", "-out", "int.csr", "-subj", "/CN=wssd interop intermediate")
+    with open(os.path.join(d, "int.ext"), "w") as f:
+        f.write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
+    run("x509", "-req", "-in", "int.csr", "-CA", "root.pem", "-CAkey", "root.key", "-CAcreateserial",
+        "-out", "int.pem", "-days", "30", "-extfile", "int.ext")
+    run("req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost")
+    with open(os.path.join(d, "leaf.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "int.pem", "-CAkey", "int.key", "-CAcreateserial",
+        "-out", "leaf.pem", "-days", "30", "-extfile", "leaf.ext")
+    return d
+
+
+@case("Chromium trusting only the root gets ok with --cert leaf.pem --chain int.pem (the intermediates in a file of their own)")
+def _():
+    d = chain_dir()
+    with Wssd("--cert", os.path.join(d, "leaf.pem"), "--chain", os.path.join(d, "int.pem"),
+              "--key", os.path.join(d, "leaf.key"), "--reply", "ok") as srv:
+        result = browser("snippet", srv.url, ca_file=os.path.join(d, "root.pem"), tag="chain-root")
+        assert result == {"ok": True, "got": [{"text": "ok"}, {"text": "ok"}]}, result
+
+
+@case("Chromium refuses the leaf served without its intermediate; wssd warned at start and names that as the likely cause")
+def _():
+    d = chain_dir()
+    with Wssd("--cert", os.path.join(d, "leaf.pem"), "--key", os.path.join(d, "leaf.key"), "--reply", "ok") as srv:
+        srv.wait_for("the chain lacks the intermediate certificate that signed the leaf")
+        result = browser("snippet", srv.url, ca_file=os.path.join(d, "root.pem"), tag="chain-root")
+        assert result["ok"] is False and result["got"] == [], result
+        srv.wait_for("the likely cause:")
+        failed = [line for line in srv.lines if "TLS handshake failed" in line]
+        assert all("lacks the intermediate" in line for line in failed), failed
 
 
 @case("Chromium, Method 2 (wss direct, --reply ok), CA trusted via NSS: the snippet gets ok")

@@ -11,6 +11,8 @@
 //
 // HOME must hold the NSS database (~/.pki/nssdb) that says which CAs to trust; no
 // certificate error is ever ignored. A fresh user data directory is made per run.
+// WSSD_CHROMIUM_ARGS, a JSON list, adds Chromium flags, such as
+// ["--host-resolver-rules=MAP acme.wssd.test 127.0.0.1"] to reach a test domain.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,6 +27,7 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   args: [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ...JSON.parse(process.env.WSSD_CHROMIUM_ARGS || "[]"),
   ],
 });
 let result;
