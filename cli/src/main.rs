@@ -38,7 +38,7 @@ struct Args {
     #[argh(option)]
     cert: Option<PathBuf>,
 
-    /// PEM file of the intermediate certificates, when they are not in --cert's file (as
+    /// PEM file of the intermediate certificates, when they are not in the --cert file (as
     /// Apache's SSLCertificateChainFile, or certbot's chain.pem); served after the leaf
     #[argh(option)]
     chain: Option<PathBuf>,
