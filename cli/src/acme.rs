@@ -238,11 +238,20 @@ fn order_failure(e: &OrderError, names: &str, directory: &str) -> String {
                 });
             let (typ, detail) = problem.unwrap_or_default();
             let detail = wssd::text::escape(&detail).into_owned();
-            let fix = if typ.ends_with(":dns") {
+            let lower = detail.to_ascii_lowercase();
+            let fix = if typ.ends_with(":dns")
+                || lower.contains("dns problem")
+                || lower.contains("no valid a")
+                || lower.contains("nxdomain")
+                || lower.contains("could not resolve")
+            {
                 format!(
                     "the domain does not resolve to this machine: give {names} a DNS A (or AAAA) record with this server's public address"
                 )
-            } else if typ.ends_with(":connection") {
+            } else if typ.ends_with(":connection")
+                || lower.contains("connect")
+                || lower.contains("timeout")
+            {
                 "the ACME server could not connect to port 443: open port 443 to wssd (firewall, cloud security group), and have wssd listen on :443".into()
             } else if typ.ends_with(":tls") || typ.ends_with(":unauthorized") {
                 "the ACME server reached something other than this wssd on port 443 (another server, or a proxy that terminates TLS): wssd must answer port 443 itself for TLS-ALPN-01".into()

@@ -1,5 +1,6 @@
 //! `wssd`: serve wss (or ws behind a proxy) from the command line.
 
+#[cfg(feature = "acme")]
 mod acme;
 mod certcheck;
 mod certs;
@@ -347,9 +348,10 @@ fn run(args: Args) -> Result<(), String> {
         && (args.acme_email.is_some()
             || args.acme_directory.is_some()
             || args.acme_staging
-            || args.acme_ca.is_some())
+            || args.acme_ca.is_some()
+            || args.acme_cache != std::path::Path::new("wssd-acme"))
     {
-        return Err("--acme-email, --acme-directory, --acme-staging and --acme-ca go with --acme DOMAIN: add it".into());
+        return Err("--acme-email, --acme-cache, --acme-directory, --acme-staging and --acme-ca go with --acme DOMAIN: add it".into());
     }
     let tls = if acme {
         certs::TlsSetup {
@@ -397,6 +399,11 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(files) = &tls.files {
         certs::check(files, &config.certificate_notes);
     }
+    #[cfg(not(feature = "acme"))]
+    if acme {
+        return Err("this wssd was built without ACME (its acme feature): build it with the default features for --acme".into());
+    }
+    #[cfg(feature = "acme")]
     if acme {
         config.tls = Some(acme::start(
             acme::AcmeArgs {

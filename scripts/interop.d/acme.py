@@ -28,7 +28,7 @@ class Pebble:
     `tls_port`; certificates it issues live `validity` seconds. Pebble's root is new at each
     start: `root` is its file, fetched from the management port."""
 
-    def __init__(self, tls_port, validity):
+    def __init__(self, tls_port, validity, resolves=True):
         self.dir = os.path.join(TMP, f"pebble-{tls_port}")
         os.makedirs(self.dir, exist_ok=True)
         self.https_ca = self._https_certificate()
@@ -43,7 +43,7 @@ class Pebble:
             json.dump(config, f)
         # No IPv6 answers: Pebble would validate over ::1, where wssd does not listen.
         self.dns = subprocess.Popen(
-            ["pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+            ["pebble-challtestsrv", "-defaultIPv4", "127.0.0.1" if resolves else "", "-defaultIPv6", "",
              "-dns01", f"127.0.0.1:{dns}", "-http01", "", "-https01", "", "-tlsalpn01", "",
              "-management", f"127.0.0.1:{dns_manage}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -147,6 +147,21 @@ def _():
                 before.send("three")
                 assert before.recv(timeout=10) == "three"
                 assert certificate_of(before) == first
+
+
+@case("ACME via Pebble, failures: port 443 (Pebble's validation port) not reaching wssd, and a domain that does not resolve, are each logged with their fix")
+def _():
+    port, elsewhere = free_port(), free_port()
+    with Pebble(elsewhere, validity=3600) as pebble:
+        with wssd_acme(port, pebble, os.path.join(TMP, "acme-cache-3")) as srv:
+            srv.wait_for("ACME: ordering a certificate for acme.wssd.test failed", seconds=60)
+            line = next(l for l in srv.lines if "ordering a certificate" in l and "failed" in l)
+            assert "could not validate the challenge" in line and "could not connect to port 443" in line, line
+    with Pebble(port, validity=3600, resolves=False) as pebble:
+        with wssd_acme(port, pebble, os.path.join(TMP, "acme-cache-4")) as srv:
+            srv.wait_for("ACME: ordering a certificate for acme.wssd.test failed", seconds=60)
+            line = next(l for l in srv.lines if "ordering a certificate" in l and "failed" in l)
+            assert "the domain does not resolve to this machine" in line and "DNS A" in line, line
 
 
 if __name__ == "__main__":
