@@ -27,7 +27,7 @@ pub enum AcceptError {
     Tls(io::Error),
     /// The client failed the TLS handshake on the certificate: it sent a `bad_certificate`,
     /// `unknown_ca`, `certificate_unknown`, `certificate_expired` or `unsupported_certificate`
-    /// alert (RFC 8446 section 6.2), or closed the connection during the handshake, as
+    /// alert (RFC 8446 section 6.2), or closed or reset the connection during the handshake, as
     /// OpenSSL-based clients (Python, curl) do when they reject a certificate.
     CertificateRejected {
         /// The TLS error rustls reported.
@@ -93,7 +93,10 @@ impl fmt::Display for AcceptError {
         match self {
             AcceptError::Tls(e) => write!(f, "TLS handshake failed: {e}{}", tls_hint(e)),
             AcceptError::CertificateRejected { error, likely } => {
-                if error.kind() == io::ErrorKind::UnexpectedEof {
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                ) {
                     write!(
                         f,
                         "TLS handshake failed: the client closed the connection during the TLS handshake; most often it rejected the certificate (OpenSSL-based clients such as Python and curl close without saying why)"
@@ -505,7 +508,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
 /// or closed the connection mid-handshake (OpenSSL-based clients do that on a rejection).
 fn rejected_certificate(e: &io::Error) -> bool {
     use futures_rustls::rustls::{AlertDescription as Alert, Error};
-    if e.kind() == io::ErrorKind::UnexpectedEof {
+    // A client that hangs up with the server's handshake bytes unread resets (RST) rather
+    // than closes (FIN): the same thing, from here.
+    if matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+    ) {
         return true;
     }
     matches!(
