@@ -47,6 +47,9 @@ async def _():
             async with websockets.connect(srv.url, ssl=trusting(os.path.join(ca_dir, "ca.pem"))):
                 pass
         except ssl.SSLCertVerificationError:
+            # wssd's log says that the client refused the certificate, and what to run.
+            srv.wait_for("TLS handshake failed: the client")
+            assert "wssd probe" in srv.log(), srv.log()
             return
         raise AssertionError("connected without trusting the certificate")
 
