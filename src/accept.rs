@@ -496,6 +496,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
         crate::session::serve(self.ws, self.request, handler, &self.limits).await
     }
 
+    /// Refuses the connection after all, instead of the `101`: answers with HTTP `status`
+    /// (400 to 599: 401 or 403 for a client the app does not let in, 503 when the app is
+    /// unreachable) and `body` as `text/plain`, and closes. A browser's WebSocket then fails
+    /// without ever opening (RFC 6455 section 4.1: any status but 101 fails the connection).
+    ///
+    /// For a decision that needs I/O of its own between [`Acceptor::accept`] and
+    /// [`Accepted::serve`], such as asking an app whether this user may connect.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a status outside 400 to 599, or when the `101` went out already
+    /// (the WebSocket was read or written through [`Accepted::into_parts`]); the I/O error when
+    /// the answer cannot be written. Writing has the handshake's own deadline, `Limits::handshake_timeout`.
+    pub async fn refuse(mut self, status: u16, body: &str) -> io::Result<()> {
+        let status = async_tungstenite::tungstenite::http::StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a refusal needs a status from 400 to 599",
+                )
+            })?;
+        let mut body = body.to_owned();
+        if !body.ends_with('\n') {
+            body.push('\n');
+        }
+        let answer = handshake::Answer {
+            status,
+            headers: Vec::new(),
+            content_type: "text/plain; charset=utf-8",
+            body,
+        };
+        let transport = self.ws.get_mut();
+        if !transport.replace_deferred(answer.to_bytes(false)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the 101 went out already",
+            ));
+        }
+        let limit = self.limits.handshake_timeout;
+        let write = async {
+            transport.flush().await?;
+            transport.close().await
+        };
+        futures_lite::future::or(write, async {
+            async_io::Timer::after(limit).await;
+            Err(io::ErrorKind::TimedOut.into())
+        })
+        .await
+    }
+
     /// The WebSocket and the request facts, to drive the WebSocket yourself (a `Stream` and
     /// `Sink` of [`Message`](crate::Message)s). The `101` goes out with its first read,
     /// write or flush.

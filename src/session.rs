@@ -489,6 +489,35 @@ impl Connection {
         first
     }
 
+    /// Holds reading from this client until `until` completes: call it from this
+    /// connection's [`Handler::on_message`], to apply backpressure while the message is on
+    /// its way somewhere slow (an app behind an HTTP call, a bounded queue that is full).
+    /// The client's next frames wait in the socket and then in TCP (its sends slow down)
+    /// instead of being read and dropped. Writes to it, pings and the idle timeout go on
+    /// meanwhile. Several holds in one `on_message` complete in order.
+    ///
+    /// When the connection ends while a hold is pending, the session waits for it up to
+    /// [`Limits::backpressure_timeout`](crate::Limits::backpressure_timeout), so that what
+    /// was taken in reaches its destination.
+    ///
+    /// Returns `false`, and drops `until`, outside this connection's `on_message`.
+    pub fn hold_reads(&self, until: impl Future<Output = ()> + Send + 'static) -> bool {
+        DEFERRED.with(|deferred| {
+            let mut deferred = deferred.borrow_mut();
+            let Some(d) = deferred.as_mut().filter(|d| d.id == self.id()) else {
+                return false;
+            };
+            d.held = Some(match d.held.take() {
+                None => Box::pin(until),
+                Some(before) => Box::pin(async move {
+                    before.await;
+                    until.await;
+                }),
+            });
+            true
+        })
+    }
+
     /// Whether the connection is closing or closed: sends fail with [`SendError::Closed`].
     ///
     /// ```
@@ -618,6 +647,8 @@ struct Session<S> {
     /// pauses until they are queued, or the recipient is closed at `blocked_until`.
     blocked: Vec<Blocked>,
     blocked_until: Timer,
+    /// What the handler's `on_message` holds reading for ([`Connection::hold_reads`]).
+    held: Option<Held>,
     /// The queued messages taken out for writing; kept to reuse its allocation.
     spare: VecDeque<Message>,
     /// Events handled in a row without waiting.
@@ -644,9 +675,15 @@ enum Wake {
     BlockedTimeout,
 }
 
+/// A future that reading from the client waits for.
+type Held = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// The sends a handler's `on_message` made to full queues, while it runs on this thread.
 struct Deferred {
+    /// The connection whose `on_message` runs.
+    id: ConnectionId,
     blocked: Vec<Blocked>,
+    held: Option<Held>,
     /// The sending session's [`Limits::backpressure_timeout`].
     timeout: Duration,
 }
@@ -731,6 +768,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             deadline: Timer::never(),
             blocked: Vec::new(),
             blocked_until: Timer::never(),
+            held: None,
             spare: VecDeque::new(),
             hot: 0,
         }
@@ -755,6 +793,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             for msg in b.messages {
                 let _ = b.conn.push_with(msg, false);
             }
+        }
+        // And what the handler held reading for (a message on its way to an app) gets
+        // the backpressure timeout to finish.
+        if let Some(held) = self.held.take() {
+            let limit = self.limits.backpressure_timeout;
+            let _ = within(&mut self.deadline, limit, held).await;
         }
         handler.on_close(&self.conn, peer_close.as_ref());
         // Leaves every Hub it was added to, whether or not the handler removed it.
@@ -892,6 +936,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.ticks.poll_next(cx).is_ready() {
             return Poll::Ready(Wake::Tick);
         }
+        if let Some(held) = &mut self.held {
+            if held.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.held = None;
+        }
         if self.blocked.is_empty() {
             return self.ws.poll_next(cx).map(Wake::Frame);
         }
@@ -964,14 +1014,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Message::Text(_) | Message::Binary(_) => {
                 self.summary.messages_in += 1;
                 let deferred = Deferred {
+                    id: self.conn.id(),
                     blocked: std::mem::take(&mut self.blocked),
+                    held: self.held.take(),
                     timeout: self.limits.backpressure_timeout,
                 };
                 DEFERRED.with(|d| *d.borrow_mut() = Some(deferred));
                 handler.on_message(&self.conn, msg);
-                self.blocked = DEFERRED
-                    .with(|d| d.borrow_mut().take())
-                    .map_or_else(Vec::new, |d| d.blocked);
+                let deferred = DEFERRED.with(|d| d.borrow_mut().take());
+                (self.blocked, self.held) =
+                    deferred.map_or_else(|| (Vec::new(), None), |d| (d.blocked, d.held));
                 if !self.blocked.is_empty() {
                     self.arm_blocked_timer();
                 }

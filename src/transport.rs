@@ -80,6 +80,15 @@ impl<S> Transport<S> {
         self.preamble = response;
     }
 
+    /// Replaces the deferred `101` with another answer (a refusal), if it is not sent yet.
+    pub(crate) fn replace_deferred(&mut self, response: Vec<u8>) -> bool {
+        if self.preamble.is_empty() {
+            return false;
+        }
+        self.preamble = response;
+        true
+    }
+
     /// Starts watching frames, beginning with `already_read` (frames that came behind the
     /// request). With permessage-deflate, those go through the inflating layer first: they
     /// are taken out of `already_read`, and read back through [`Transport`].

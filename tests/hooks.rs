@@ -1,0 +1,174 @@
+//! The hooks an app bridge needs, over in-memory pipes: refusing a connection with an HTTP
+//! status after `accept` (before the `101`), and holding reads while a message is on its
+//! way somewhere slow (backpressure, nothing dropped, order kept).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{duplex, duplex_with, peer};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use futures_util::{SinkExt, StreamExt};
+use wssd::{Acceptor, Config, Connection, Handler, Message};
+
+#[test]
+fn refuse_answers_the_status_instead_of_the_101_and_the_browser_never_opens() {
+    let (mut client, server) = duplex();
+    future::block_on(common::bounded(async {
+        let serve = async {
+            let accepted = Acceptor::new(Config::default())
+                .accept(server, peer())
+                .await
+                .unwrap();
+            assert_eq!(accepted.request().path, "/");
+            accepted.refuse(401, "bad token").await.unwrap();
+        };
+        let talk = async {
+            client.write_all(common::UPGRADE_REQUEST).await.unwrap();
+            let mut answer = String::new();
+            client.read_to_string(&mut answer).await.unwrap();
+            answer
+        };
+        let ((), answer) = future::zip(serve, talk).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+            "{answer}"
+        );
+        assert!(answer.ends_with("\r\n\r\nbad token\n"), "{answer}");
+        assert!(!answer.contains("101"), "{answer}");
+    }));
+}
+
+#[test]
+fn refuse_takes_only_error_statuses() {
+    let (mut client, server) = duplex();
+    future::block_on(common::bounded(async {
+        let serve = async {
+            let accepted = Acceptor::new(Config::default())
+                .accept(server, peer())
+                .await
+                .unwrap();
+            accepted.refuse(200, "fine").await.unwrap_err().kind()
+        };
+        let talk = async {
+            client.write_all(common::UPGRADE_REQUEST).await.unwrap();
+        };
+        let (kind, ()) = future::zip(serve, talk).await;
+        assert_eq!(kind, std::io::ErrorKind::InvalidInput);
+    }));
+}
+
+/// Hands each message to a bounded queue of one, holding reads while it is full, and counts
+/// the messages taken from the client that the consumer has not had yet.
+struct Bridge {
+    queue: async_channel::Sender<Message>,
+    taken: Arc<AtomicUsize>,
+    consumed: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
+}
+
+impl Handler for Bridge {
+    fn on_message(&self, conn: &Connection, msg: Message) {
+        let taken = self.taken.fetch_add(1, Ordering::SeqCst) + 1;
+        let in_flight = taken - self.consumed.load(Ordering::SeqCst);
+        self.most_in_flight.fetch_max(in_flight, Ordering::SeqCst);
+        if let Err(full) = self.queue.try_send(msg) {
+            let queue = self.queue.clone();
+            let msg = full.into_inner();
+            assert!(conn.hold_reads(async move {
+                let _ = queue.send(msg).await;
+            }));
+        }
+    }
+}
+
+#[test]
+fn hold_reads_slows_the_client_to_the_consumer_and_loses_nothing() {
+    const COUNT: usize = 2_000;
+    // Small pipes, so that the client's writes stall once the server stops reading.
+    let (client, server) = duplex_with(4096);
+    let (tx, rx) = async_channel::bounded(1);
+    let taken = Arc::new(AtomicUsize::new(0));
+    let consumed = Arc::new(AtomicUsize::new(0));
+    let most_in_flight = Arc::new(AtomicUsize::new(0));
+    let bridge = Bridge {
+        queue: tx,
+        taken: taken.clone(),
+        consumed: consumed.clone(),
+        most_in_flight: most_in_flight.clone(),
+    };
+    let got = future::block_on(common::bounded(async {
+        let serve = async {
+            let accepted = Acceptor::new(Config::default())
+                .accept(server, peer())
+                .await
+                .unwrap();
+            accepted.serve(&bridge).await;
+        };
+        let send = async {
+            let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client)
+                .await
+                .unwrap();
+            for i in 0..COUNT {
+                ws.send(Message::text(format!("m{i}"))).await.unwrap();
+            }
+            ws.close(None).await.unwrap();
+            while ws.next().await.is_some() {}
+        };
+        // A slow consumer: it yields between messages, as an app's round trip would.
+        let consume = async {
+            let mut got = Vec::new();
+            while got.len() < COUNT {
+                let msg = rx.recv().await.unwrap();
+                consumed.fetch_add(1, Ordering::SeqCst);
+                got.push(msg.into_text().unwrap().to_string());
+                future::yield_now().await;
+                future::yield_now().await;
+            }
+            got
+        };
+        let (((), ()), got) = future::zip(future::zip(serve, send), consume).await;
+        got
+    }));
+    let expected: Vec<String> = (0..COUNT).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, expected, "every message, in order");
+    // One in the queue, one held, and the one just taken: never more.
+    let most = most_in_flight.load(Ordering::SeqCst);
+    assert!(
+        most <= 3,
+        "{most} messages were taken ahead of the consumer"
+    );
+}
+
+#[test]
+fn hold_reads_outside_on_message_does_nothing() {
+    struct Keep(async_channel::Sender<Connection>);
+    impl Handler for Keep {
+        fn on_open(&self, conn: &Connection) {
+            self.0.try_send(conn.clone()).unwrap();
+        }
+        fn on_message(&self, _: &Connection, _: Message) {}
+    }
+    let (client, server) = duplex();
+    let (tx, rx) = async_channel::bounded(1);
+    future::block_on(common::bounded(async {
+        let serve = async {
+            let accepted = Acceptor::new(Config::default())
+                .accept(server, peer())
+                .await
+                .unwrap();
+            accepted.serve(&Keep(tx)).await;
+        };
+        let talk = async {
+            let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client)
+                .await
+                .unwrap();
+            let conn = rx.recv().await.unwrap();
+            assert!(!conn.hold_reads(async {}));
+            ws.close(None).await.unwrap();
+            while ws.next().await.is_some() {}
+        };
+        future::zip(serve, talk).await;
+    }));
+}
