@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{duplex, duplex_with, peer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use wssd::{Acceptor, Config, Connection, Handler, Message};
 
 #[test]
