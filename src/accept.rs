@@ -269,6 +269,7 @@ impl Acceptor {
         let (ws, request) =
             futures_lite::future::or(self.handshake(stream, peer_addr), timeout).await?;
         Ok(Accepted {
+            id: crate::session::next_id(),
             ws,
             request,
             limits: self.config.limits,
@@ -471,6 +472,7 @@ fn old_tls_version(hello: &[u8]) -> Option<&'static str> {
 /// frame limits still hold; the heartbeat, idle timeout and send queue are then yours).
 #[derive(Debug)]
 pub struct Accepted<S> {
+    id: crate::ConnectionId,
     ws: WebSocket<S>,
     request: Request,
     limits: crate::Limits,
@@ -480,6 +482,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     /// The facts of the request: path, query, headers, client IP, subprotocol, TLS.
     pub fn request(&self) -> &Request {
         &self.request
+    }
+
+    /// The limits the connection is served under (the [`Acceptor`]'s).
+    pub fn limits(&self) -> &crate::Limits {
+        &self.limits
+    }
+
+    /// The id the connection has once served (its [`Connection::id`](crate::Connection::id)).
+    pub fn id(&self) -> crate::ConnectionId {
+        self.id
     }
 
     /// Runs the connection until it closes, handing its messages to `handler`, under the
@@ -493,7 +505,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     /// section 7.4.1); a connection silent for `idle_timeout` gets 1001. Returns what the
     /// session did; it never fails (errors are in [`SessionSummary::error`](crate::SessionSummary::error)).
     pub async fn serve<H: crate::Handler + ?Sized>(self, handler: &H) -> crate::SessionSummary {
-        crate::session::serve(self.ws, self.request, handler, &self.limits).await
+        crate::session::serve_as(self.id, self.ws, self.request, handler, &self.limits).await
     }
 
     /// Refuses the connection after all, instead of the `101`: answers with HTTP `status`

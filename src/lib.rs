@@ -180,7 +180,9 @@ pub use deflate::Deflate;
 pub use futures_rustls::rustls;
 pub use hub::Hub;
 pub use request::{Request, TlsInfo, TlsVersion};
-pub use session::{Connection, ConnectionId, Handler, SendError, SessionSummary};
+pub use session::{
+    Admission, AdmitFuture, Connection, ConnectionId, Handler, SendError, SessionSummary,
+};
 pub use sniff::ProxyHeaderError;
 pub use transport::{Transport, WebSocket};
 pub use tungstenite::Message;

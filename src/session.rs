@@ -60,6 +60,21 @@ use crate::transport::{GuardError, WebSocket};
 /// }
 /// ```
 pub trait Handler: Send + Sync + 'static {
+    /// Decides whether to let a client in, before the `101`, with I/O of its own: asking
+    /// an app over HTTP, a database, a token service. Return `None` to let it in at once
+    /// (the default), or a future that gives the [`Admission`]; a refusal answers the
+    /// client with that HTTP status, so a browser's WebSocket never opens (RFC 6455
+    /// section 4.1). `id` is the id the connection will have in [`Handler::on_open`].
+    ///
+    /// [`smol::Server`](crate::smol::Server) calls it between accepting and serving, within
+    /// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout) (past it, the client
+    /// gets 503). An accept loop of your own calls it the same way, then
+    /// [`Accepted::serve`](crate::Accepted::serve) or [`Accepted::refuse`](crate::Accepted::refuse).
+    fn admit(&self, id: ConnectionId, request: &Request) -> Option<AdmitFuture> {
+        let _ = (id, request);
+        None
+    }
+
     /// A connection finished its opening handshake. `conn.request()` has the request facts.
     ///
     /// This runs before the client receives the `101 Switching Protocols` answer: by the
@@ -84,6 +99,24 @@ pub trait Handler: Send + Sync + 'static {
     fn on_close(&self, conn: &Connection, close: Option<&CloseFrame>) {
         let _ = (conn, close);
     }
+}
+
+/// What [`Handler::admit`] returns: a future that decides whether a client gets in.
+pub type AdmitFuture = Pin<Box<dyn Future<Output = Admission> + Send + 'static>>;
+
+/// Whether a client gets in, as [`Handler::admit`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Admission {
+    /// Let it in: the `101` goes out and [`Handler::on_open`] runs.
+    Accept,
+    /// Keep it out with this HTTP status (400 to 599) and a plain-text reason as the body.
+    Refuse {
+        /// The HTTP status, such as 401, 403, or 503 when the one who decides is unreachable.
+        status: u16,
+        /// Why, in plain words (the response body, and the server's log line).
+        reason: String,
+    },
 }
 
 /// Why a message could not be queued on a [`Connection`].
@@ -600,6 +633,11 @@ pub struct SessionSummary {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A new connection id, never given before in this process.
+pub(crate) fn next_id() -> ConnectionId {
+    ConnectionId(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
 /// How many events in a row a session handles without waiting before it yields to its
 /// executor, so that a client whose socket always has data cannot starve the others.
 const BUDGET: u32 = 64;
@@ -616,7 +654,8 @@ const BUDGET: u32 = 64;
 /// message or frame over the limits with 1009 (RFC 6455 section 7.4.1). Every write has
 /// the idle timeout as its deadline, and waiting for the peer's close frame
 /// [`Limits::close_timeout`].
-pub async fn serve<S, H>(
+pub(crate) async fn serve_as<S, H>(
+    id: ConnectionId,
     ws: WebSocket<S>,
     request: Request,
     handler: &H,
@@ -626,7 +665,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler + ?Sized,
 {
-    let mut session = Session::new(ws, request, limits);
+    let mut session = Session::new(id, ws, request, limits);
     session.run(handler).await;
     session.summary
 }
@@ -736,7 +775,7 @@ pub(crate) fn send_all(recipients: Vec<Connection>, msg: &Message) -> usize {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    fn new(ws: WebSocket<S>, request: Request, limits: &Limits) -> Self {
+    fn new(id: ConnectionId, ws: WebSocket<S>, request: Request, limits: &Limits) -> Self {
         let check = if limits.ping_interval.is_zero() {
             limits.idle_timeout
         } else {
@@ -744,7 +783,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let conn = Connection {
             shared: Arc::new(Shared {
-                id: ConnectionId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+                id,
                 request,
                 queue: Mutex::new(Queue::default()),
                 queue_limit: limits.send_queue_bytes,

@@ -368,6 +368,27 @@ async fn connection<H: Handler>(
         }
         Err(e) => return log::warn!("{peer}: {e}"),
     };
+    if let Some(admission) = handler.admit(accepted.id(), accepted.request()) {
+        let limit = accepted.limits().handshake_timeout;
+        let decided = future::or(admission, async {
+            Timer::after(limit).await;
+            crate::Admission::Refuse {
+                status: 503,
+                reason: format!("no admission decision within {} s", limit.as_secs()),
+            }
+        })
+        .await;
+        if let crate::Admission::Refuse { status, reason } = decided {
+            let who = accepted.request().client_ip;
+            let path = crate::text::escape(&accepted.request().path).into_owned();
+            log::warn!(
+                "{who} {path}: refused with {status}: {}",
+                crate::text::escape(&reason)
+            );
+            let _ = accepted.refuse(status, &reason).await;
+            return;
+        }
+    }
     let request = accepted.request();
     let tls = request.tls.as_ref().map_or("plain", |t| t.version.as_str());
     let path = crate::text::escape(&request.path).into_owned();

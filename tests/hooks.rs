@@ -172,3 +172,55 @@ fn hold_reads_outside_on_message_does_nothing() {
         future::zip(serve, talk).await;
     }));
 }
+
+/// Lets in the clients whose query is `token=good`, after an await (as an app's answer).
+struct Gate;
+
+impl Handler for Gate {
+    fn admit(&self, _: wssd::ConnectionId, request: &wssd::Request) -> Option<wssd::AdmitFuture> {
+        let good = request.query.as_deref() == Some("token=good");
+        Some(Box::pin(async move {
+            future::yield_now().await;
+            if good {
+                wssd::Admission::Accept
+            } else {
+                wssd::Admission::Refuse {
+                    status: 401,
+                    reason: "bad token".into(),
+                }
+            }
+        }))
+    }
+    fn on_message(&self, conn: &Connection, msg: Message) {
+        let _ = conn.try_send(msg);
+    }
+}
+
+#[test]
+fn the_smol_server_asks_admit_before_the_101() {
+    let listener = smol::block_on(smol::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = wssd::smol::Shutdown::default();
+    let server = wssd::smol::Server::new(Acceptor::new(Config::default()), Arc::new(Gate))
+        .threads(1)
+        .shutdown(shutdown.clone());
+    let running = std::thread::spawn(move || server.run(listener));
+    smol::block_on(common::bounded(async {
+        let tcp = smol::net::TcpStream::connect(addr).await.unwrap();
+        let refused = async_tungstenite::client_async(format!("ws://{addr}/?token=bad"), tcp).await;
+        match refused {
+            Err(wssd::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+            other => panic!("expected 401, got {other:?}"),
+        }
+        let tcp = smol::net::TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = async_tungstenite::client_async(format!("ws://{addr}/?token=good"), tcp)
+            .await
+            .unwrap();
+        ws.send(Message::text("tom")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("tom"));
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    }));
+    shutdown.trigger();
+    running.join().unwrap().unwrap();
+}
