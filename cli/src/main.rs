@@ -2,6 +2,8 @@
 
 #[cfg(feature = "acme")]
 mod acme;
+#[cfg(feature = "bridge")]
+mod bridge;
 mod certcheck;
 mod certs;
 mod probe;
@@ -140,6 +142,20 @@ struct Args {
     #[argh(switch)]
     rooms: bool,
 
+    /// the app bridge: POST each connection's events (open, before the 101; message; close)
+    /// as JSON to the app at this http:// URL, such as http://127.0.0.1:8000/wssd, and carry
+    /// out its answers (messages to send, user, groups, close); see the README
+    #[argh(option)]
+    app: Option<String>,
+
+    /// with --app, seconds the app has to answer each event (default 5)
+    #[argh(option, default = "5")]
+    app_timeout: u64,
+
+    /// with --app, the most requests to the app at once, over kept-alive connections (default 64)
+    #[argh(option, default = "64")]
+    app_concurrency: usize,
+
     /// fan --broadcast and --rooms out to every wssd instance on this Redis server, such as redis://127.0.0.1:6379/
     #[argh(option)]
     redis: Option<String>,
@@ -215,6 +231,9 @@ enum Mode {
     Broadcast(Hub),
     /// Relay to the others in the same room: the path below `--path`.
     Rooms { hub: Hub, base: Option<String> },
+    /// Hand the events to an app over HTTP (`--app`).
+    #[cfg(feature = "bridge")]
+    App(bridge::Bridge),
 }
 
 /// The room of a connection to `path`: the part below `base` (`--path`), without its
@@ -226,8 +245,18 @@ fn room<'a>(path: &'a str, base: Option<&str>) -> &'a str {
 }
 
 impl Handler for Mode {
+    fn admit(&self, id: wssd::ConnectionId, request: &wssd::Request) -> Option<wssd::AdmitFuture> {
+        match self {
+            #[cfg(feature = "bridge")]
+            Mode::App(bridge) => bridge.admit(id, request),
+            _ => None,
+        }
+    }
+
     fn on_open(&self, conn: &Connection) {
         match self {
+            #[cfg(feature = "bridge")]
+            Mode::App(bridge) => bridge.on_open(conn),
             Mode::Broadcast(hub) => hub.add(conn),
             Mode::Rooms { hub, base } => {
                 hub.add(conn);
@@ -243,6 +272,11 @@ impl Handler for Mode {
 
     fn on_message(&self, conn: &Connection, msg: Message) {
         let sent = match self {
+            #[cfg(feature = "bridge")]
+            Mode::App(bridge) => {
+                bridge.on_message(conn, msg);
+                Ok(())
+            }
             Mode::Echo => conn.try_send(msg),
             Mode::Reply(reply) => conn.try_send(reply.clone()),
             Mode::Broadcast(hub) => {
@@ -260,10 +294,14 @@ impl Handler for Mode {
         }
     }
 
-    fn on_close(&self, conn: &Connection, _close: Option<&wssd::CloseFrame>) {
-        if let Mode::Broadcast(hub) | Mode::Rooms { hub, .. } = self {
-            hub.remove(conn.id());
+    fn on_close(&self, conn: &Connection, close: Option<&wssd::CloseFrame>) {
+        match self {
+            Mode::Broadcast(hub) | Mode::Rooms { hub, .. } => hub.remove(conn.id()),
+            #[cfg(feature = "bridge")]
+            Mode::App(bridge) => bridge.on_close(conn, close),
+            _ => {}
         }
+        let _ = close;
     }
 }
 
@@ -306,13 +344,23 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    if [args.reply.is_some(), args.broadcast, args.rooms]
-        .iter()
-        .filter(|on| **on)
-        .count()
+    if [
+        args.reply.is_some(),
+        args.broadcast,
+        args.rooms,
+        args.app.is_some(),
+    ]
+    .iter()
+    .filter(|on| **on)
+    .count()
         > 1
     {
-        return Err("--reply, --broadcast and --rooms exclude each other: choose one".into());
+        return Err(
+            "--reply, --broadcast, --rooms and --app exclude each other: choose one".into(),
+        );
+    }
+    if args.app.is_some() && args.redis.is_some() {
+        return Err("--app does not fan out through --redis yet: run it without --redis".into());
     }
     // Arguments are checked before anything is made (such as the self-signed certificate).
     if let Some(path) = &args.path
@@ -453,7 +501,22 @@ fn run(args: Args) -> Result<(), String> {
         );
     }
 
+    #[cfg(feature = "bridge")]
+    let app = match &args.app {
+        Some(url) => Some(bridge::App::new(
+            url,
+            secs(args.app_timeout),
+            args.app_concurrency,
+        )?),
+        None => None,
+    };
+    #[cfg(not(feature = "bridge"))]
+    if args.app.is_some() {
+        return Err("this wssd was built without the app bridge (its bridge feature): build it with the default features for --app".into());
+    }
     let mode = match (args.reply, args.broadcast, args.rooms) {
+        #[cfg(feature = "bridge")]
+        _ if app.is_some() => Mode::App(bridge::Bridge(app.expect("checked"))),
         (Some(text), ..) => Mode::Reply(Message::text(text)),
         (None, true, _) => Mode::Broadcast(Hub::default()),
         (None, false, true) => Mode::Rooms {
