@@ -24,8 +24,7 @@ use serde_json::{Value, json};
 use smol::Timer;
 use smol::lock::Semaphore;
 use wssd::{
-    Admission, AdmitFuture, CloseCode, CloseFrame, Connection, ConnectionId, Handler, Hub,
-    Message,
+    Admission, AdmitFuture, CloseCode, CloseFrame, Connection, ConnectionId, Handler, Hub, Message,
 };
 
 /// Events waiting for the app per connection, beyond the one in flight; past it, wssd
@@ -100,9 +99,9 @@ impl App {
     /// The app at `url` (`http://HOST:PORT/PATH`), `timeout` per event, at most
     /// `concurrency` requests at once.
     pub fn new(url: &str, timeout: Duration, concurrency: usize) -> Result<Arc<App>, String> {
-        let uri: hyper::Uri = url
-            .parse()
-            .map_err(|e| format!("--app {url:?}: not a URL ({e}): give one such as http://127.0.0.1:8000/wssd"))?;
+        let uri: hyper::Uri = url.parse().map_err(|e| {
+            format!("--app {url:?}: not a URL ({e}): give one such as http://127.0.0.1:8000/wssd")
+        })?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => {
@@ -336,7 +335,9 @@ impl App {
                 (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(&b64) {
                     Ok(bytes) => Message::binary(bytes),
                     Err(e) => {
-                        log::warn!("the app sent connection {id} a binary message that is not base64 ({e}): not sent");
+                        log::warn!(
+                            "the app sent connection {id} a binary message that is not base64 ({e}): not sent"
+                        );
                         continue;
                     }
                 },
@@ -378,7 +379,8 @@ impl App {
                     Message::Text(text) => doc["text"] = Value::String(text.to_string()),
                     other => {
                         doc["binary"] = Value::String(
-                            base64::engine::general_purpose::STANDARD.encode(other.clone().into_data()),
+                            base64::engine::general_purpose::STANDARD
+                                .encode(other.clone().into_data()),
                         )
                     }
                 }

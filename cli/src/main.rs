@@ -246,6 +246,7 @@ fn room<'a>(path: &'a str, base: Option<&str>) -> &'a str {
 
 impl Handler for Mode {
     fn admit(&self, id: wssd::ConnectionId, request: &wssd::Request) -> Option<wssd::AdmitFuture> {
+        let _ = (id, request);
         match self {
             #[cfg(feature = "bridge")]
             Mode::App(bridge) => bridge.admit(id, request),
@@ -511,7 +512,7 @@ fn run(args: Args) -> Result<(), String> {
         None => None,
     };
     #[cfg(not(feature = "bridge"))]
-    if args.app.is_some() {
+    if args.app.is_some() || args.app_timeout != 5 || args.app_concurrency != 64 {
         return Err("this wssd was built without the app bridge (its bridge feature): build it with the default features for --app".into());
     }
     let mode = match (args.reply, args.broadcast, args.rooms) {
