@@ -568,6 +568,20 @@ impl Hub {
         }
     }
 
+    /// The connection with this id, if it is in this hub (on this instance).
+    pub fn get(&self, id: ConnectionId) -> Option<Connection> {
+        self.read().connections.get(&id).map(|m| m.conn.clone())
+    }
+
+    /// The ids of `user`'s connections on this instance (each tab or device is one), in
+    /// no particular order; empty for a user with none.
+    pub fn user_connections(&self, user: &str) -> Vec<ConnectionId> {
+        self.read()
+            .users
+            .get(user)
+            .map_or_else(Vec::new, |ids| ids.iter().copied().collect())
+    }
+
     /// Sets where user, group and broadcast sends also go. Only the first call counts.
     #[cfg(feature = "redis")]
     pub(crate) fn set_relay(&self, relay: Arc<dyn Relay>) -> bool {

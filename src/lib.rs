@@ -170,6 +170,7 @@ mod transport;
 pub mod sniff;
 #[cfg(not(feature = "fuzzing"))]
 mod sniff;
+pub mod stats;
 pub mod text;
 pub mod tls;
 

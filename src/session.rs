@@ -1052,6 +1052,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match msg {
             Message::Text(_) | Message::Binary(_) => {
                 self.summary.messages_in += 1;
+                crate::stats::add(&crate::stats::MESSAGES_IN, 1);
+                crate::stats::add(&crate::stats::BYTES_IN, msg.len() as u64);
                 let deferred = Deferred {
                     id: self.conn.id(),
                     blocked: std::mem::take(&mut self.blocked),
@@ -1138,6 +1140,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let stuck = || conn.queue().writing_since = Some(Instant::now());
         let result = within_noting(&mut self.deadline, limit, cork, stuck).await;
         self.summary.messages_out += count;
+        crate::stats::add(&crate::stats::MESSAGES_OUT, count);
+        crate::stats::add(&crate::stats::BYTES_OUT, written as u64);
         {
             let mut queue = self.conn.queue();
             queue.bytes = queue.bytes.saturating_sub(written);

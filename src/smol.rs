@@ -361,12 +361,20 @@ async fn connection<H: Handler>(
         Ok(accepted) => accepted,
         // A connect that says nothing: a port probe or an L4 balancer's health check.
         Err(AcceptError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            crate::stats::add(&crate::stats::HANDSHAKES_FAILED, 1);
             return log::debug!("{peer}: closed before sending anything");
         }
-        Err(e @ (AcceptError::NotWebSocket { page: true } | AcceptError::AcmeChallenge { .. })) => {
+        Err(e @ AcceptError::AcmeChallenge { .. }) => {
             return log::info!("{peer}: {e}");
         }
-        Err(e) => return log::warn!("{peer}: {e}"),
+        Err(e @ AcceptError::NotWebSocket { page: true }) => {
+            crate::stats::add(&crate::stats::HANDSHAKES_FAILED, 1);
+            return log::info!("{peer}: {e}");
+        }
+        Err(e) => {
+            crate::stats::add(&crate::stats::HANDSHAKES_FAILED, 1);
+            return log::warn!("{peer}: {e}");
+        }
     };
     if let Some(admission) = handler.admit(accepted.id(), accepted.request()) {
         let limit = accepted.limits().handshake_timeout;
@@ -385,6 +393,7 @@ async fn connection<H: Handler>(
                 "{who} {path}: refused with {status}: {}",
                 crate::text::escape(&reason)
             );
+            crate::stats::add(&crate::stats::HANDSHAKES_REFUSED, 1);
             let _ = accepted.refuse(status, &reason).await;
             return;
         }
@@ -398,6 +407,8 @@ async fn connection<H: Handler>(
         format!("{} (via {peer})", request.client_ip)
     };
     log::info!("open {who} {path} {tls}");
+    crate::stats::add(&crate::stats::HANDSHAKES_OK, 1);
+    crate::stats::add(&crate::stats::OPEN, 1);
     let conn = Arc::new(OnceLock::new());
     let watched = Watched {
         inner: handler,
@@ -414,6 +425,8 @@ async fn connection<H: Handler>(
         unreachable!()
     };
     let summary = future::or(accepted.serve(&watched), close_on_shutdown).await;
+    crate::stats::OPEN.fetch_sub(1, Ordering::Relaxed);
+    crate::stats::closed(summary.close_code.map(u16::from));
     let code = summary
         .close_code
         .map_or("none (dropped)".to_string(), |c| u16::from(c).to_string());

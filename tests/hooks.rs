@@ -204,6 +204,7 @@ fn the_smol_server_asks_admit_before_the_101() {
     let server = wssd::smol::Server::new(Acceptor::new(Config::default()), Arc::new(Gate))
         .threads(1)
         .shutdown(shutdown.clone());
+    let before = wssd::stats::snapshot();
     let running = std::thread::spawn(move || server.run(listener));
     smol::block_on(common::bounded(async {
         let tcp = smol::net::TcpStream::connect(addr).await.unwrap();
@@ -223,4 +224,18 @@ fn the_smol_server_asks_admit_before_the_101() {
     }));
     shutdown.trigger();
     running.join().unwrap().unwrap();
+    // The counters saw it (other tests of this binary may add to them too).
+    let after = wssd::stats::snapshot();
+    assert!(after.handshakes_refused > before.handshakes_refused);
+    assert!(after.handshakes_ok > before.handshakes_ok);
+    assert!(after.messages_in > before.messages_in && after.bytes_in >= before.bytes_in + 3);
+    assert!(after.messages_out > before.messages_out);
+    // The client's close frame had no code: 1005 (RFC 6455 section 7.4.1).
+    let no_code = |s: &wssd::stats::Stats| {
+        s.closes
+            .iter()
+            .find(|(code, _)| *code == Some(1005))
+            .map_or(0, |(_, n)| *n)
+    };
+    assert!(no_code(&after) > no_code(&before), "{:?}", after.closes);
 }

@@ -1,0 +1,89 @@
+//! Process-wide counters of what the sessions and the [`smol::Server`](crate::smol::Server)
+//! did, for a metrics endpoint (the `wssd` binary's `GET /metrics`, in the Prometheus text
+//! format). Each is a relaxed atomic add where it happens; [`snapshot`] reads them all.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+pub(crate) static MESSAGES_IN: AtomicU64 = AtomicU64::new(0);
+pub(crate) static MESSAGES_OUT: AtomicU64 = AtomicU64::new(0);
+pub(crate) static BYTES_IN: AtomicU64 = AtomicU64::new(0);
+pub(crate) static BYTES_OUT: AtomicU64 = AtomicU64::new(0);
+pub(crate) static HANDSHAKES_OK: AtomicU64 = AtomicU64::new(0);
+pub(crate) static HANDSHAKES_REFUSED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static HANDSHAKES_FAILED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static OPEN: AtomicU64 = AtomicU64::new(0);
+/// Closes by code: 1000 to 1015 at their offset, 3000 to 4999 (apps') in the next slot,
+/// anything else and no close frame (a dropped connection) in the last.
+pub(crate) static CLOSES: [AtomicU64; 18] = [const { AtomicU64::new(0) }; 18];
+
+/// The counters at one moment. Counts are since the process started.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections open now (served by a [`smol::Server`](crate::smol::Server)).
+    pub open: u64,
+    /// Opening handshakes answered with `101`.
+    pub handshakes_ok: u64,
+    /// Clients refused by [`Handler::admit`](crate::Handler::admit).
+    pub handshakes_refused: u64,
+    /// Connections that did not become WebSockets: a failed TLS handshake, a wrong path, a
+    /// plain HTTP request, a timeout (each [`AcceptError`](crate::AcceptError)).
+    pub handshakes_failed: u64,
+    /// Text and binary messages received, and their payload bytes (after inflating).
+    pub messages_in: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Messages written, and their payload bytes (before compressing).
+    pub messages_out: u64,
+    /// Payload bytes written.
+    pub bytes_out: u64,
+    /// Closes by code (RFC 6455 section 7.4): `(Some(code), count)`, with `Some(3000)` for
+    /// every application code (3000 to 4999) and `None` for connections that dropped without
+    /// a close frame or with another code. Codes never seen are left out.
+    pub closes: Vec<(Option<u16>, u64)>,
+    /// Clients closed with 1013 because their send queue stayed full.
+    pub slow_consumers_closed: u64,
+}
+
+/// Reads every counter.
+pub fn snapshot() -> Stats {
+    let closes = CLOSES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let code = match i {
+                0..=15 => Some(1000 + i as u16),
+                16 => Some(3000),
+                _ => None,
+            };
+            (code, n.load(Relaxed))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    Stats {
+        open: OPEN.load(Relaxed),
+        handshakes_ok: HANDSHAKES_OK.load(Relaxed),
+        handshakes_refused: HANDSHAKES_REFUSED.load(Relaxed),
+        handshakes_failed: HANDSHAKES_FAILED.load(Relaxed),
+        messages_in: MESSAGES_IN.load(Relaxed),
+        bytes_in: BYTES_IN.load(Relaxed),
+        messages_out: MESSAGES_OUT.load(Relaxed),
+        bytes_out: BYTES_OUT.load(Relaxed),
+        closes,
+        slow_consumers_closed: crate::hub::slow_consumers_closed(),
+    }
+}
+
+/// Counts a session's end by its close code.
+pub(crate) fn closed(code: Option<u16>) {
+    let slot = match code {
+        Some(c @ 1000..=1015) => usize::from(c - 1000),
+        Some(3000..=4999) => 16,
+        _ => 17,
+    };
+    CLOSES[slot].fetch_add(1, Relaxed);
+}
+
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
