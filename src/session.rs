@@ -152,6 +152,14 @@ impl std::error::Error for SendError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(u64);
 
+impl From<u64> for ConnectionId {
+    /// The id whose [`ConnectionId::get`] is `n`, such as one an app sent back (it names
+    /// a connection only if one has that id).
+    fn from(n: u64) -> Self {
+        ConnectionId(n)
+    }
+}
+
 impl ConnectionId {
     /// The number behind the id, for logs, maps and wire formats of your own.
     pub fn get(self) -> u64 {

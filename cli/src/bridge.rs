@@ -12,6 +12,7 @@
 //! HTTP/1.1 through hyper on smol, over kept-alive connections, at most `concurrency` at once.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +44,20 @@ pub struct App {
     permits: Semaphore,
     hub: Hub,
     conns: Mutex<HashMap<ConnectionId, State>>,
+    /// Per event kind (open, message, close): posted, and not taken after the retries.
+    events: [AtomicU64; 3],
+    failures: [AtomicU64; 3],
+    /// Answers received, and the time they took in all, in microseconds.
+    answered: AtomicU64,
+    micros: AtomicU64,
+}
+
+/// The bridge's counters, for `GET /metrics`.
+pub struct AppStats {
+    pub events: [u64; 3],
+    pub failures: [u64; 3],
+    pub answered: u64,
+    pub micros: u64,
 }
 
 /// What the bridge keeps per connection.
@@ -133,7 +148,51 @@ impl App {
             permits: Semaphore::new(concurrency),
             hub: Hub::default(),
             conns: Mutex::new(HashMap::new()),
+            events: Default::default(),
+            failures: Default::default(),
+            answered: AtomicU64::new(0),
+            micros: AtomicU64::new(0),
         }))
+    }
+
+    /// The registry of this instance's connections, their users and groups.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> AppStats {
+        let load = |a: &[AtomicU64; 3]| a.each_ref().map(|n| n.load(Ordering::Relaxed));
+        AppStats {
+            events: load(&self.events),
+            failures: load(&self.failures),
+            answered: self.answered.load(Ordering::Relaxed),
+            micros: self.micros.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Binds connection `id` to `user` (the push API's `/bind`).
+    pub fn bind(&self, id: ConnectionId, user: &str) {
+        self.hub.bind_user(id, user);
+        if let Some(state) = self.conns().get_mut(&id) {
+            state.user = Some(user.to_string());
+        }
+    }
+
+    /// Puts connection `id` in `group` (the push API's `/join`).
+    pub fn join(&self, id: ConnectionId, group: &str) {
+        self.hub.join(id, group);
+        if let Some(state) = self.conns().get_mut(&id) {
+            state.groups.insert(group.to_string());
+        }
+    }
+
+    /// Takes connection `id` out of `group` (the push API's `/leave`).
+    pub fn leave(&self, id: ConnectionId, group: &str) {
+        self.hub.leave(id, group);
+        if let Some(state) = self.conns().get_mut(&id) {
+            state.groups.remove(group);
+        }
     }
 
     fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, State>> {
@@ -207,12 +266,33 @@ impl App {
 
     /// POSTs `event` up to three times; the app's answer, or why it gave none.
     async fn deliver(&self, event: &Value) -> Result<(u16, Bytes), String> {
+        let kind = match event["event"].as_str() {
+            Some("open") => 0,
+            Some("message") => 1,
+            _ => 2,
+        };
+        self.events[kind].fetch_add(1, Ordering::Relaxed);
+        let result = self.attempts(event).await;
+        if result.is_err() {
+            self.failures[kind].fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn attempts(&self, event: &Value) -> Result<(u16, Bytes), String> {
         let mut last = String::new();
         for attempt in 0..=BACKOFF.len() {
             if attempt > 0 {
                 Timer::after(BACKOFF[attempt - 1]).await;
             }
-            match self.post(event).await {
+            let started = std::time::Instant::now();
+            let posted = self.post(event).await;
+            if posted.is_ok() {
+                self.answered.fetch_add(1, Ordering::Relaxed);
+                let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.micros.fetch_add(took, Ordering::Relaxed);
+            }
+            match posted {
                 Ok((status, body)) if status < 500 => return Ok((status, body)),
                 Ok((status, body)) => {
                     last = format!("it answered {status}: {}", excerpt(&body));

@@ -3,6 +3,8 @@
 #[cfg(feature = "acme")]
 mod acme;
 #[cfg(feature = "bridge")]
+mod api;
+#[cfg(feature = "bridge")]
 mod bridge;
 mod certcheck;
 mod certs;
@@ -147,6 +149,16 @@ struct Args {
     /// out its answers (messages to send, user, groups, close); see the README
     #[argh(option)]
     app: Option<String>,
+
+    /// with --app, serve the push API on this address, such as 127.0.0.1:8283: send to
+    /// connections, users, groups; join, leave, bind, close; who is online; GET /metrics
+    #[argh(option)]
+    api: Option<SocketAddr>,
+
+    /// with --api, a file holding the bearer token that every API request must send; without
+    /// it the API listens on loopback only
+    #[argh(option)]
+    api_token_file: Option<PathBuf>,
 
     /// with --app, seconds the app has to answer each event (default 5)
     #[argh(option, default = "5")]
@@ -360,8 +372,8 @@ fn run(args: Args) -> Result<(), String> {
             "--reply, --broadcast, --rooms and --app exclude each other: choose one".into(),
         );
     }
-    if args.app.is_some() && args.redis.is_some() {
-        return Err("--app does not fan out through --redis yet: run it without --redis".into());
+    if (args.api.is_some() || args.api_token_file.is_some()) && args.app.is_none() {
+        return Err("--api serves the connections of --app: add --app URL".into());
     }
     // Arguments are checked before anything is made (such as the self-signed certificate).
     if let Some(path) = &args.path
@@ -373,9 +385,10 @@ fn run(args: Args) -> Result<(), String> {
             wssd::text::escape(path)
         ));
     }
-    if args.redis.is_some() && !args.broadcast && !args.rooms {
+    if args.redis.is_some() && !args.broadcast && !args.rooms && args.app.is_none() {
         return Err(
-            "--redis fans out --broadcast and --rooms across instances: add one of them".into(),
+            "--redis fans out --broadcast, --rooms and --app across instances: add one of them"
+                .into(),
         );
     }
     // The port is taken before any certificate is made, so that a busy or forbidden
@@ -515,6 +528,15 @@ fn run(args: Args) -> Result<(), String> {
     if args.app.is_some() || args.app_timeout != 5 || args.app_concurrency != 64 {
         return Err("this wssd was built without the app bridge (its bridge feature): build it with the default features for --app".into());
     }
+    #[cfg(feature = "bridge")]
+    if let (Some(addr), Some(app)) = (args.api, &app) {
+        api::start(
+            addr,
+            args.api_token_file.as_deref(),
+            app.clone(),
+            args.redis.is_some(),
+        )?;
+    }
     let mode = match (args.reply, args.broadcast, args.rooms) {
         #[cfg(feature = "bridge")]
         _ if app.is_some() => Mode::App(bridge::Bridge(app.expect("checked"))),
@@ -527,10 +549,16 @@ fn run(args: Args) -> Result<(), String> {
         (None, false, false) => Mode::Echo,
     };
     if let Some(url) = &args.redis {
-        let (Mode::Broadcast(hub) | Mode::Rooms { hub, .. }) = &mode else {
-            return Err(
-                "--redis fans out --broadcast and --rooms across instances: add one of them".into(),
-            );
+        let hub = match &mode {
+            Mode::Broadcast(hub) | Mode::Rooms { hub, .. } => hub,
+            #[cfg(feature = "bridge")]
+            Mode::App(bridge) => bridge.0.hub(),
+            _ => {
+                return Err(
+                    "--redis fans out --broadcast, --rooms and --app across instances: add one of them"
+                        .into(),
+                );
+            }
         };
         let (_link, task) =
             wssd::redis::link(hub, url).map_err(|e| format!("--redis {url}: {e}"))?;
