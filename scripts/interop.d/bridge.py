@@ -13,7 +13,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from harness import TMP, Wssd, case, free_port, tally, wait_for_port
-from chromium import browser
+from chromium import browser, started
+from servers import Redis
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(HERE, "..", "..", "examples", "app-bridge")
@@ -113,6 +114,49 @@ def _():
             assert answers == ["ok"] * 300, answers[:5]
         srv.wait_for("] close ", count=2)
         assert "did not take" not in srv.log(), srv.log()
+
+
+def push(api_port, *args):
+    """Runs examples/app-bridge/push.php against the API on `api_port`."""
+    env = dict(os.environ, WSSD_API=f"http://127.0.0.1:{api_port}")
+    out = subprocess.run(["php", os.path.join(EXAMPLES, "push.php"), *args], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@case("push.php through the push API reaches Chromium by user id and by group; a member of another group receives nothing")
+def _():
+    api = free_port()
+    with Php("chat.php") as php, Wssd("--plain", "--app", php.url, "--api", f"127.0.0.1:{api}") as srv:
+        alice = started("listen", f"{srv.url}/?token=alice-secret&room=lobby", protocols=3)
+        with connect(f"{srv.url}/?token=bob-secret&room=kitchen", open_timeout=10) as bob:
+            assert bob.recv(timeout=10) == "welcome bob, you are in kitchen"
+            srv.wait_for("] open ", count=2)  # alice's browser is in too
+            assert "sent to 1 connection" in push(api, "user", "alice", "for alice only")
+            assert "sent to 1 connection" in push(api, "group", "lobby", "for the lobby")
+            result = alice.result()
+            assert result == {"ok": True, "got": ["welcome alice, you are in lobby", "for alice only", "for the lobby"]}, result
+            # Bob, in another group, got neither: the next thing he gets is this marker.
+            push(api, "user", "bob", "marker")
+            assert bob.recv(timeout=10) == "marker"
+
+
+@case("Two wssd on one real Redis: a push to instance A's API reaches a user connected to instance B exactly once")
+def _():
+    api_a, api_b = free_port(), free_port()
+    with Redis() as redis, Php("chat.php") as php, \
+            Wssd("--plain", "--app", php.url, "--api", f"127.0.0.1:{api_a}", "--redis", redis.url) as a, \
+            Wssd("--plain", "--app", php.url, "--api", f"127.0.0.1:{api_b}", "--redis", redis.url) as b:
+        a.wait_for("redis: subscribed")
+        b.wait_for("redis: subscribed")
+        with connect(f"{b.url}/?token=bob-secret&room=kitchen", open_timeout=10) as bob:
+            assert bob.recv(timeout=10) == "welcome bob, you are in kitchen"
+            assert "sent to 0 connection" in push(api_a, "user", "bob", "from A")
+            assert bob.recv(timeout=10) == "from A"
+            # Exactly once: the next message is B's own marker, not a second copy.
+            assert "sent to 1 connection" in push(api_b, "user", "bob", "marker")
+            assert bob.recv(timeout=10) == "marker"
 
 
 if __name__ == "__main__":

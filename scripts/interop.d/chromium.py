@@ -27,12 +27,28 @@ def home(trusting, ca_file=None, tag=None):
 def browser(mode, url, trusting=True, protocols=None, ca_file=None, tag=None, resolve=None):
     """Runs browser.mjs; `ca_file` and `tag` give a HOME trusting that CA alone, `resolve` a
     host name that Chromium maps to 127.0.0.1."""
-    env = dict(os.environ, HOME=home(trusting, ca_file, tag))
-    if resolve:
-        env["WSSD_CHROMIUM_ARGS"] = json.dumps([f"--host-resolver-rules=MAP {resolve} 127.0.0.1"])
-    extra = [",".join(protocols)] if protocols else []
-    out = subprocess.run(["node", os.path.join(HERE, "browser", "browser.mjs"), mode, url, *extra],
-                         env=env, capture_output=True, text=True, timeout=60)
-    if out.returncode != 0:
-        raise RuntimeError(f"browser.mjs failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return started(mode, url, trusting, protocols, ca_file, tag, resolve).result()
+
+
+class started:
+    """browser.mjs running in the background (for modes that wait for pushes); `result()`
+    waits for its JSON line."""
+
+    def __init__(self, mode, url, trusting=True, protocols=None, ca_file=None, tag=None, resolve=None):
+        env = dict(os.environ, HOME=home(trusting, ca_file, tag))
+        if resolve:
+            env["WSSD_CHROMIUM_ARGS"] = json.dumps([f"--host-resolver-rules=MAP {resolve} 127.0.0.1"])
+        extra = [",".join(protocols) if isinstance(protocols, list) else str(protocols)] if protocols else []
+        self.proc = subprocess.Popen(["node", os.path.join(HERE, "browser", "browser.mjs"), mode, url, *extra],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self):
+        try:
+            out, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise RuntimeError(f"browser.mjs did not finish within 60 s: {err[-2000:]}")
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"browser.mjs failed: {err[-2000:]}")
+        return json.loads(out.strip().splitlines()[-1])

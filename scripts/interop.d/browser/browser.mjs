@@ -8,6 +8,7 @@
 //   node browser.mjs deflate URL   send a 2 KiB JSON text and record the echo and ws.extensions,
 //                                  the permessage-deflate terms the browser agreed on
 //   node browser.mjs page URL      load the --test-page at URL and wait for its first reply
+//   node browser.mjs listen URL N  open, send nothing, and record the first N text messages
 //
 // HOME must hold the NSS database (~/.pki/nssdb) that says which CAs to trust; no
 // certificate error is ever ignored. A fresh user data directory is made per run.
@@ -41,6 +42,20 @@ try {
       await page.waitForFunction(() => document.title.includes(":"), null, { timeout: 15000 });
       result = { ok: true, title: await page.title() };
     }
+  } else if (mode === "listen") {
+    result = await page.evaluate(([url, count]) => new Promise((resolve) => {
+      const ws = new WebSocket(url);
+      const got = [];
+      ws.onmessage = (e) => {
+        got.push(e.data);
+        if (got.length === count) {
+          ws.close(1000, "done");
+          resolve({ ok: true, got });
+        }
+      };
+      ws.onclose = (e) => resolve({ ok: false, closeCode: e.code, got });
+      setTimeout(() => resolve({ ok: false, error: "not all messages within 30 s", got }), 30000);
+    }), [url, Number(protocols)]);
   } else if (mode === "deflate") {
     result = await page.evaluate((url) => new Promise((resolve) => {
       const ws = new WebSocket(url);
