@@ -28,6 +28,9 @@ use crate::bridge::App;
 /// base64, with room for the rest of the JSON.
 pub const MAX_BODY: usize = (1 << 20) * 4 / 3 + 4096;
 
+/// How long a request body may take to arrive, in seconds (the headers have 10 s too).
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where the API listens, and who may use it.
 pub struct Api {
     app: Arc<App>,
@@ -425,22 +428,47 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 async fn read_json<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
 ) -> Result<T, (StatusCode, String)> {
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body is over {MAX_BODY} bytes"),
-                )
-            } else {
-                (StatusCode::BAD_REQUEST, format!("the body broke off: {e}"))
-            }
-        })?
-        .to_bytes();
+    // A Content-Length over the limit is refused before reading any of it.
+    if hyper::body::Body::size_hint(req.body()).lower() > MAX_BODY as u64 {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {MAX_BODY} bytes"),
+        ));
+    }
+    // A body that trickles in is cut off: the API's tasks never wait on a client forever.
+    let collect = async {
+        Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map(Some)
+    };
+    let body = smol::future::or(collect, async {
+        smol::Timer::after(BODY_TIMEOUT).await;
+        Ok(None)
+    })
+    .await
+    .map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {MAX_BODY} bytes"),
+            )
+        } else {
+            (StatusCode::BAD_REQUEST, format!("the body broke off: {e}"))
+        }
+    })?
+    .ok_or_else(|| {
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )
+    })?
+    .to_bytes();
     serde_json::from_slice(&body).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
