@@ -168,7 +168,8 @@ struct Args {
     #[argh(option, default = "64")]
     app_concurrency: usize,
 
-    /// fan --broadcast and --rooms out to every wssd instance on this Redis server, such as redis://127.0.0.1:6379/
+    /// fan --broadcast, --rooms and --app (its user, group and everyone sends) out to every wssd
+    /// instance on this Redis server, such as redis://127.0.0.1:6379/
     #[argh(option)]
     redis: Option<String>,
 
