@@ -508,6 +508,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
         crate::session::serve_as(self.id, self.ws, self.request, handler, &self.limits).await
     }
 
+    /// Chooses `name` as the subprotocol after all (RFC 6455 section 4.2.2), in place of
+    /// [`Config::subprotocols`]' choice: the `101` then names it in `Sec-WebSocket-Protocol`
+    /// and [`Request::subprotocol`] is `name`. For a decision made with I/O between
+    /// [`Acceptor::accept`] and [`Accepted::serve`] (an app that picks the protocol).
+    ///
+    /// # Errors
+    /// `InvalidInput` when the client did not offer `name` (a browser would fail the
+    /// connection) or when the `101` went out already; nothing changes then.
+    pub fn choose_subprotocol(&mut self, name: &str) -> io::Result<()> {
+        let offered = self
+            .request
+            .headers
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == name);
+        if !offered {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the client did not offer this subprotocol",
+            ));
+        }
+        let Some(preamble) = self.ws.get_mut().deferred_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the 101 went out already",
+            ));
+        };
+        let text = String::from_utf8_lossy(preamble);
+        let mut lines: Vec<&str> = text
+            .split("\r\n")
+            .filter(|l| {
+                !l.to_ascii_lowercase()
+                    .starts_with("sec-websocket-protocol:")
+            })
+            .collect();
+        // The head ends with an empty line: the new header goes before it.
+        let end = lines.len().saturating_sub(2);
+        let header = format!("Sec-WebSocket-Protocol: {name}");
+        lines.insert(end, &header);
+        *preamble = lines.join("\r\n").into_bytes();
+        self.request.subprotocol = Some(name.to_owned());
+        Ok(())
+    }
+
     /// Refuses the connection after all, instead of the `101`: answers with HTTP `status`
     /// (400 to 599: 401 or 403 for a client the app does not let in, 503 when the app is
     /// unreachable) and `body` as `text/plain`, and closes. A browser's WebSocket then fails

@@ -110,6 +110,9 @@ pub type AdmitFuture = Pin<Box<dyn Future<Output = Admission> + Send + 'static>>
 pub enum Admission {
     /// Let it in: the `101` goes out and [`Handler::on_open`] runs.
     Accept,
+    /// Let it in speaking this subprotocol, one the client offered (RFC 6455 section
+    /// 4.2.2), in place of [`Config::subprotocols`](crate::Config::subprotocols)' choice.
+    AcceptSubprotocol(String),
     /// Keep it out with this HTTP status (400 to 599) and a plain-text reason as the body.
     Refuse {
         /// The HTTP status, such as 401, 403, or 503 when the one who decides is unreachable.

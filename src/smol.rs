@@ -357,7 +357,7 @@ async fn connection<H: Handler>(
 ) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
-    let accepted = match acceptor.accept(stream, peer).await {
+    let mut accepted = match acceptor.accept(stream, peer).await {
         Ok(accepted) => accepted,
         // A connect that says nothing: a port probe or an L4 balancer's health check.
         Err(AcceptError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -386,6 +386,16 @@ async fn connection<H: Handler>(
             }
         })
         .await;
+        if let crate::Admission::AcceptSubprotocol(name) = &decided
+            && accepted.choose_subprotocol(name).is_err()
+        {
+            log::warn!(
+                "{}: the subprotocol {:?} chosen on admission is not one the client offered: answered with {:?} instead",
+                accepted.request().client_ip,
+                crate::text::escape(name),
+                accepted.request().subprotocol.as_deref().unwrap_or("none"),
+            );
+        }
         if let crate::Admission::Refuse { status, reason } = decided {
             let who = accepted.request().client_ip;
             let path = crate::text::escape(&accepted.request().path).into_owned();

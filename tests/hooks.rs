@@ -239,3 +239,43 @@ fn the_smol_server_asks_admit_before_the_101() {
     };
     assert!(no_code(&after) > no_code(&before), "{:?}", after.closes);
 }
+
+#[test]
+fn choose_subprotocol_puts_an_offered_one_in_the_101() {
+    struct Quiet;
+    impl Handler for Quiet {
+        fn on_message(&self, _: &Connection, _: Message) {}
+    }
+    let (mut client, server) = duplex();
+    future::block_on(common::bounded(async {
+        let serve = async {
+            let mut accepted = Acceptor::new(Config::default().subprotocols(["a"]))
+                .accept(server, peer())
+                .await
+                .unwrap();
+            assert_eq!(accepted.request().subprotocol.as_deref(), Some("a"));
+            let refused = accepted.choose_subprotocol("c").unwrap_err();
+            assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+            accepted.choose_subprotocol("b").unwrap();
+            assert_eq!(accepted.request().subprotocol.as_deref(), Some("b"));
+            accepted.serve(&Quiet).await;
+        };
+        let talk = async {
+            let request = String::from_utf8(common::UPGRADE_REQUEST.to_vec())
+                .unwrap()
+                .replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: a, b\r\n\r\n");
+            client.write_all(request.as_bytes()).await.unwrap();
+            let head = common::read_head(&mut client).await.unwrap();
+            // Closing frame with no payload, masked: the session ends.
+            client.write_all(&[0x88, 0x80, 0, 0, 0, 0]).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = client.read_to_end(&mut rest).await;
+            head
+        };
+        let ((), head) = future::zip(serve, talk).await;
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        assert!(head.contains("\r\nSec-WebSocket-Protocol: b\r\n"), "{head}");
+        assert!(!head.contains("Protocol: a"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+    }));
+}

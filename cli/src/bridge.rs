@@ -82,6 +82,8 @@ enum Event {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Answer {
+    /// To `open` only: the subprotocol to speak, one of the client's offers.
+    subprotocol: Option<String>,
     /// Bind the connection to this user id.
     user: Option<String>,
     /// Groups to join.
@@ -343,7 +345,8 @@ impl App {
         Box::pin(async move {
             match app.deliver(&event).await {
                 Ok((status, body)) if (200..300).contains(&status) => {
-                    let answer = app.answer(&body, "open", id);
+                    let mut answer = app.answer(&body, "open", id);
+                    let subprotocol = answer.subprotocol.take();
                     app.conns().insert(
                         id,
                         State {
@@ -351,7 +354,10 @@ impl App {
                             ..State::default()
                         },
                     );
-                    Admission::Accept
+                    match subprotocol {
+                        Some(name) => Admission::AcceptSubprotocol(name),
+                        None => Admission::Accept,
+                    }
                 }
                 Ok((status, body)) if (400..500).contains(&status) => Admission::Refuse {
                     status,
@@ -391,6 +397,11 @@ impl App {
     /// Carries out an answer on `conn`.
     fn apply(&self, conn: &Connection, answer: Answer) {
         let id = conn.id();
+        if answer.subprotocol.is_some() {
+            log::warn!(
+                "the app answered a message of connection {id} with a subprotocol: only the answer to open can choose one; ignored"
+            );
+        }
         if let Some(user) = &answer.user {
             self.hub.bind_user(id, user);
         }

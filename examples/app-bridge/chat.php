@@ -23,11 +23,16 @@ switch ($event['event'] ?? '') {
             break;
         }
         $room = preg_replace('/[^a-z0-9_-]/i', '', $query['room'] ?? 'lobby') ?: 'lobby';
-        echo json_encode([
+        $answer = [
             'user' => $user,
             'join' => [$room],
             'send' => [['text' => "welcome $user, you are in $room"]],
-        ]);
+        ];
+        // new WebSocket(url, ["chat.v1"]): this app speaks chat.v1, and says so in the 101.
+        if (in_array('chat.v1', $event['subprotocols'], true)) {
+            $answer['subprotocol'] = 'chat.v1';
+        }
+        echo json_encode($answer);
         break;
     case 'message':
         $text = $event['text'] ?? '(binary)';

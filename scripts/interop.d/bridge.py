@@ -52,10 +52,12 @@ def _():
         assert result == {"ok": True, "got": [{"text": "ok"}, {"text": "ok"}]}, result
 
 
-@case("chat.php: a good token is let in, bound to its user and welcomed; a bad token makes Chromium's WebSocket fail and wssd logs the app's 401")
+@case("chat.php: a good token is let in, bound to its user, welcomed and given the subprotocol it offered; a bad token makes Chromium's WebSocket fail and wssd logs the app's 401")
 def _():
     with Php("chat.php") as php, Wssd("--plain", "--app", php.url) as srv:
-        with connect(f"{srv.url}/?token=alice-secret&room=lobby", open_timeout=10) as ws:
+        with connect(f"{srv.url}/?token=alice-secret&room=lobby", open_timeout=10,
+                     subprotocols=["mqtt", "chat.v1"]) as ws:
+            assert ws.subprotocol == "chat.v1", ws.subprotocol  # the app chose it, on open
             assert ws.recv(timeout=10) == "welcome alice, you are in lobby"
             ws.send("hello")
             assert ws.recv(timeout=10) == "alice: hello"
