@@ -84,6 +84,7 @@ pub(crate) enum Target<'a> {
     User(&'a str),
     Group(&'a str),
     All,
+    Connection(ConnectionId),
 }
 
 /// Carries user, group and broadcast sends to other instances.
@@ -568,6 +569,32 @@ impl Hub {
         }
     }
 
+    /// Whether this hub is linked to other instances ([`crate::redis::link`]).
+    pub fn is_linked(&self) -> bool {
+        self.inner.relay.get().is_some()
+    }
+
+    /// Sends `msg` to connection `id` on the other linked instances (for an id that is
+    /// not on this one, [`Hub::get`] is `None`); does nothing when not linked. Whether it
+    /// exists there is not known here.
+    pub fn publish_to(&self, id: ConnectionId, msg: &Message) {
+        self.relay(Target::Connection(id), msg);
+    }
+
+    /// Closes connection `id` on the other linked instances with `code` and `reason`
+    /// (RFC 6455 section 7.4); does nothing when not linked.
+    pub fn publish_close(&self, id: ConnectionId, code: CloseCode, reason: &str) {
+        self.relay(Target::Connection(id), &close_message(code, reason));
+    }
+
+    /// Closes every connection of `user`, here and (with Redis) on every other instance.
+    /// Returns how many were closed on this instance.
+    pub fn close_user(&self, user: &str, code: CloseCode, reason: &str) -> usize {
+        let msg = close_message(code, reason);
+        self.relay(Target::User(user), &msg);
+        self.deliver(Target::User(user), &msg, &[])
+    }
+
     /// The connection with this id, if it is in this hub (on this instance).
     pub fn get(&self, id: ConnectionId) -> Option<Connection> {
         self.read().connections.get(&id).map(|m| m.conn.clone())
@@ -618,8 +645,20 @@ impl Hub {
                     .get(group)
                     .map_or_else(Vec::new, |ids| ids.iter().filter_map(pick).collect()),
                 Target::All => state.connections.keys().filter_map(pick).collect(),
+                Target::Connection(id) => pick(&id).into_iter().collect(),
             }
         };
+        if let Message::Close(frame) = msg {
+            // A close relayed from another instance (Hub::close_user, Hub::publish_close).
+            let (code, reason) = frame
+                .as_ref()
+                .map_or((CloseCode::Normal, ""), |f| (f.code, f.reason.as_str()));
+            let closed = recipients.len();
+            for conn in recipients {
+                conn.close(code, reason);
+            }
+            return closed;
+        }
         session::send_all(recipients, &frame_once(msg))
     }
 
@@ -632,6 +671,13 @@ impl Hub {
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.inner.state.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn close_message(code: CloseCode, reason: &str) -> Message {
+    Message::Close(Some(crate::CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
 }
 
 /// Removes `id` from the set under `key`, and the set when it empties.

@@ -21,8 +21,15 @@
 //! stale anyway.
 //!
 //! The wire format on [`CHANNEL`] is: version (1 byte, `1`), instance id (8 bytes, big
-//! endian), target kind (1 byte: 0 user, 1 group, 2 everyone), opcode (1 byte: 1 text,
-//! 2 binary), target length (2 bytes, big endian), the target, then the payload.
+//! endian), target kind (1 byte: 0 user, 1 group, 2 everyone, 3 one connection), opcode
+//! (1 byte: 1 text, 2 binary, 8 close), target length (2 bytes, big endian), the target
+//! (a name in UTF-8, or a connection id as 8 bytes big endian), then the payload (for a
+//! close, the code as 2 bytes big endian and the reason in UTF-8).
+//!
+//! Linking also makes this instance's connection ids unique across instances: from then
+//! on, bits 33 to 52 of each new [`ConnectionId`](crate::ConnectionId) are a random tag of
+//! this instance (ids stay below 2^53, exact as JSON numbers in JavaScript and PHP), so that
+//! a send or close addressed to an id reaches the instance that has it.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -82,6 +89,7 @@ pub fn link(hub: &Hub, url: &str) -> Result<(Link, LinkTask), redis::RedisError>
         dropped: AtomicU64::new(0),
     });
     let queued_bytes = publisher.queued_bytes.clone();
+    crate::session::set_instance_tag(instance);
     if !hub.set_relay(publisher) {
         return Err(redis::RedisError::from((
             redis::ErrorKind::Client,
@@ -313,6 +321,7 @@ enum OwnedTarget {
     User(String),
     Group(String),
     All,
+    Connection(crate::ConnectionId),
 }
 
 impl OwnedTarget {
@@ -321,20 +330,34 @@ impl OwnedTarget {
             OwnedTarget::User(u) => Target::User(u),
             OwnedTarget::Group(g) => Target::Group(g),
             OwnedTarget::All => Target::All,
+            OwnedTarget::Connection(id) => Target::Connection(*id),
         }
     }
 }
 
 fn encode(instance: u64, target: Target<'_>, msg: &Message) -> Option<Vec<u8>> {
+    let close;
     let (opcode, payload): (u8, &[u8]) = match msg {
         Message::Text(t) => (1, t.as_bytes()),
         Message::Binary(b) => (2, b),
-        _ => return None, // control frames are per connection
+        Message::Close(frame) => {
+            let (code, reason) = frame
+                .as_ref()
+                .map_or((1000, ""), |f| (u16::from(f.code), f.reason.as_str()));
+            close = [&code.to_be_bytes()[..], reason.as_bytes()].concat();
+            (8, &close)
+        }
+        _ => return None, // pings and pongs are per connection
     };
-    let (kind, name) = match target {
-        Target::User(u) => (0u8, u),
-        Target::Group(g) => (1, g),
-        Target::All => (2, ""),
+    let id_bytes;
+    let (kind, name): (u8, &[u8]) = match target {
+        Target::User(u) => (0u8, u.as_bytes()),
+        Target::Group(g) => (1, g.as_bytes()),
+        Target::All => (2, b""),
+        Target::Connection(id) => {
+            id_bytes = id.get().to_be_bytes();
+            (3, &id_bytes)
+        }
     };
     let name_len = u16::try_from(name.len()).ok()?;
     let mut out = Vec::with_capacity(13 + name.len() + payload.len());
@@ -342,7 +365,7 @@ fn encode(instance: u64, target: Target<'_>, msg: &Message) -> Option<Vec<u8>> {
     out.extend(instance.to_be_bytes());
     out.extend([kind, opcode]);
     out.extend(name_len.to_be_bytes());
-    out.extend(name.as_bytes());
+    out.extend(name);
     out.extend(payload);
     Some(out)
 }
@@ -354,19 +377,23 @@ fn decode(bytes: &[u8]) -> Option<(u64, OwnedTarget, Message)> {
     let instance = u64::from_be_bytes(bytes[1..9].try_into().ok()?);
     let (kind, opcode) = (bytes[9], bytes[10]);
     let name_len = usize::from(u16::from_be_bytes([bytes[11], bytes[12]]));
-    let name = std::str::from_utf8(bytes.get(13..13 + name_len)?)
-        .ok()?
-        .to_owned();
+    let name = bytes.get(13..13 + name_len)?;
     let payload = bytes.get(13 + name_len..)?;
+    let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
     let target = match kind {
-        0 => OwnedTarget::User(name),
-        1 => OwnedTarget::Group(name),
+        0 => OwnedTarget::User(text(name)?),
+        1 => OwnedTarget::Group(text(name)?),
         2 => OwnedTarget::All,
+        3 => OwnedTarget::Connection(u64::from_be_bytes(name.try_into().ok()?).into()),
         _ => return None,
     };
     let msg = match opcode {
-        1 => Message::text(std::str::from_utf8(payload).ok()?.to_owned()),
+        1 => Message::text(text(payload)?),
         2 => Message::binary(payload.to_vec()),
+        8 if payload.len() >= 2 => Message::Close(Some(crate::CloseFrame {
+            code: u16::from_be_bytes([payload[0], payload[1]]).into(),
+            reason: text(&payload[2..])?.into(),
+        })),
         _ => return None,
     };
     Some((instance, target, msg))
@@ -382,6 +409,14 @@ mod tests {
             (Target::User("alice"), Message::text("hi")),
             (Target::Group("room/1"), Message::binary(vec![0u8, 255])),
             (Target::All, Message::text("")),
+            (Target::Connection(7.into()), Message::text("one")),
+            (
+                Target::User("bob"),
+                Message::Close(Some(crate::CloseFrame {
+                    code: 4000.into(),
+                    reason: "bye".into(),
+                })),
+            ),
         ] {
             let bytes = encode(42, target, &msg).unwrap();
             let (instance, decoded, back) = decode(&bytes).unwrap();

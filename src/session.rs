@@ -144,7 +144,8 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// A connection's id: unique in this process, never reused (a counter from 1).
+/// A connection's id: unique in this process, never reused (a counter from 1; with a Redis
+/// link, tagged so that it is unique across the linked instances, see [`crate::redis`]).
 ///
 /// ```
 /// # use wssd::ConnectionId;
@@ -644,9 +645,22 @@ pub struct SessionSummary {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A new connection id, never given before in this process.
+/// Bits 33 to 52 of every new id: this instance's tag, once linked to other instances.
+static INSTANCE_TAG: AtomicU64 = AtomicU64::new(0);
+
+/// A new connection id, never given before in this process: the instance tag, if any,
+/// and a counter from 1 (2^33 ids before it would wrap into the tag).
 pub(crate) fn next_id() -> ConnectionId {
-    ConnectionId(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed) & ((1 << 33) - 1);
+    ConnectionId(INSTANCE_TAG.load(Ordering::Relaxed) | n)
+}
+
+/// Tags the ids of connections from now on with 20 bits of `instance` (bits 33 to 52),
+/// so that ids are unique across linked instances and exact as JSON numbers (below 2^53).
+#[cfg(feature = "redis")]
+pub(crate) fn set_instance_tag(instance: u64) {
+    let tag = (instance & ((1 << 20) - 1)).max(1) << 33;
+    INSTANCE_TAG.store(tag, Ordering::Relaxed);
 }
 
 /// How many events in a row a session handles without waiting before it yields to its

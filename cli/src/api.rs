@@ -200,7 +200,17 @@ impl Api {
                 let exclude: Vec<ConnectionId> = body.exclude.iter().map(|&n| n.into()).collect();
                 let (sent, scope) = match (body.id, &body.user, &body.group, body.all) {
                     (Some(id), None, None, false) => {
-                        let conn = app.hub().get(id.into()).ok_or_else(|| unknown(id))?;
+                        let Some(conn) = app.hub().get(id.into()) else {
+                            if !app.hub().is_linked() {
+                                return Err(unknown(id));
+                            }
+                            // Not here: the instance that has it (ids are unique) delivers it.
+                            app.hub().publish_to(id.into(), &msg);
+                            return Ok(json_response(
+                                StatusCode::OK,
+                                &json!({ "sent": 0, "counted_on": "this instance", "delivered_to": "all instances", "relayed": true }),
+                            ));
+                        };
                         match conn.try_send(msg) {
                             Ok(()) => (1, "this instance"),
                             Err(wssd::SendError::Full) => {
@@ -264,9 +274,18 @@ impl Api {
                         ),
                     ));
                 }
-                let ids: Vec<ConnectionId> = match (body.id, &body.user) {
-                    (Some(id), None) => vec![id.into()],
-                    (None, Some(user)) => app.hub().user_connections(user),
+                let code = CloseCode::from(code);
+                let closed = match (body.id, &body.user) {
+                    (Some(id), None) => match app.hub().get(id.into()) {
+                        Some(conn) => usize::from(conn.close(code, &body.reason)),
+                        None if app.hub().is_linked() => {
+                            // Not here: the instance that has it (ids are unique) closes it.
+                            app.hub().publish_close(id.into(), code, &body.reason);
+                            0
+                        }
+                        None => return Err(unknown(id)),
+                    },
+                    (None, Some(user)) => app.hub().close_user(user, code, &body.reason),
                     _ => {
                         return Err((
                             StatusCode::BAD_REQUEST,
@@ -274,20 +293,9 @@ impl Api {
                         ));
                     }
                 };
-                let mut closed = 0;
-                for id in &ids {
-                    if let Some(conn) = app.hub().get(*id) {
-                        closed += usize::from(conn.close(CloseCode::from(code), &body.reason));
-                    }
-                }
-                if closed == 0
-                    && let Some(id) = body.id
-                {
-                    return Err(unknown(id));
-                }
                 Ok(json_response(
                     StatusCode::OK,
-                    &json!({ "closed": closed, "scope": "this instance" }),
+                    &json!({ "closed": closed, "counted_on": "this instance", "delivered_to": scope }),
                 ))
             }
             (

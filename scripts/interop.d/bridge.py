@@ -4,10 +4,12 @@ Chromium, the Python websockets client) connect through wssd.
 
 Usage: WSSD=target/debug/wssd python bridge.py
 """
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.request
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -118,6 +120,18 @@ def _():
         assert "did not take" not in srv.log(), srv.log()
 
 
+def api_get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def api_post(port, path, body):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.loads(r.read())
+
+
 def push(api_port, *args):
     """Runs examples/app-bridge/push.php against the API on `api_port`."""
     env = dict(os.environ, WSSD_API=f"http://127.0.0.1:{api_port}")
@@ -144,7 +158,7 @@ def _():
             assert bob.recv(timeout=10) == "marker"
 
 
-@case("Two wssd on one real Redis: a push to instance A's API reaches a user connected to instance B exactly once")
+@case("Two wssd on one real Redis: a push to instance A's API reaches a user connected to instance B exactly once, by user and by connection id, and a close by id through A closes it on B")
 def _():
     api_a, api_b = free_port(), free_port()
     with Redis() as redis, Php("chat.php") as php, \
@@ -159,6 +173,21 @@ def _():
             # Exactly once: the next message is B's own marker, not a second copy.
             assert "sent to 1 connection" in push(api_b, "user", "bob", "marker")
             assert bob.recv(timeout=10) == "marker"
+            # By connection id, through A: ids are unique across instances, B delivers it.
+            [bob_id] = api_get(api_b, "/connections?user=bob")["connections"]
+            with connect(f"{a.url}/?token=alice-secret", open_timeout=10) as alice:
+                alice.recv(timeout=10)
+                [alice_id] = api_get(api_a, "/connections?user=alice")["connections"]
+                assert alice_id != bob_id and alice_id >> 33 != bob_id >> 33, (alice_id, bob_id)
+            assert "sent to 0 connection" in push(api_a, "id", str(bob_id), "by id, via A")
+            assert bob.recv(timeout=10) == "by id, via A"
+            # And a close by id, through A, closes it on B with the code given.
+            api_post(api_a, "/close", {"id": bob_id, "code": 4001, "reason": "moved"})
+            try:
+                bob.recv(timeout=10)
+                raise AssertionError("still open")
+            except ConnectionClosed as e:
+                assert e.rcvd is not None and e.rcvd.code == 4001 and e.rcvd.reason == "moved", e.rcvd
 
 
 if __name__ == "__main__":
