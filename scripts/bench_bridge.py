@@ -95,12 +95,24 @@ def main():
             run("--app, minimal app (hyper)", "minimal", secs),
             run("--app, PHP app (php -S, 4 workers)", "php", secs)]
     base = rows[0]["p99_us"]
-    print(f"| {CONNS} conns, {SIZE} B echo | msgs/s | p50 us | p99 us | p99 added over echo | wssd CPU us/msg | app CPU us/msg | load CPU us/msg |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {CONNS} conns, {SIZE} B echo | msgs/s | p50 us | p99 us | p99 added over echo | wssd CPU us/msg | app CPU us/msg | load CPU us/msg | cores busy: wssd + app + load | bound by |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         added = "" if r is rows[0] else f"{r['p99_us'] - base}"
+        cores = [r["msgs_per_s"] * (x or 0) / 1e6 for x in
+                 (r["server_cpu_us_per_msg"], r["app_cpu_us_per_msg"], r["load_cpu_us_per_msg"])]
+        # wssd and the load generator each have a core of their own; the app shares both.
+        if cores[2] >= 0.9:
+            bound = "the load generator (not a result for wssd)"
+        elif cores[0] >= 0.9:
+            bound = "wssd's core"
+        elif sum(cores) >= 1.8:
+            bound = "the machine (2 cores)"
+        else:
+            bound = "the app"
         print(f"| {r['label']} | {r['msgs_per_s']:.0f} | {r['p50_us']} | {r['p99_us']} | {added} | "
-              f"{r['server_cpu_us_per_msg']} | {r['app_cpu_us_per_msg'] or ''} | {r['load_cpu_us_per_msg']} |")
+              f"{r['server_cpu_us_per_msg']} | {r['app_cpu_us_per_msg'] or ''} | {r['load_cpu_us_per_msg']} | "
+              f"{cores[0]:.2f} + {cores[1]:.2f} + {cores[2]:.2f} | {bound} |")
     os.makedirs("target/bench", exist_ok=True)
     with open("target/bench/bridge.json", "w") as f:
         json.dump(rows, f, indent=1)
