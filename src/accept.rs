@@ -93,10 +93,7 @@ impl fmt::Display for AcceptError {
         match self {
             AcceptError::Tls(e) => write!(f, "TLS handshake failed: {e}{}", tls_hint(e)),
             AcceptError::CertificateRejected { error, likely } => {
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
-                ) {
+                if hung_up(error) {
                     write!(
                         f,
                         "TLS handshake failed: the client closed the connection during the TLS handshake; most often it rejected the certificate (OpenSSL-based clients such as Python and curl close without saying why)"
@@ -517,15 +514,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     /// `InvalidInput` when the client did not offer `name` (a browser would fail the
     /// connection) or when the `101` went out already; nothing changes then.
     pub fn choose_subprotocol(&mut self, name: &str) -> io::Result<()> {
-        let offered = self
-            .request
-            .headers
-            .get_all("sec-websocket-protocol")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|p| p.trim() == name);
-        if !offered {
+        if !self.request.offered_subprotocols().any(|p| p == name) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the client did not offer this subprotocol",
@@ -587,12 +576,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
             body,
         };
         let transport = self.ws.get_mut();
-        if !transport.replace_deferred(answer.to_bytes(false)) {
+        let Some(preamble) = transport.deferred_mut() else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the 101 went out already",
             ));
-        }
+        };
+        *preamble = answer.to_bytes(false);
         let limit = self.limits.handshake_timeout;
         let write = async {
             transport.flush().await?;
@@ -617,23 +607,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
 /// or closed the connection mid-handshake (OpenSSL-based clients do that on a rejection).
 fn rejected_certificate(e: &io::Error) -> bool {
     use futures_rustls::rustls::{AlertDescription as Alert, Error};
-    // A client that hangs up with the server's handshake bytes unread resets (RST) rather
-    // than closes (FIN): the same thing, from here.
-    if matches!(
+    hung_up(e)
+        || matches!(
+            e.get_ref().and_then(|e| e.downcast_ref::<Error>()),
+            Some(Error::AlertReceived(
+                Alert::BadCertificate
+                    | Alert::UnknownCA
+                    | Alert::CertificateUnknown
+                    | Alert::CertificateExpired
+                    | Alert::UnsupportedCertificate
+            ))
+        )
+}
+
+/// Whether the client closed the connection mid-handshake, or reset it: one that hangs up
+/// with the server's handshake bytes unread resets (RST) rather than closes (FIN).
+fn hung_up(e: &io::Error) -> bool {
+    matches!(
         e.kind(),
         io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
-    ) {
-        return true;
-    }
-    matches!(
-        e.get_ref().and_then(|e| e.downcast_ref::<Error>()),
-        Some(Error::AlertReceived(
-            Alert::BadCertificate
-                | Alert::UnknownCA
-                | Alert::CertificateUnknown
-                | Alert::CertificateExpired
-                | Alert::UnsupportedCertificate
-        ))
     )
 }
 

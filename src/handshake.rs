@@ -367,14 +367,21 @@ fn choose_subprotocol(ours: &[String], headers: &HeaderMap) -> Option<String> {
     if ours.is_empty() {
         return None;
     }
+    offered_subprotocols(headers)
+        .find(|offer| ours.iter().any(|p| p == offer))
+        .map(str::to_owned)
+}
+
+/// The subprotocols a client offers in `Sec-WebSocket-Protocol`, most preferred first
+/// (RFC 6455 section 4.1).
+pub(crate) fn offered_subprotocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find(|offer| ours.iter().any(|p| p == offer))
-        .map(str::to_owned)
+        .filter(|p| !p.is_empty())
 }
 
 #[cfg(test)]

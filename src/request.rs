@@ -42,6 +42,12 @@ impl Request {
     pub fn permessage_deflate(&self) -> bool {
         self.deflate.is_some()
     }
+
+    /// The subprotocols the client offered in `Sec-WebSocket-Protocol`, most preferred
+    /// first (RFC 6455 section 4.1); [`Request::subprotocol`] is the one chosen, if any.
+    pub fn offered_subprotocols(&self) -> impl Iterator<Item = &str> {
+        crate::handshake::offered_subprotocols(&self.headers)
+    }
 }
 
 /// A TLS protocol version wssd speaks (RFC 8446, RFC 5246).

@@ -359,21 +359,18 @@ async fn connection<H: Handler>(
     let started = Instant::now();
     let mut accepted = match acceptor.accept(stream, peer).await {
         Ok(accepted) => accepted,
-        // A connect that says nothing: a port probe or an L4 balancer's health check.
-        Err(AcceptError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            crate::stats::add(&crate::stats::HANDSHAKES_FAILED, 1);
-            return log::debug!("{peer}: closed before sending anything");
-        }
-        Err(e @ AcceptError::AcmeChallenge { .. }) => {
-            return log::info!("{peer}: {e}");
-        }
-        Err(e @ AcceptError::NotWebSocket { page: true }) => {
-            crate::stats::add(&crate::stats::HANDSHAKES_FAILED, 1);
-            return log::info!("{peer}: {e}");
-        }
+        // An ACME server's validation: no client's handshake at all.
+        Err(e @ AcceptError::AcmeChallenge { .. }) => return log::info!("{peer}: {e}"),
         Err(e) => {
             crate::stats::add(&crate::stats::HANDSHAKES_FAILED, 1);
-            return log::warn!("{peer}: {e}");
+            return match e {
+                // A connect that says nothing: a port probe or an L4 balancer's health check.
+                AcceptError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    log::debug!("{peer}: closed before sending anything")
+                }
+                e @ AcceptError::NotWebSocket { page: true } => log::info!("{peer}: {e}"),
+                e => log::warn!("{peer}: {e}"),
+            };
         }
     };
     if let Some(admission) = handler.admit(accepted.id(), accepted.request()) {

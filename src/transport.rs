@@ -80,18 +80,9 @@ impl<S> Transport<S> {
         self.preamble = response;
     }
 
-    /// The deferred `101`, to edit, if it is not sent yet.
+    /// The deferred `101`, to edit or replace (with a refusal), if it is not sent yet.
     pub(crate) fn deferred_mut(&mut self) -> Option<&mut Vec<u8>> {
         (!self.preamble.is_empty()).then_some(&mut self.preamble)
-    }
-
-    /// Replaces the deferred `101` with another answer (a refusal), if it is not sent yet.
-    pub(crate) fn replace_deferred(&mut self, response: Vec<u8>) -> bool {
-        if self.preamble.is_empty() {
-            return false;
-        }
-        self.preamble = response;
-        true
     }
 
     /// Starts watching frames, beginning with `already_read` (frames that came behind the
