@@ -717,6 +717,11 @@ struct Session<S> {
     spare: VecDeque<Message>,
     /// Events handled in a row without waiting.
     hot: u32,
+    /// Payload bytes in and out, for [`crate::stats`].
+    bytes_in: u64,
+    bytes_out: u64,
+    /// What of the counts [`crate::stats`] has been given: messages and bytes, in and out.
+    published: [u64; 4],
 }
 
 /// A recipient's full queue that the sending session waits on.
@@ -835,6 +840,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             held: None,
             spare: VecDeque::new(),
             hot: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            published: [0; 4],
         }
     }
 
@@ -864,6 +872,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let limit = self.limits.backpressure_timeout;
             let _ = within(&mut self.deadline, limit, held).await;
         }
+        self.publish_stats();
         handler.on_close(&self.conn, peer_close.as_ref());
         // Leaves every Hub it was added to, whether or not the handler removed it.
         let hubs = std::mem::take(
@@ -876,6 +885,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         );
         for hub in hubs.iter().filter_map(Weak::upgrade) {
             hub.forget(self.conn.id());
+        }
+    }
+
+    /// Adds to the process-wide counters what this session counted since it last did: at
+    /// each heartbeat tick and at the end, not per message (shared counters would be a
+    /// contended write per message across threads).
+    fn publish_stats(&mut self) {
+        use crate::stats::{BYTES_IN, BYTES_OUT, MESSAGES_IN, MESSAGES_OUT, add};
+        let now = [
+            self.summary.messages_in,
+            self.bytes_in,
+            self.summary.messages_out,
+            self.bytes_out,
+        ];
+        for ((counter, now), before) in [&MESSAGES_IN, &BYTES_IN, &MESSAGES_OUT, &BYTES_OUT]
+            .into_iter()
+            .zip(now)
+            .zip(&mut self.published)
+        {
+            add(counter, now - *before);
+            *before = now;
         }
     }
 
@@ -926,6 +956,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return None;
                 }
                 Wake::Tick => {
+                    self.publish_stats();
                     if !self.heartbeat().await {
                         return None;
                     }
@@ -1077,8 +1108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match msg {
             Message::Text(_) | Message::Binary(_) => {
                 self.summary.messages_in += 1;
-                crate::stats::add(&crate::stats::MESSAGES_IN, 1);
-                crate::stats::add(&crate::stats::BYTES_IN, msg.len() as u64);
+                self.bytes_in += msg.len() as u64;
                 let deferred = Deferred {
                     id: self.conn.id(),
                     blocked: std::mem::take(&mut self.blocked),
@@ -1165,8 +1195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let stuck = || conn.queue().writing_since = Some(Instant::now());
         let result = within_noting(&mut self.deadline, limit, cork, stuck).await;
         self.summary.messages_out += count;
-        crate::stats::add(&crate::stats::MESSAGES_OUT, count);
-        crate::stats::add(&crate::stats::BYTES_OUT, written as u64);
+        self.bytes_out += written as u64;
         {
             let mut queue = self.conn.queue();
             queue.bytes = queue.bytes.saturating_sub(written);

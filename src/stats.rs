@@ -1,6 +1,9 @@
 //! Process-wide counters of what the sessions and the [`smol::Server`](crate::smol::Server)
 //! did, for a metrics endpoint (the `wssd` binary's `GET /metrics`, in the Prometheus text
-//! format). Each is a relaxed atomic add where it happens; [`snapshot`] reads them all.
+//! format). Handshakes and closes are counted as they happen; a connection's messages and
+//! bytes are added at each of its heartbeat ticks ([`Limits::ping_interval`](crate::Limits::ping_interval),
+//! or the idle timeout with pings off) and when it ends, not per message. [`snapshot`]
+//! reads them all.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
