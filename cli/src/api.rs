@@ -13,14 +13,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wssd::{CloseCode, ConnectionId, Message};
+use wssd::{CloseCode, ConnectionId};
 
 use crate::bridge::App;
 
@@ -162,41 +161,30 @@ impl Api {
                 StatusCode::OK,
                 &json!({ "connections": app.hub().count(), "scope": "this instance" }),
             )),
-            (&Method::GET, "/connections") => {
-                let user = param("user").ok_or((
-                    StatusCode::BAD_REQUEST,
-                    "give the user: GET /connections?user=USER".to_string(),
-                ))?;
-                let ids: Vec<u64> = app
-                    .hub()
-                    .user_connections(&user)
-                    .iter()
-                    .map(|id| id.get())
-                    .collect();
+            // Who is online: a user's connections, or a group's.
+            (&Method::GET, "/connections" | "/members") => {
+                let key = if path == "/members" { "group" } else { "user" };
+                let name = param(key).ok_or_else(|| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!("give the {key}: GET {path}?{key}={}", key.to_uppercase()),
+                    )
+                })?;
+                let ids = if key == "user" {
+                    app.hub().user_connections(&name)
+                } else {
+                    app.hub().group_members(&name)
+                };
+                let ids: Vec<u64> = ids.iter().map(|id| id.get()).collect();
                 Ok(json_response(
                     StatusCode::OK,
-                    &json!({ "user": user, "connections": ids, "scope": "this instance" }),
-                ))
-            }
-            (&Method::GET, "/members") => {
-                let group = param("group").ok_or((
-                    StatusCode::BAD_REQUEST,
-                    "give the group: GET /members?group=GROUP".to_string(),
-                ))?;
-                let ids: Vec<u64> = app
-                    .hub()
-                    .group_members(&group)
-                    .iter()
-                    .map(|id| id.get())
-                    .collect();
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({ "group": group, "connections": ids, "scope": "this instance" }),
+                    &json!({ key: name, "connections": ids, "scope": "this instance" }),
                 ))
             }
             (&Method::POST, "/send") => {
-                let body: SendBody = read_json(req).await?;
-                let msg = body.message()?;
+                let mut body: SendBody = read_json(req).await?;
+                let msg = crate::bridge::message(body.text.take(), body.binary.take())
+                    .map_err(|why| (StatusCode::BAD_REQUEST, format!("the message {why}")))?;
                 let exclude: Vec<ConnectionId> = body.exclude.iter().map(|&n| n.into()).collect();
                 let (sent, scope) = match (body.id, &body.user, &body.group, body.all) {
                     (Some(id), None, None, false) => {
@@ -498,27 +486,6 @@ struct SendBody {
     text: Option<String>,
     /// Base64 (RFC 4648 section 4).
     binary: Option<String>,
-}
-
-impl SendBody {
-    fn message(&self) -> Result<Message, (StatusCode, String)> {
-        match (&self.text, &self.binary) {
-            (Some(text), None) => Ok(Message::text(text.clone())),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map(Message::binary)
-                .map_err(|e| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        format!("\"binary\" is not base64: {e}"),
-                    )
-                }),
-            _ => Err((
-                StatusCode::BAD_REQUEST,
-                "give exactly one of \"text\" and \"binary\" (base64)".into(),
-            )),
-        }
-    }
 }
 
 #[derive(Deserialize)]

@@ -317,15 +317,7 @@ impl App {
                 )
             })
             .collect();
-        let offered: Vec<String> = request
-            .headers
-            .get_all("sec-websocket-protocol")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect();
+        let offered: Vec<&str> = request.offered_subprotocols().collect();
         let event = json!({
             "event": "open",
             "id": id.get(),
@@ -403,44 +395,24 @@ impl App {
             );
         }
         if let Some(user) = &answer.user {
-            self.hub.bind_user(id, user);
+            self.bind(id, user);
         }
         for group in &answer.join {
-            self.hub.join(id, group);
+            self.join(id, group);
         }
         for group in &answer.leave {
-            self.hub.leave(id, group);
-        }
-        if let Some(state) = self.conns().get_mut(&id) {
-            if answer.user.is_some() {
-                state.user.clone_from(&answer.user);
-            }
-            state.groups.extend(answer.join.iter().cloned());
-            for group in &answer.leave {
-                state.groups.remove(group);
-            }
+            self.leave(id, group);
         }
         for out in answer.send {
-            let msg = match (out.text, out.binary) {
-                (Some(text), None) => Message::text(text),
-                (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(&b64) {
-                    Ok(bytes) => Message::binary(bytes),
-                    Err(e) => {
-                        log::warn!(
-                            "the app sent connection {id} a binary message that is not base64 ({e}): not sent"
-                        );
-                        continue;
+            match message(out.text, out.binary) {
+                Ok(msg) => {
+                    if let Err(wssd::SendError::Full) = conn.try_send(msg) {
+                        conn.close_slow();
                     }
-                },
-                _ => {
-                    log::warn!(
-                        "the app sent connection {id} a message with neither or both of \"text\" and \"binary\": not sent"
-                    );
-                    continue;
                 }
-            };
-            if let Err(wssd::SendError::Full) = conn.try_send(msg) {
-                conn.close_slow();
+                Err(why) => {
+                    log::warn!("the app sent connection {id} a message that {why}: not sent")
+                }
             }
         }
         if let Some(close) = answer.close {
@@ -518,6 +490,19 @@ impl App {
             }
         }
         self.conns().remove(&id);
+    }
+}
+
+/// A message given as JSON `"text"` or `"binary"` (base64, RFC 4648 section 4), by the
+/// app's answers and the push API; `Err` says what is wrong with it.
+pub fn message(text: Option<String>, binary: Option<String>) -> Result<Message, String> {
+    match (text, binary) {
+        (Some(text), None) => Ok(Message::text(text)),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(Message::binary)
+            .map_err(|e| format!("has a \"binary\" that is not base64 ({e})")),
+        _ => Err("has neither or both of \"text\" and \"binary\"".into()),
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Facts {
     pub not_after: i64,
     /// The issuer's distinguished name, as `openssl x509 -issuer` prints it.
     pub issuer: String,
+    /// The issuer's name as DER, to match against the subjects of other certificates.
+    issuer_raw: Vec<u8>,
     /// Whether it signed itself (issuer and subject are the same name).
     pub self_issued: bool,
     /// Whether it is a CA certificate (basicConstraints CA:TRUE).
@@ -54,6 +56,7 @@ pub fn facts(der: &[u8]) -> Option<Facts> {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         issuer: cert.issuer().to_string(),
+        issuer_raw: cert.issuer().as_raw().to_vec(),
         self_issued: cert.issuer().as_raw() == cert.subject().as_raw(),
         ca: is_ca(&cert),
     })
@@ -87,26 +90,19 @@ pub fn covers(names: &[String], host: &str) -> bool {
 
 /// A date as `2026-11-22 03:00:00 UTC`.
 pub fn date(secs: i64) -> String {
-    // Days to civil date (Howard Hinnant's algorithm), so that no date crate is needed.
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{} {:02}:{:02}:{:02} UTC",
+            t.date(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{secs} s after 1970"),
+    }
 }
 
+/// Seconds since the Unix epoch, now.
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -195,14 +191,11 @@ pub fn check(
         problems.push(format!("{what}: {CA_LEAF}"));
     }
     if !leaf.self_issued {
-        let issuer_raw = x509_parser::parse_x509_certificate(&chain[0])
-            .map(|(_, c)| c.issuer().as_raw().to_vec())
-            .unwrap_or_default();
         let in_chain = chain[1..].iter().any(|der| {
             x509_parser::parse_x509_certificate(der)
-                .is_ok_and(|(_, c)| c.subject().as_raw() == issuer_raw.as_slice())
+                .is_ok_and(|(_, c)| c.subject().as_raw() == leaf.issuer_raw.as_slice())
         });
-        if !in_chain && !system_root_subjects().contains(&issuer_raw) {
+        if !in_chain && !system_root_subjects().contains(&leaf.issuer_raw) {
             problems.push(format!(
                 "{what}: the chain lacks the intermediate certificate that signed the leaf ({}): browsers and apps fail with ERR_CERT_AUTHORITY_INVALID or `unable to get local issuer certificate`; serve the full chain (certbot's fullchain.pem, not cert.pem), or pass the intermediates with --chain (if clients trust {} itself as a private root, ignore this)",
                 leaf.issuer, leaf.issuer

@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use futures_io::{AsyncRead, AsyncWrite};
@@ -710,10 +710,7 @@ fn expiry(leaf: &[u8], report: &mut Report) {
             None,
         );
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let days = (cert.validity().not_after.timestamp() - now).div_euclid(86_400);
+    let days = (cert.validity().not_after.timestamp() - crate::certcheck::now()).div_euclid(86_400);
     if days < 0 {
         report.fail(
             "expiry",
