@@ -12,15 +12,20 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use futures_util::StreamExt;
 use wssd::{Acceptor, Config, Connection, Handler, Message};
 
+/// Accepts the client on `server` with the default configuration.
+async fn accept(server: common::Duplex) -> wssd::Accepted<common::Duplex> {
+    Acceptor::new(Config::default())
+        .accept(server, peer())
+        .await
+        .unwrap()
+}
+
 #[test]
 fn refuse_answers_the_status_instead_of_the_101_and_the_browser_never_opens() {
     let (mut client, server) = duplex();
     future::block_on(common::bounded(async {
         let serve = async {
-            let accepted = Acceptor::new(Config::default())
-                .accept(server, peer())
-                .await
-                .unwrap();
+            let accepted = accept(server).await;
             assert_eq!(accepted.request().path, "/");
             accepted.refuse(401, "bad token").await.unwrap();
         };
@@ -45,10 +50,7 @@ fn refuse_takes_only_error_statuses() {
     let (mut client, server) = duplex();
     future::block_on(common::bounded(async {
         let serve = async {
-            let accepted = Acceptor::new(Config::default())
-                .accept(server, peer())
-                .await
-                .unwrap();
+            let accepted = accept(server).await;
             accepted.refuse(200, "fine").await.unwrap_err().kind()
         };
         let talk = async {
@@ -100,10 +102,7 @@ fn hold_reads_slows_the_client_to_the_consumer_and_loses_nothing() {
     };
     let got = future::block_on(common::bounded(async {
         let serve = async {
-            let accepted = Acceptor::new(Config::default())
-                .accept(server, peer())
-                .await
-                .unwrap();
+            let accepted = accept(server).await;
             accepted.serve(&bridge).await;
         };
         let send = async {
@@ -154,10 +153,7 @@ fn hold_reads_outside_on_message_does_nothing() {
     let (tx, rx) = async_channel::bounded(1);
     future::block_on(common::bounded(async {
         let serve = async {
-            let accepted = Acceptor::new(Config::default())
-                .accept(server, peer())
-                .await
-                .unwrap();
+            let accepted = accept(server).await;
             accepted.serve(&Keep(tx)).await;
         };
         let talk = async {

@@ -12,14 +12,6 @@ use common::Wssd;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One HTTP/1.1 request; the status and body of the answer.
 fn request(port: u16, head: &str, body: &[u8]) -> (u16, String) {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -54,7 +46,7 @@ fn bad_requests_get_a_4xx_with_the_reason() {
     let dir = common::temp_dir("api");
     let token = dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let api = free_port();
+    let api = common::free_port();
     let server = Wssd::start(&[
         "--plain",
         "--app",

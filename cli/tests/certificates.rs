@@ -85,6 +85,11 @@ fn echo_trusting_root(server: &Wssd, dir: &Path) -> Result<(), std::io::Error> {
     }))
 }
 
+/// wssd serving `cert` (a file in `dir`) with `leaf.key`.
+fn serve(dir: &Path, cert: &str) -> Wssd {
+    Wssd::start(&["--cert", &p(dir, cert), "--key", &p(dir, "leaf.key")])
+}
+
 /// Waits for the log line with `text` (bounded, 30 s) and checks that it is a warning.
 fn warned(server: &Wssd, text: &str) -> bool {
     server
@@ -97,12 +102,7 @@ fn warned(server: &Wssd, text: &str) -> bool {
 fn a_leaf_without_its_intermediate_is_named_at_start_and_in_each_failed_handshake() {
     let dir = common::temp_dir("cert-nochain");
     chain(&dir, &["localhost"], -1, 90);
-    let server = Wssd::start(&[
-        "--cert",
-        &p(&dir, "leaf.pem"),
-        "--key",
-        &p(&dir, "leaf.key"),
-    ]);
+    let server = serve(&dir, "leaf.pem");
     assert!(
         warned(
             &server,
@@ -153,12 +153,7 @@ fn a_separate_chain_file_serves_the_full_chain() {
 fn a_leaf_after_its_intermediate_is_served_first_with_a_warning() {
     let dir = common::temp_dir("cert-order");
     chain(&dir, &["localhost"], -1, 90);
-    let server = Wssd::start(&[
-        "--cert",
-        &p(&dir, "wrongorder.pem"),
-        "--key",
-        &p(&dir, "leaf.key"),
-    ]);
+    let server = serve(&dir, "wrongorder.pem");
     assert!(
         warned(
             &server,
@@ -203,12 +198,7 @@ fn a_key_that_belongs_to_no_certificate_in_the_file_is_refused_naming_both() {
 fn an_expired_certificate_is_named_at_start_with_the_fix() {
     let dir = common::temp_dir("cert-expired");
     chain(&dir, &["localhost"], -90, -2);
-    let server = Wssd::start(&[
-        "--cert",
-        &p(&dir, "full.pem"),
-        "--key",
-        &p(&dir, "leaf.key"),
-    ]);
+    let server = serve(&dir, "full.pem");
     assert!(
         warned(&server, "the certificate expired on") && warned(&server, "renew it"),
         "{:#?}",
@@ -220,12 +210,7 @@ fn an_expired_certificate_is_named_at_start_with_the_fix() {
 fn a_certificate_not_yet_valid_is_named_at_start() {
     let dir = common::temp_dir("cert-future");
     chain(&dir, &["localhost"], 3, 90);
-    let server = Wssd::start(&[
-        "--cert",
-        &p(&dir, "full.pem"),
-        "--key",
-        &p(&dir, "leaf.key"),
-    ]);
+    let server = serve(&dir, "full.pem");
     assert!(
         warned(&server, "is not valid before"),
         "{:#?}",
@@ -290,12 +275,7 @@ fn a_ca_true_self_signed_leaf_is_explained() {
 fn a_client_that_closes_during_the_tls_handshake_is_explained() {
     let dir = common::temp_dir("cert-eof");
     chain(&dir, &["localhost"], -1, 90);
-    let server = Wssd::start(&[
-        "--cert",
-        &p(&dir, "full.pem"),
-        "--key",
-        &p(&dir, "leaf.key"),
-    ]);
+    let server = serve(&dir, "full.pem");
     // A client that sends its ClientHello, reads the server's answer, and hangs up without
     // a word, as OpenSSL-based clients do when they reject a certificate.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -344,20 +324,16 @@ fn acme_names_refuse_wildcards_and_ip_addresses() {
     }
 }
 
-#[test]
-fn acme_failures_name_the_fix() {
-    let dir = common::temp_dir("acme-fail");
-    // An ACME server whose own certificate is not trusted: another wssd, self-signed.
-    let fake = Wssd::start(&["--self-signed"]);
-    let directory = format!("https://localhost:{}/dir", fake.addr().port());
-    let cache = p(&dir, "cache");
+/// Starts wssd with `--acme chat.example.test` against `directory`, and returns it with
+/// its first line saying that ordering failed.
+fn acme_failure(directory: &str, cache: &str) -> (Wssd, String) {
     let server = Wssd::start(&[
         "--acme",
         "chat.example.test",
         "--acme-directory",
-        &directory,
+        directory,
         "--acme-cache",
-        &cache,
+        cache,
     ]);
     let line = server
         .wait_for_log(
@@ -365,32 +341,25 @@ fn acme_failures_name_the_fix() {
             1,
         )
         .remove(0);
+    (server, line)
+}
+
+#[test]
+fn acme_failures_name_the_fix() {
+    let dir = common::temp_dir("acme-fail");
+    let cache = p(&dir, "cache");
+    // An ACME server whose own certificate is not trusted: another wssd, self-signed.
+    let fake = Wssd::start(&["--self-signed"]);
+    let directory = format!("https://localhost:{}/dir", fake.addr().port());
+    let (_, line) = acme_failure(&directory, &cache);
     assert!(
         line.contains("the ACME server's own TLS certificate is not trusted")
             && line.contains("--acme-ca"),
         "{line}"
     );
     // Nothing listens: the fix is the directory URL and the network.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let directory = format!(
-        "https://127.0.0.1:{}/dir",
-        closed.local_addr().unwrap().port()
-    );
-    drop(closed);
-    let server = Wssd::start(&[
-        "--acme",
-        "chat.example.test",
-        "--acme-directory",
-        &directory,
-        "--acme-cache",
-        &cache,
-    ]);
-    let line = server
-        .wait_for_log(
-            "ACME: ordering a certificate for chat.example.test failed",
-            1,
-        )
-        .remove(0);
+    let directory = format!("https://127.0.0.1:{}/dir", common::free_port());
+    let (server, line) = acme_failure(&directory, &cache);
     assert!(line.contains("cannot reach the ACME server"), "{line}");
     // The cache holds private keys: only wssd's user may read it.
     use std::os::unix::fs::PermissionsExt;
@@ -399,22 +368,15 @@ fn acme_failures_name_the_fix() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700);
-    // Before a certificate exists, a handshake fails saying why.
+    // Before a certificate exists, a handshake fails saying why (the client trusts
+    // nothing: it does not get as far as checking).
     let err = smol::block_on(bounded(async {
         let tcp = TcpStream::connect(server.addr()).await.unwrap();
-        common::tls_connector(&std::fs::read_to_string(fake_ca(&dir)).unwrap_or_default())
+        common::tls_connector("")
             .connect(ServerName::try_from("chat.example.test").unwrap(), tcp)
             .await
             .err()
     }));
     assert!(err.is_some());
     server.wait_for_log("the first certificate is not issued yet", 1);
-}
-
-/// A CA file for a client that will not get that far (the handshake fails first).
-fn fake_ca(dir: &Path) -> std::path::PathBuf {
-    let key = KeyPair::generate().unwrap();
-    let path = dir.join("any-ca.pem");
-    std::fs::write(&path, ca_params("any").self_signed(&key).unwrap().pem()).unwrap();
-    path
 }

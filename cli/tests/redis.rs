@@ -64,14 +64,6 @@ impl Drop for Redis {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 type Client = WebSocketStream<TcpStream>;
 
 async fn join(server: &Wssd, path: &str) -> Client {
@@ -104,7 +96,7 @@ fn two_instances(redis: &Redis) -> (Wssd, Wssd) {
 #[test]
 #[ignore = "needs redis-server: scripts/interop runs it"]
 fn a_group_message_from_instance_b_reaches_instance_a_exactly_once() {
-    let redis = Redis::start(free_port());
+    let redis = Redis::start(common::free_port());
     let (a, b) = two_instances(&redis);
     smol::block_on(bounded(async {
         let mut on_a = join(&a, "/g").await;
@@ -128,7 +120,7 @@ fn a_group_message_from_instance_b_reaches_instance_a_exactly_once() {
 #[test]
 #[ignore = "needs redis-server: scripts/interop runs it"]
 fn local_delivery_survives_a_redis_outage_and_cross_instance_delivery_resumes() {
-    let port = free_port();
+    let port = common::free_port();
     let redis = Redis::start(port);
     let (a, b) = two_instances(&redis);
     let _dump = DumpOnPanic(&a, &b);
@@ -201,7 +193,7 @@ impl Handler for Users {
 #[test]
 #[ignore = "needs redis-server: scripts/interop runs it"]
 fn send_to_user_reaches_both_of_its_connections_on_two_instances_and_no_one_else() {
-    let redis = Redis::start(free_port());
+    let redis = Redis::start(common::free_port());
     let (hub_a, hub_b) = (Hub::default(), Hub::default());
     let (link_a, task_a) = wssd::redis::link(&hub_a, &redis.url()).unwrap();
     let (link_b, task_b) = wssd::redis::link(&hub_b, &redis.url()).unwrap();

@@ -173,6 +173,15 @@ pub fn localhost() -> ServerName<'static> {
     ServerName::try_from("localhost").unwrap()
 }
 
+/// A loopback port that was free a moment ago, for a program that cannot report its own.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A fresh, empty directory under the system temp directory, removed with what it holds
 /// when dropped.
 pub fn temp_dir(tag: &str) -> TempDir {
