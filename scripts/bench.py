@@ -12,7 +12,15 @@ SERVERS = {
     "fastwebsockets": lambda tls: [f"{REL}/peer-fastwebsockets", "127.0.0.1:0"] + ([] if tls else ["--plain"]),
     "tokio-tungstenite": lambda tls: [f"{REL}/peer-tungstenite", "127.0.0.1:0"] + ([] if tls else ["--plain"]),
 }
-ECHO = [(100, 32), (500, 1024), (200, 16384)]
+# (connections, message size in bytes, messages in flight per connection): ping-pong, then pipelined.
+ECHO = [(100, 32, 1), (500, 1024, 1), (200, 16384, 1), (100, 32, 16), (100, 1024, 8)]
+
+
+def cell(value, load_bound=False):
+    """A table cell: a figure, or n/a; a load-bound rate is shown but marked, not a result."""
+    if value is None:
+        return "n/a"
+    return f"{value:g} (load-bound)" if load_bound else f"{value:g}"
 
 
 def run(server, tls, bench_args):
@@ -30,18 +38,34 @@ def run(server, tls, bench_args):
         proc.wait()
 
 
+def rate(rows, name, measure, results, key):
+    """A rate row; a server whose run was load-bound has its cell marked and no ratio."""
+    values = {s: r[key] for s, r in results.items()}
+    bound = {s for s, r in results.items() if r.get("load_bound")}
+    rows.append((name, measure, values, "higher", bound))
+
+
 rows = []
 for tls in (True, False):
     scheme = "wss" if tls else "ws"
-    for conns, size in ECHO:
-        name = f"{scheme} echo {conns} x {size} B"
-        results = {s: run(s, tls, ["echo", "--conns", str(conns), "--size", str(size), "--secs", SECS]) for s in SERVERS}
-        rows.append((name, "msgs/s", {s: r["msgs_per_s"] for s, r in results.items()}, "higher"))
+    for conns, size, depth in ECHO:
+        name = f"{scheme} echo {conns} x {size} B" + (f", {depth} in flight" if depth > 1 else "")
+        results = {s: run(s, tls, ["echo", "--conns", str(conns), "--size", str(size), "--depth", str(depth),
+                                   "--secs", SECS]) for s in SERVERS}
+        rate(rows, name, "msgs/s", results, "msgs_per_s")
         rows.append((name, "server CPU us/msg", {s: r["server_cpu_us_per_msg"] for s, r in results.items()}, "lower"))
+        rows.append((name, "load generator CPU us/msg", {s: r["load_cpu_us_per_msg"] for s, r in results.items()}, "info"))
+        rows.append((name, "server / load CPU %", {s: f"{r['server_cpu_pct']:g} / {r['load_cpu_pct']:g}"
+                                                     for s, r in results.items()}, "info"))
         rows.append((name, "p99 us", {s: r["p99_us"] for s, r in results.items()}, "lower"))
         print(f"done: {name}", file=sys.stderr, flush=True)
     results = {s: run(s, tls, ["handshakes", "--concurrency", "32", "--secs", SECS]) for s in SERVERS}
-    rows.append((f"{scheme} handshakes", "per s", {s: r["handshakes_per_s"] for s, r in results.items()}, "higher"))
+    name = f"{scheme} handshakes"
+    rate(rows, name, "per s", results, "handshakes_per_s")
+    rows.append((name, "server CPU us/handshake", {s: r["server_cpu_us_per_handshake"] for s, r in results.items()}, "lower"))
+    rows.append((name, "load generator CPU us/handshake", {s: r["load_cpu_us_per_handshake"] for s, r in results.items()}, "info"))
+    rows.append((name, "server / load CPU %", {s: f"{r['server_cpu_pct']:g} / {r['load_cpu_pct']:g}"
+                                                for s, r in results.items()}, "info"))
     results = {s: run(s, tls, ["idle", "--conns", "2000"]) for s in SERVERS}
     rows.append((f"{scheme} idle 2,000 conns", "RSS bytes/conn", {s: r["bytes_per_conn"] for s, r in results.items()}, "lower"))
     print(f"done: {scheme} handshakes and idle", file=sys.stderr, flush=True)
@@ -67,12 +91,19 @@ crates_cli = count_crates("wssd-cli")  # the binary, with every feature
 peers = ["fastwebsockets", "tokio-tungstenite"]
 lines = ["| scenario | measure | wssd | fastwebsockets | tokio-tungstenite | wssd / fastwebsockets | wssd / tokio-tungstenite |",
          "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-for name, measure, values, better in rows:
+for name, measure, values, better, *bound in rows:
+    bound = bound[0] if bound else set()
+
     def ratio(peer):
         w, p = values["wssd"], values[peer]
-        return f"{w / p:.2f}" if w is not None and p else "n/a"
-    cells = [f"{values[s]:g}" if values[s] is not None else "n/a" for s in ["wssd", *peers]]
-    lines.append(f"| {name} | {measure} ({better} is better) | " + " | ".join(cells) + f" | {ratio(peers[0])} | {ratio(peers[1])} |")
+        if better == "info" or w is None or not p:
+            return ""
+        if {"wssd", peer} & bound:
+            return "n/a (load-bound)"
+        return f"{w / p:.2f}"
+    cells = [v if isinstance(v := values[s], str) else cell(v, s in bound) for s in ["wssd", *peers]]
+    how = "" if better == "info" else f" ({better} is better)"
+    lines.append(f"| {name} | {measure}{how} | " + " | ".join(cells) + f" | {ratio(peers[0])} | {ratio(peers[1])} |")
 lines.append("")
 lines.append(scale_line)
 lines.append("")
@@ -83,5 +114,5 @@ print(table)
 with open("target/bench/table.md", "w") as f:
     f.write(table + "\n")
 with open("target/bench/results.json", "w") as f:
-    json.dump({"rows": [{"scenario": n, "measure": m, "values": v} for n, m, v, _ in rows],
+    json.dump({"rows": [{"scenario": r[0], "measure": r[1], "values": r[2]} for r in rows],
                "scale": scale, "binary_bytes": binary, "crates": crates, "crates_cli": crates_cli}, f, indent=1)

@@ -1,7 +1,6 @@
 """The measurements behind scripts/bench-bridge (see there)."""
 import json
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -67,17 +66,12 @@ def run(label, app_kind, secs):
     url = next(line.split()[1] for line in wssd.stdout if line.startswith("serving "))
     try:
         app_before = group_cpu_s(app_proc.pid) if app_proc else 0
-        load_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(["taskset", "-c", "1", "target/release/wssd-bench", "--json", "echo", url,
                               "--conns", str(CONNS), "--size", str(SIZE), "--secs", str(secs),
                               "--pid", str(wssd.pid)], capture_output=True, text=True, check=True)
-        load_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         app_after = group_cpu_s(app_proc.pid) if app_proc else 0
         row = json.loads(out.stdout)
         n = row["msgs_per_s"] * secs
-        load_cpu = (load_after.ru_utime + load_after.ru_stime) - (load_before.ru_utime + load_before.ru_stime)
-        # The load generator's CPU covers its warm-up second too: per message over all it sent.
-        row["load_cpu_us_per_msg"] = round(load_cpu * 1e6 / (row["msgs_per_s"] * (secs + 1)), 1) if n else None
         row["app_cpu_us_per_msg"] = round((app_after - app_before) * 1e6 / n, 1) if app_proc and n else None
         row["label"] = label
         return row

@@ -1,26 +1,31 @@
 //! `wssd-bench`: measures any ws:// or wss:// echo server from outside.
 //!
-//! - `echo`: N connections, each with one message in flight, for D seconds: msgs/s, MB/s
-//!   and round-trip latency percentiles.
+//! - `echo`: N connections, each with `--depth` messages in flight (1: ping-pong), for D
+//!   seconds: msgs/s, MB/s and round-trip latency percentiles.
 //! - `handshakes`: C concurrent dialers doing TCP + TLS + upgrade, for D seconds: handshakes/s.
 //! - `idle`: K idle connections; the server's RSS before and after, per connection.
 //!
-//! With `--pid`, the server's CPU time (`utime + stime` from `/proc/PID/stat`) over the
-//! measured window gives its CPU per message, a figure that stays fair when this load
-//! generator saturates its own core. Certificates are not verified (a benchmark tool).
+//! It speaks WebSocket through a lean codec of its own over rustls (no WebSocket library):
+//! each connection writes its pre-masked frames with one write and checks every echoed
+//! payload byte for byte against what it sent, so that it spends less CPU per message than
+//! the servers it measures. It shows that: with `--pid`, every report has the server's CPU
+//! (`utime + stime` from `/proc/PID/stat`) and its own, per message and as a share of one
+//! core, and says `load_bound` when its own core was saturated while the server's was not
+//! (then msgs/s measures this tool, not the server). Certificates are not verified.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod lean;
+
 use argh::FromArgs;
-use async_tungstenite::WebSocketStream;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use futures_rustls::rustls::{
     self, ClientConfig, DigitallySignedStruct, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     pki_types::{CertificateDer, ServerName, UnixTime},
 };
-use futures_util::StreamExt;
 use smol::net::TcpStream;
 
 #[derive(FromArgs)]
@@ -42,7 +47,7 @@ enum Mode {
 }
 
 #[derive(FromArgs)]
-/// Echo throughput and latency: each connection keeps one message in flight.
+/// Echo throughput and latency: each connection keeps `depth` messages in flight.
 #[argh(subcommand, name = "echo")]
 struct Echo {
     /// the server's URL
@@ -54,6 +59,9 @@ struct Echo {
     /// message size in bytes (default 32)
     #[argh(option, default = "32")]
     size: usize,
+    /// messages in flight per connection, written together (default 1: ping-pong)
+    #[argh(option, default = "1")]
+    depth: usize,
     /// measured seconds (default 10), after 1 s of warm-up
     #[argh(option, default = "10")]
     secs: u64,
@@ -98,16 +106,16 @@ struct Idle {
     ping_wait: Option<u64>,
 }
 
-type Ws = WebSocketStream<Box<dyn Io>>;
-trait Io: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send {}
-impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send> Io for T {}
-
 fn main() {
     let args: Args = argh::from_env();
+    // The echo load runs its own event loop (`lean`); handshakes and idle connections run
+    // as tasks on this thread, which also waits on the sockets: no hand-off between a
+    // reactor thread and executor threads.
+    let ex = smol::LocalExecutor::new();
     let report = match args.mode {
-        Mode::Echo(m) => smol::block_on(echo(m)),
-        Mode::Handshakes(m) => smol::block_on(handshakes(m)),
-        Mode::Idle(m) => smol::block_on(idle(m)),
+        Mode::Echo(m) => echo(m),
+        Mode::Handshakes(m) => smol::block_on(ex.run(handshakes(&ex, m))),
+        Mode::Idle(m) => smol::block_on(ex.run(idle(&ex, m))),
     };
     if args.json {
         println!("{report}");
@@ -122,112 +130,79 @@ fn main() {
     }
 }
 
-async fn echo(m: Echo) -> serde_json::Value {
+fn echo(m: Echo) -> serde_json::Value {
+    assert!(m.depth >= 1, "--depth is at least 1");
     let connector = Connector::new(&m.url);
-    let mut conns = Vec::new();
-    for _ in 0..m.conns {
-        conns.push(connector.connect().await);
-    }
-    let payload = vec![b'x'; m.size];
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for mut ws in conns {
-        let (payload, measuring, stop, count) = (
-            payload.clone(),
-            measuring.clone(),
-            stop.clone(),
-            count.clone(),
-        );
-        tasks.push(smol::spawn(async move {
-            let mut rtts = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let sent = Instant::now();
-                ws.send(async_tungstenite::tungstenite::Message::binary(
-                    payload.clone(),
-                ))
-                .await
-                .unwrap();
-                loop {
-                    match ws.next().await.unwrap().unwrap() {
-                        async_tungstenite::tungstenite::Message::Binary(_) => break,
-                        _ => continue,
-                    }
-                }
-                if measuring.load(Ordering::Relaxed) {
-                    rtts.push(sent.elapsed().as_micros() as u32);
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            let _ = ws.close(None).await;
-            rtts
-        }));
-    }
-    smol::Timer::after(Duration::from_secs(1)).await; // warm-up, not measured
-    let cpu_before = m.pid.map(cpu_ticks);
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    smol::Timer::after(Duration::from_secs(m.secs)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = m.pid.map(cpu_ticks);
-    let messages = count.load(Ordering::Relaxed);
-    stop.store(true, Ordering::Relaxed);
-    let mut rtts: Vec<u32> = Vec::new();
-    for task in tasks {
-        rtts.extend(task.await);
-    }
+    let conns: Vec<lean::Conn> = (0..m.conns)
+        .map(|_| {
+            let config = connector.config.as_ref();
+            lean::connect(&connector.addr, &connector.host, &connector.path, config)
+        })
+        .collect();
+    let payload: Vec<u8> = (0..m.size).map(|i| (i % 251) as u8).collect();
+    // `depth` masked binary frames, written with one write per round.
+    let frames: Vec<u8> = std::iter::repeat_n(masked_frame(0x2, &payload), m.depth)
+        .flatten()
+        .collect();
+    let mut measured = lean::run(
+        conns,
+        (&frames, &payload, m.depth),
+        Duration::from_secs(1), // warm-up, not measured
+        Duration::from_secs(m.secs),
+        m.pid,
+    );
+    let cpu = &measured.cpu;
+    let rtts = &mut measured.rtts;
     rtts.sort_unstable();
     let pct = |p: f64| {
         rtts.get(((rtts.len() as f64 * p) as usize).min(rtts.len().saturating_sub(1)))
             .copied()
             .unwrap_or(0)
     };
-    let msgs_per_s = messages as f64 / elapsed;
-    serde_json::json!({
-        "mode": "echo", "conns": m.conns, "size": m.size,
+    let msgs_per_s = measured.messages as f64 / cpu.elapsed;
+    let mut report = serde_json::json!({
+        "mode": "echo", "conns": m.conns, "size": m.size, "depth": m.depth,
         "msgs_per_s": msgs_per_s.round(),
         "mb_per_s": (msgs_per_s * m.size as f64 * 2.0 / 1e6 * 100.0).round() / 100.0,
         "p50_us": pct(0.50), "p99_us": pct(0.99), "p999_us": pct(0.999),
-        "server_cpu_us_per_msg": cpu_per(cpu_before, cpu_after, messages),
-    })
+    });
+    cpu.report(&mut report, "msg");
+    report
 }
 
-async fn handshakes(m: Handshakes) -> serde_json::Value {
+async fn handshakes(ex: &smol::LocalExecutor<'_>, m: Handshakes) -> serde_json::Value {
     let connector = Arc::new(Connector::new(&m.url));
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
-    let cpu_before = m.pid.map(cpu_ticks);
-    let started = Instant::now();
+    let cpu = Cpu::start(m.pid);
     let tasks: Vec<_> = (0..m.concurrency)
         .map(|_| {
             let (connector, stop, count) = (connector.clone(), stop.clone(), count.clone());
-            smol::spawn(async move {
+            ex.spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let mut ws = connector.connect().await;
                     count.fetch_add(1, Ordering::Relaxed);
-                    let _ = ws.close(None).await;
+                    ws.close().await;
                 }
             })
         })
         .collect();
     smol::Timer::after(Duration::from_secs(m.secs)).await;
     let done = count.load(Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = m.pid.map(cpu_ticks);
+    let cpu = cpu.stop(done);
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await;
     }
-    serde_json::json!({
+    let mut report = serde_json::json!({
         "mode": "handshakes", "concurrency": m.concurrency,
-        "handshakes_per_s": (done as f64 / elapsed).round(),
-        "server_cpu_us_per_handshake": cpu_per(cpu_before, cpu_after, done),
-    })
+        "handshakes_per_s": (done as f64 / cpu.elapsed).round(),
+    });
+    cpu.report(&mut report, "handshake");
+    report
 }
 
-async fn idle(m: Idle) -> serde_json::Value {
+async fn idle(ex: &smol::LocalExecutor<'_>, m: Idle) -> serde_json::Value {
     let connector = Connector::new(&m.url);
     let before = rss_kib(m.pid);
     let mut conns = Vec::new();
@@ -235,14 +210,12 @@ async fn idle(m: Idle) -> serde_json::Value {
         conns.push(connector.connect().await);
     }
     // One round trip on every connection: each is fully set up on the server's side.
+    let payload = [1u8; 16];
+    let frame = masked_frame(0x2, &payload);
     for ws in &mut conns {
-        ws.send(async_tungstenite::tungstenite::Message::binary(vec![
-            1u8;
-            16
-        ]))
-        .await
-        .unwrap();
-        ws.next().await.unwrap().unwrap();
+        ws.io.write_all(&frame).await.expect("write");
+        ws.io.flush().await.expect("flush");
+        ws.read_echo(&payload).await;
     }
     let after = rss_kib(m.pid);
     let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / m.conns as f64;
@@ -253,23 +226,12 @@ async fn idle(m: Idle) -> serde_json::Value {
             let tasks: Vec<_> = conns
                 .into_iter()
                 .map(|mut ws| {
-                    smol::spawn(async move {
-                        let ping = async {
-                            loop {
-                                match ws.next().await {
-                                    Some(Ok(async_tungstenite::tungstenite::Message::Ping(_))) => {
-                                        return true;
-                                    }
-                                    Some(Ok(_)) => continue,
-                                    _ => return false,
-                                }
-                            }
-                        };
+                    ex.spawn(async move {
                         let deadline = async {
                             smol::Timer::after(Duration::from_secs(secs)).await;
                             false
                         };
-                        futures_lite::future::or(ping, deadline).await
+                        futures_lite::future::or(ws.wait_for_ping(), deadline).await
                     })
                 })
                 .collect();
@@ -288,24 +250,88 @@ async fn idle(m: Idle) -> serde_json::Value {
     })
 }
 
-/// The server's CPU time, utime + stime, in clock ticks (100 per second on Linux).
+/// CPU time over the measured window: the server's (with `--pid`) and this process's.
+struct Cpu {
+    pid: Option<u32>,
+    started: Instant,
+    server: u64,
+    load: u64,
+}
+
+/// What [`Cpu`] measured.
+struct CpuUse {
+    elapsed: f64,
+    /// Microseconds of CPU: the server's (if known) and this tool's.
+    server_us: Option<f64>,
+    load_us: f64,
+    per: u64,
+}
+
+impl Cpu {
+    fn start(pid: Option<u32>) -> Self {
+        Cpu {
+            pid,
+            started: Instant::now(),
+            server: pid.map_or(0, cpu_ticks),
+            load: cpu_ticks_self(),
+        }
+    }
+
+    fn stop(self, per: u64) -> CpuUse {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let tick_us = 10_000.0; // 100 clock ticks per second on Linux
+        CpuUse {
+            elapsed,
+            server_us: self
+                .pid
+                .map(|pid| (cpu_ticks(pid) - self.server) as f64 * tick_us),
+            load_us: (cpu_ticks_self() - self.load) as f64 * tick_us,
+            per,
+        }
+    }
+}
+
+impl CpuUse {
+    /// Adds the CPU figures to `report`: per `unit` (message or handshake), the share of one
+    /// core each side used, and whether the load generator was the bottleneck.
+    fn report(&self, report: &mut serde_json::Value, unit: &str) {
+        let per = |us: f64| {
+            if self.per == 0 {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!((us / self.per as f64 * 100.0).round() / 100.0)
+            }
+        };
+        let share = |us: f64| (us / (self.elapsed * 1e6) * 1000.0).round() / 10.0;
+        let fields = report.as_object_mut().unwrap();
+        fields.insert(format!("load_cpu_us_per_{unit}"), per(self.load_us));
+        fields.insert("load_cpu_pct".into(), share(self.load_us).into());
+        if let Some(server_us) = self.server_us {
+            fields.insert(format!("server_cpu_us_per_{unit}"), per(server_us));
+            fields.insert("server_cpu_pct".into(), share(server_us).into());
+            // This tool's core was (nearly) full while the server's still had room: the
+            // rate is this tool's ceiling, not the server's.
+            let load_bound = share(self.load_us) >= 90.0 && share(server_us) < 90.0;
+            fields.insert("load_bound".into(), load_bound.into());
+        }
+    }
+}
+
+/// A process's CPU time, utime + stime, in clock ticks (100 per second on Linux).
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat =
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the server's /proc entry");
+    ticks_of(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_ticks_self() -> u64 {
+    ticks_of("/proc/self/stat")
+}
+
+fn ticks_of(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).expect("a /proc stat entry");
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn cpu_per(before: Option<u64>, after: Option<u64>, n: u64) -> serde_json::Value {
-    match (before, after) {
-        (Some(b), Some(a)) if n > 0 => {
-            let micros = (a - b) as f64 * 10_000.0; // 100 ticks per second
-            serde_json::json!((micros / n as f64 * 100.0).round() / 100.0)
-        }
-        _ => serde_json::Value::Null,
-    }
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -315,10 +341,156 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// A client frame (RFC 6455 section 5.2): FIN, `opcode`, masked `payload`. The masking key
+/// is fixed: this tool measures servers, and a server unmasks any key at the same cost.
+fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n @ 0..=125 => frame.push(0x80 | n as u8),
+        n @ 126..=65535 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&KEY);
+    frame.extend(payload.iter().zip(KEY.iter().cycle()).map(|(b, k)| b ^ k));
+    frame
+}
+
+/// What the server sent: one frame's header, parsed (RFC 6455 section 5.2; server frames
+/// are not masked).
+struct Header {
+    fin: bool,
+    opcode: u8,
+    len: usize,
+    header_len: usize,
+}
+
+fn parse_header(b: &[u8]) -> Option<Header> {
+    if b.len() < 2 {
+        return None;
+    }
+    assert!(
+        b[1] & 0x80 == 0,
+        "the server masked a frame (RFC 6455 section 5.1)"
+    );
+    let (len, header_len) = match b[1] & 0x7f {
+        126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
+        127 if b.len() >= 10 => (
+            u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        126 | 127 => return None,
+        n => (usize::from(n), 2),
+    };
+    Some(Header {
+        fin: b[0] & 0x80 != 0,
+        opcode: b[0] & 0x0f,
+        len,
+        header_len,
+    })
+}
+
+trait Io: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send {}
+impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send> Io for T {}
+
+/// One client connection after its opening handshake, with what it read and not yet parsed.
+struct Ws {
+    io: Box<dyn Io>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Ws {
+    /// Reads more of the stream into the buffer, moving what is unparsed to its front first.
+    async fn fill(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        let n = self.io.read(&mut self.buf[self.end..]).await.expect("read");
+        assert!(n > 0, "the server closed the connection");
+        self.end += n;
+    }
+
+    /// The next whole frame: its header and the range of its payload in `buf`.
+    async fn frame(&mut self) -> (Header, std::ops::Range<usize>) {
+        loop {
+            if let Some(h) = parse_header(&self.buf[self.start..self.end]) {
+                let payload = self.start + h.header_len..self.start + h.header_len + h.len;
+                if payload.end <= self.end {
+                    self.start = payload.end;
+                    return (h, payload);
+                }
+                if payload.end - self.start > self.buf.len() {
+                    let need = payload.end - self.start;
+                    self.buf.resize(need.next_power_of_two(), 0);
+                }
+            }
+            self.fill().await;
+        }
+    }
+
+    /// Reads one echoed data message, in one frame or several, and checks it is `expected`
+    /// byte for byte. Control frames in between are skipped.
+    async fn read_echo(&mut self, expected: &[u8]) {
+        let mut got = 0;
+        loop {
+            let (h, payload) = self.frame().await;
+            if h.opcode & 0x8 != 0 {
+                assert!(h.opcode != 0x8, "the server sent a close frame");
+                continue;
+            }
+            let part = &self.buf[payload];
+            assert!(
+                expected.get(got..got + part.len()) == Some(part),
+                "the echo differs from the message sent"
+            );
+            got += part.len();
+            if h.fin {
+                assert_eq!(got, expected.len(), "the echo is shorter than the message");
+                return;
+            }
+        }
+    }
+
+    /// Whether a ping (opcode 0x9) arrives before the connection ends.
+    async fn wait_for_ping(&mut self) -> bool {
+        loop {
+            let (h, _) = self.frame().await;
+            match h.opcode {
+                0x9 => return true,
+                0x8 => return false,
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a close frame (1000) and lets the connection go.
+    async fn close(&mut self) {
+        let _ = self
+            .io
+            .write_all(&masked_frame(0x8, &1000u16.to_be_bytes()))
+            .await;
+        let _ = self.io.flush().await;
+    }
+}
+
 struct Connector {
-    url: String,
     addr: String,
     host: String,
+    path: String,
+    config: Option<Arc<ClientConfig>>,
     tls: Option<futures_rustls::TlsConnector>,
 }
 
@@ -326,7 +498,7 @@ impl Connector {
     fn new(url: &str) -> Self {
         let tls = url.starts_with("wss://");
         let rest = url.split("://").nth(1).unwrap();
-        let authority = rest.split('/').next().unwrap();
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let host = authority
             .rsplit_once(':')
             .map_or(authority, |(h, _)| h)
@@ -345,33 +517,72 @@ impl Connector {
                 .with_custom_certificate_verifier(Arc::new(NoVerification))
                 .with_no_client_auth();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            futures_rustls::TlsConnector::from(Arc::new(config))
+            Arc::new(config)
         });
         Connector {
-            url: url.to_string(),
             addr: addr.replace("localhost", "127.0.0.1"),
             host,
-            tls,
+            path: format!("/{path}"),
+            tls: tls.clone().map(futures_rustls::TlsConnector::from),
+            config: tls,
         }
     }
 
+    /// TCP, TLS for wss://, and the opening handshake (RFC 6455 section 4.1).
     async fn connect(&self) -> Ws {
         let tcp = TcpStream::connect(self.addr.as_str())
             .await
             .expect("connect");
         tcp.set_nodelay(true).unwrap();
-        let stream: Box<dyn Io> = match &self.tls {
+        let io: Box<dyn Io> = match &self.tls {
             Some(tls) => {
                 let name = ServerName::try_from(self.host.clone()).unwrap();
                 Box::new(tls.connect(name, tcp).await.expect("TLS handshake"))
             }
             None => Box::new(tcp),
         };
-        async_tungstenite::client_async(self.url.as_str(), stream)
-            .await
-            .expect("upgrade")
-            .0
+        let mut ws = Ws {
+            io,
+            buf: vec![0; 16 * 1024],
+            start: 0,
+            end: 0,
+        };
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.path, self.host
+        );
+        ws.io.write_all(request.as_bytes()).await.expect("write");
+        ws.io.flush().await.expect("flush");
+        let head_end = loop {
+            if let Some(i) = find(&ws.buf[..ws.end], b"\r\n\r\n") {
+                break i + 4;
+            }
+            ws.fill().await;
+        };
+        check_upgrade(&ws.buf[..head_end]);
+        ws.start = head_end;
+        ws
     }
+}
+
+/// Checks the server's answer to the upgrade request: a `101` with the accept value for
+/// the key sent (RFC 6455 section 4.2.2).
+fn check_upgrade(head: &[u8]) {
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "upgrade refused: {}",
+        String::from_utf8_lossy(head).escape_debug()
+    );
+    // The answer for this key (RFC 6455 section 1.3).
+    assert!(
+        find(head, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=").is_some(),
+        "wrong Sec-WebSocket-Accept"
+    );
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Accepts any certificate: the benchmark measures servers, not trust.
@@ -409,5 +620,31 @@ impl ServerCertVerifier for NoVerification {
         rustls::crypto::ring::default_provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masked_frame_unmasks_to_its_payload_and_headers_parse_at_each_length_form() {
+        for len in [0, 125, 126, 65535, 65536] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let frame = masked_frame(0x2, &payload);
+            let h = parse_header(&[&[frame[0], frame[1] & 0x7f], &frame[2..]].concat()).unwrap();
+            assert_eq!((h.fin, h.opcode, h.len), (true, 0x2, len));
+            let key = &frame[h.header_len..h.header_len + 4];
+            let unmasked: Vec<u8> = frame[h.header_len + 4..]
+                .iter()
+                .zip(key.iter().cycle())
+                .map(|(b, k)| b ^ k)
+                .collect();
+            assert_eq!(unmasked, payload);
+        }
+        assert!(
+            parse_header(&[0x82, 126, 0]).is_none(),
+            "a partial header waits for more"
+        );
     }
 }
