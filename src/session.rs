@@ -715,6 +715,8 @@ struct Session<S> {
     held: Option<Held>,
     /// The queued messages taken out for writing; kept to reuse its allocation.
     spare: VecDeque<Message>,
+    /// Messages were handed to the WebSocket layer and not flushed yet.
+    unflushed: bool,
     /// Events handled in a row without waiting.
     hot: u32,
     /// Payload bytes in and out, for [`crate::stats`].
@@ -737,6 +739,8 @@ struct Blocked {
 /// What woke the session.
 enum Wake {
     Queued,
+    /// No frame waits to be read (or reading is held): time to write what was queued.
+    Flush,
     QueueClosed,
     Frame(Option<Result<Message, tungstenite::Error>>),
     Tick,
@@ -839,6 +843,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             blocked_until: Timer::never(),
             held: None,
             spare: VecDeque::new(),
+            unflushed: false,
             hot: 0,
             bytes_in: 0,
             bytes_out: 0,
@@ -937,6 +942,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         loop {
             if self.hot >= BUDGET {
                 self.hot = 0;
+                if self.unflushed && !self.flush().await {
+                    return None;
+                }
                 future::yield_now().await;
             }
             match self.next_event().await {
@@ -945,9 +953,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         return None;
                     }
                 }
+                Wake::Flush => {
+                    if !self.flush().await {
+                        return None;
+                    }
+                }
                 Wake::QueueClosed => {
                     // Connection::close was called and the queue is drained.
-                    if !self.drain().await {
+                    if !self.drain().await || !self.flush().await {
                         return None;
                     }
                     let frame = self.conn.queue().close.take();
@@ -1033,12 +1046,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         if let Some(held) = &mut self.held {
             if held.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
+                return self.flush_or_wait();
             }
             self.held = None;
         }
         if self.blocked.is_empty() {
-            return self.ws.poll_next(cx).map(Wake::Frame);
+            return match self.ws.poll_next(cx) {
+                Poll::Ready(frame) => Poll::Ready(Wake::Frame(frame)),
+                Poll::Pending => self.flush_or_wait(),
+            };
+        }
+        if self.unflushed {
+            return Poll::Ready(Wake::Flush);
         }
         if self.poll_blocked(cx).is_ready() {
             return Poll::Ready(Wake::Unblocked);
@@ -1047,6 +1066,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Poll::Ready(Wake::BlockedTimeout);
         }
         Poll::Pending
+    }
+
+    /// With nothing to read: a flush when writes wait in the WebSocket layer, else waiting.
+    fn flush_or_wait(&self) -> Poll<Wake> {
+        if self.unflushed {
+            Poll::Ready(Wake::Flush)
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Queues what waits for full recipients as they make room; ready once none waits.
@@ -1159,8 +1187,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Writes what is queued, corked (several messages, one flush), under the idle timeout
-    /// as a deadline. Returns whether the connection goes on.
+    /// Hands what is queued to the WebSocket layer (compressed, framed, in its write
+    /// buffer), under the idle timeout as a deadline when the socket is full. The flush
+    /// comes later, once no frame is waiting to be read ([`Wake::Flush`]): the echoes of
+    /// frames that arrived together leave in one write. Returns whether the connection goes on.
     async fn drain(&mut self) -> bool {
         {
             let mut queue = self.conn.queue();
@@ -1174,7 +1204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut count = 0;
         let (ws, spare) = (&mut self.ws, &mut self.spare);
         let deflate = self.conn.shared.request.deflate;
-        let cork = async {
+        let feed = async {
             while let Some(msg) = spare.pop_front() {
                 written += payload_len(&msg);
                 count += 1;
@@ -1187,21 +1217,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 };
                 ws.feed(msg).await?;
             }
-            ws.flush().await
+            Ok(())
         };
-        let limit = self.limits.idle_timeout;
-        // A write that cannot finish at once shows, from now, to senders that block on it.
-        let conn = &self.conn;
-        let stuck = || conn.queue().writing_since = Some(Instant::now());
-        let result = within_noting(&mut self.deadline, limit, cork, stuck).await;
+        let result = write_within(&self.conn, &mut self.deadline, &self.limits, feed).await;
         self.summary.messages_out += count;
         self.bytes_out += written as u64;
+        self.unflushed = true;
         {
             let mut queue = self.conn.queue();
             queue.bytes = queue.bytes.saturating_sub(written);
-            queue.writing_since = None;
         }
         self.conn.shared.room.notify(usize::MAX);
+        self.write_done(result, written)
+    }
+
+    /// Writes what [`Session::drain`] handed over, under the idle timeout as a deadline.
+    async fn flush(&mut self) -> bool {
+        self.unflushed = false;
+        let result = write_within(
+            &self.conn,
+            &mut self.deadline,
+            &self.limits,
+            self.ws.flush(),
+        )
+        .await;
+        self.write_done(result, 0)
+    }
+
+    /// Notes a write's failure or timeout in the summary; returns whether it went through.
+    fn write_done(
+        &mut self,
+        result: Option<Result<(), tungstenite::Error>>,
+        written: usize,
+    ) -> bool {
         match result {
             Some(Ok(())) => true,
             Some(Err(e)) => {
@@ -1213,7 +1261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             None => {
                 self.summary.error = Some(format!(
                     "the client read nothing for {} s while {} bytes waited: dropped (a slow or stalled consumer)",
-                    limit.as_secs(),
+                    self.limits.idle_timeout.as_secs(),
                     self.conn.buffered_bytes() + written,
                 ));
                 false
@@ -1315,6 +1363,26 @@ async fn within_noting<T>(
 }
 
 /// Whether `e` only says the peer went away without a closing handshake.
+/// A write under the idle timeout as its deadline; one that cannot finish at once shows,
+/// from then until it ends, to senders that block on this connection (`writing_since`).
+async fn write_within<T>(
+    conn: &Connection,
+    deadline: &mut Timer,
+    limits: &Limits,
+    write: impl Future<Output = T>,
+) -> Option<T> {
+    let mut stuck = false;
+    let noting = || {
+        stuck = true;
+        conn.queue().writing_since = Some(Instant::now());
+    };
+    let result = within_noting(deadline, limits.idle_timeout, write, noting).await;
+    if stuck {
+        conn.queue().writing_since = None;
+    }
+    result
+}
+
 fn is_disconnect(e: &tungstenite::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     match e {

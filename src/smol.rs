@@ -4,18 +4,21 @@
 //! another runtime write their own accept loop around [`Acceptor::accept`] and
 //! [`Accepted::serve`](crate::Accepted::serve); [`Server`] is a short example of one.
 
-use std::io;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use std::{fmt, io};
 
 use event_listener::Event;
 use smol::io::AsyncWriteExt;
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer, future};
 
-use crate::{AcceptError, Acceptor, CloseCode, CloseFrame, Connection, Handler, Message};
+use crate::{
+    AcceptError, Acceptor, CloseCode, CloseFrame, Connection, ConnectionId, Handler, Message,
+};
 
 /// Stops a running server gracefully; cheap to clone, and every clone is the same switch.
 ///
@@ -28,10 +31,21 @@ pub struct Shutdown {
     inner: Arc<ShutdownInner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct ShutdownInner {
     triggered: AtomicBool,
     event: Event,
+    /// The open connections, closed by the trigger: a session is not also polling a
+    /// shutdown listener at each of its wake-ups.
+    open: Mutex<HashMap<ConnectionId, Connection>>,
+}
+
+impl fmt::Debug for ShutdownInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownInner")
+            .field("triggered", &self.triggered)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shutdown {
@@ -39,6 +53,28 @@ impl Shutdown {
     pub fn trigger(&self) {
         self.inner.triggered.store(true, Ordering::SeqCst);
         self.inner.event.notify(usize::MAX);
+        let open = std::mem::take(&mut *self.open());
+        for conn in open.values() {
+            conn.close(CloseCode::Away, "server shutting down");
+        }
+    }
+
+    /// Closes `conn` with the others on shutdown (at once if it started already).
+    fn register(&self, conn: &Connection) {
+        self.open().insert(conn.id(), conn.clone());
+        // Registered first, then checked: a trigger in between closes it either way.
+        if self.is_triggered() {
+            self.open().remove(&conn.id());
+            conn.close(CloseCode::Away, "server shutting down");
+        }
+    }
+
+    fn forget(&self, id: ConnectionId) {
+        self.open().remove(&id);
+    }
+
+    fn open(&self) -> MutexGuard<'_, HashMap<ConnectionId, Connection>> {
+        self.inner.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether [`Shutdown::trigger`] was called.
@@ -273,17 +309,12 @@ impl<H: Handler> Server<H> {
 /// shutdown can close it.
 struct Watched<H> {
     inner: Arc<H>,
-    conn: Arc<OnceLock<Connection>>,
     shutdown: Shutdown,
 }
 
 impl<H: Handler> Handler for Watched<H> {
     fn on_open(&self, conn: &Connection) {
-        let _ = self.conn.set(conn.clone());
-        // Opened while the shutdown started: close it too.
-        if self.shutdown.is_triggered() {
-            conn.close(CloseCode::Away, "server shutting down");
-        }
+        self.shutdown.register(conn);
         self.inner.on_open(conn);
     }
     fn on_message(&self, conn: &Connection, msg: Message) {
@@ -416,22 +447,14 @@ async fn connection<H: Handler>(
     log::info!("open {who} {path} {tls}");
     crate::stats::add(&crate::stats::HANDSHAKES_OK, 1);
     crate::stats::add(&crate::stats::OPEN, 1);
-    let conn = Arc::new(OnceLock::new());
+    // On shutdown, the session closes itself with 1001 once its queue is written.
+    let id = accepted.id();
     let watched = Watched {
         inner: handler,
-        conn: conn.clone(),
         shutdown: shutdown.clone(),
     };
-    // On shutdown, the session closes itself with 1001 once its queue is written.
-    let close_on_shutdown = async {
-        shutdown.wait().await;
-        if let Some(conn) = conn.get() {
-            conn.close(CloseCode::Away, "server shutting down");
-        }
-        future::pending::<()>().await;
-        unreachable!()
-    };
-    let summary = future::or(accepted.serve(&watched), close_on_shutdown).await;
+    let summary = accepted.serve(&watched).await;
+    shutdown.forget(id);
     crate::stats::OPEN.fetch_sub(1, Ordering::Relaxed);
     crate::stats::closed(summary.close_code.map(u16::from));
     let code = summary
