@@ -496,13 +496,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     /// sizes, the byte-bounded send queue, pings every `ping_interval`, the idle timeout,
     /// a deadline on every write, and the close timeout (RFC 6455 sections 5.5.2 and 7).
     ///
-    /// Queued messages are written before the next read, several per flush (corking).
+    /// Queued messages are written several per flush (corking): those queued while frames
+    /// keep arriving leave together once no frame waits to be read.
     /// A protocol violation is answered with close code 1002, invalid UTF-8 in a text
     /// message with 1007, and a message or frame over the limits with 1009 (RFC 6455
     /// section 7.4.1); a connection silent for `idle_timeout` gets 1001. Returns what the
     /// session did; it never fails (errors are in [`SessionSummary::error`](crate::SessionSummary::error)).
-    pub async fn serve<H: crate::Handler + ?Sized>(self, handler: &H) -> crate::SessionSummary {
-        crate::session::serve_as(self.id, self.ws, self.request, handler, &self.limits).await
+    ///
+    /// The future holds the connection's whole state (its size is part of the memory an
+    /// idle connection costs, see the README's "Speed and footprint").
+    pub fn serve<'a, H: crate::Handler + ?Sized>(
+        self,
+        handler: &'a H,
+    ) -> impl std::future::Future<Output = crate::SessionSummary> + Send + 'a
+    where
+        S: 'a,
+    {
+        crate::session::serve_as(self.id, self.ws, self.request, handler, &self.limits)
     }
 
     /// Chooses `name` as the subprotocol after all (RFC 6455 section 4.2.2), in place of

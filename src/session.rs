@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
@@ -670,8 +670,8 @@ const BUDGET: u32 = 64;
 /// Runs one connection until it closes: reads frames and hands messages to `handler`,
 /// writes what is queued on its [`Connection`], and does the close handshake.
 ///
-/// Queued messages are written before the next read, several per flush (corking).
-/// Client pings are answered with pongs (RFC 6455 section 5.5.2); a client that does
+/// Queued messages are written several per flush (corking): those queued while frames
+/// keep arriving leave together once no frame waits to be read. Client pings are answered with pongs (RFC 6455 section 5.5.2); a client that does
 /// not read them is not read from either, and is dropped after [`Limits::idle_timeout`].
 /// The server pings every [`Limits::ping_interval`] and closes with 1001 a connection
 /// silent for [`Limits::idle_timeout`], with pings on or off. A protocol violation is
@@ -679,20 +679,20 @@ const BUDGET: u32 = 64;
 /// message or frame over the limits with 1009 (RFC 6455 section 7.4.1). Every write has
 /// the idle timeout as its deadline, and waiting for the peer's close frame
 /// [`Limits::close_timeout`].
-pub(crate) async fn serve_as<S, H>(
+pub(crate) fn serve_as<'a, S, H>(
     id: ConnectionId,
     ws: WebSocket<S>,
     request: Request,
-    handler: &H,
+    handler: &'a H,
     limits: &Limits,
-) -> SessionSummary
+) -> impl Future<Output = SessionSummary> + Send + use<'a, S, H>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
     H: Handler + ?Sized,
 {
-    let mut session = Session::new(id, ws, request, limits);
-    session.run(handler).await;
-    session.summary
+    // The session is built here and moved into the one future that runs it: the
+    // connection's task holds its state once, not once per layer of async functions.
+    Session::new(id, ws, request, limits).run(handler)
 }
 
 /// One connection's state between steps of the loop.
@@ -717,6 +717,8 @@ struct Session<S> {
     spare: VecDeque<Message>,
     /// Messages were handed to the WebSocket layer and not flushed yet.
     unflushed: bool,
+    /// The write under way could not finish at once (`writing_since` is set).
+    stuck: bool,
     /// Events handled in a row without waiting.
     hot: u32,
     /// Payload bytes in and out, for [`crate::stats`].
@@ -844,6 +846,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             held: None,
             spare: VecDeque::new(),
             unflushed: false,
+            stuck: false,
             hot: 0,
             bytes_in: 0,
             bytes_out: 0,
@@ -851,9 +854,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    async fn run<H: Handler + ?Sized>(&mut self, handler: &H) {
+    async fn run<H: Handler + ?Sized>(mut self, handler: &H) -> SessionSummary {
         let mut peer_close = None;
-        if self.open(handler).await {
+        // The rare steps (open, heartbeat, close) run boxed: the connection's future holds
+        // only what its common steps need, which is part of what an idle connection costs.
+        if Box::pin(self.open(handler)).await {
             peer_close = self.main_loop(handler).await;
         }
         // No more sends; what is still queued is freed now.
@@ -875,7 +880,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // the backpressure timeout to finish.
         if let Some(held) = self.held.take() {
             let limit = self.limits.backpressure_timeout;
-            let _ = within(&mut self.deadline, limit, held).await;
+            let _ = Box::pin(within(&mut self.deadline, limit, held)).await;
         }
         self.publish_stats();
         handler.on_close(&self.conn, peer_close.as_ref());
@@ -891,6 +896,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         for hub in hubs.iter().filter_map(Weak::upgrade) {
             hub.forget(self.conn.id());
         }
+        self.summary
     }
 
     /// Adds to the process-wide counters what this session counted since it last did: at
@@ -965,12 +971,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                     let frame = self.conn.queue().close.take();
                     self.summary.close_code = frame.as_ref().map(|f| f.code);
-                    self.close(frame).await;
+                    Box::pin(self.close(frame)).await;
                     return None;
                 }
                 Wake::Tick => {
                     self.publish_stats();
-                    if !self.heartbeat().await {
+                    if !Box::pin(self.heartbeat()).await {
                         return None;
                     }
                 }
@@ -987,7 +993,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Wake::Frame(Some(Err(e))) => {
                     if let Some(code) = fail_code(&e) {
                         let reason = truncate_reason(&e.to_string()).to_owned();
-                        self.fail(code, reason).await;
+                        Box::pin(self.fail(code, reason)).await;
                     }
                     // A peer that just goes away is ordinary (phones do it all the time);
                     // the close line's `code=none (dropped)` records it.
@@ -1163,7 +1169,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             "the client sent pings but read none of the pongs for {} s: dropped (memory stays bounded meanwhile)",
                             limit.as_secs()
                         ));
-                        self.fail(CloseCode::Policy, "pongs not read".into()).await;
+                        Box::pin(self.fail(CloseCode::Policy, "pongs not read".into())).await;
                         Err(None)
                     }
                 }
@@ -1174,12 +1180,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Some(frame.as_ref().map_or(CloseCode::Status, |f| f.code));
                 let limit = self.limits.close_timeout;
                 let ws = &mut self.ws;
-                within(&mut self.deadline, limit, async {
+                Box::pin(within(&mut self.deadline, limit, async {
                     while let Some(Ok(_)) = ws.next().await {
                         // A peer that keeps sending must not hold us past the deadline.
                         future::yield_now().await;
                     }
-                })
+                }))
                 .await;
                 Err(frame)
             }
@@ -1219,7 +1225,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Ok(())
         };
-        let result = write_within(&self.conn, &mut self.deadline, &self.limits, feed).await;
+        let (conn, stuck, deadline) = (&self.conn, &mut self.stuck, &mut self.deadline);
+        let result = write_within(conn, stuck, deadline, &self.limits, feed).await;
         self.summary.messages_out += count;
         self.bytes_out += written as u64;
         self.unflushed = true;
@@ -1234,13 +1241,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Writes what [`Session::drain`] handed over, under the idle timeout as a deadline.
     async fn flush(&mut self) -> bool {
         self.unflushed = false;
-        let result = write_within(
-            &self.conn,
-            &mut self.deadline,
-            &self.limits,
-            self.ws.flush(),
-        )
-        .await;
+        let (conn, stuck, deadline) = (&self.conn, &mut self.stuck, &mut self.deadline);
+        let result = write_within(conn, stuck, deadline, &self.limits, self.ws.flush()).await;
         self.write_done(result, 0)
     }
 
@@ -1250,6 +1252,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         result: Option<Result<(), tungstenite::Error>>,
         written: usize,
     ) -> bool {
+        if std::mem::take(&mut self.stuck) {
+            self.conn.queue().writing_since = None;
+        }
         match result {
             Some(Ok(())) => true,
             Some(Err(e)) => {
@@ -1331,58 +1336,76 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
-/// `fut`'s output, or `None` if `limit` passes first. The timer is armed only when
-/// `fut` does not finish at once, so the usual write costs no timer.
-async fn within<T>(timer: &mut Timer, limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    within_noting(timer, limit, fut, || {}).await
+/// `fut` with `limit` as its deadline on `timer`: `None` when the deadline passed first.
+/// The timer is set only if `fut` does not finish at once.
+fn within<F: Future>(timer: &mut Timer, limit: Duration, fut: F) -> Within<'_, F, fn()> {
+    within_noting(timer, limit, fut, || {})
 }
 
 /// [`within`], calling `waits` once if `fut` does not finish at once.
-async fn within_noting<T>(
+fn within_noting<F: Future, W: FnOnce()>(
     timer: &mut Timer,
     limit: Duration,
-    fut: impl Future<Output = T>,
-    waits: impl FnOnce(),
-) -> Option<T> {
-    let mut fut = pin!(fut);
-    let mut waits = Some(waits);
-    future::poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+    fut: F,
+    waits: W,
+) -> Within<'_, F, W> {
+    Within {
+        fut,
+        timer,
+        limit,
+        waits: Some(waits),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`within`]: a struct, not an `async fn`, so that the connection's
+    /// future holds `fut` once (an `async fn` keeps its argument and its pinned copy).
+    struct Within<'t, F, W> {
+        #[pin]
+        fut: F,
+        timer: &'t mut Timer,
+        limit: Duration,
+        waits: Option<W>,
+    }
+}
+
+impl<F: Future, W: FnOnce()> Future for Within<'_, F, W> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
             return Poll::Ready(Some(out));
         }
-        if let Some(waits) = waits.take() {
-            timer.set_after(limit);
+        if let Some(waits) = this.waits.take() {
+            this.timer.set_after(*this.limit);
             waits();
         }
-        match Pin::new(&mut *timer).poll(cx) {
+        match Pin::new(&mut **this.timer).poll(cx) {
             Poll::Ready(_) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
-    })
-    .await
+    }
+}
+
+/// A write under the idle timeout as its deadline; one that cannot finish at once shows,
+/// from then until it ends, to senders that block on this connection (`writing_since`,
+/// cleared by [`Session::write_done`] when `stuck` is set).
+fn write_within<'t, F: Future>(
+    conn: &'t Connection,
+    stuck: &'t mut bool,
+    deadline: &'t mut Timer,
+    limits: &Limits,
+    write: F,
+) -> Within<'t, F, impl FnOnce() + 't> {
+    let noting = move || {
+        *stuck = true;
+        conn.queue().writing_since = Some(Instant::now());
+    };
+    within_noting(deadline, limits.idle_timeout, write, noting)
 }
 
 /// Whether `e` only says the peer went away without a closing handshake.
-/// A write under the idle timeout as its deadline; one that cannot finish at once shows,
-/// from then until it ends, to senders that block on this connection (`writing_since`).
-async fn write_within<T>(
-    conn: &Connection,
-    deadline: &mut Timer,
-    limits: &Limits,
-    write: impl Future<Output = T>,
-) -> Option<T> {
-    let mut stuck = false;
-    let noting = || {
-        stuck = true;
-        conn.queue().writing_since = Some(Instant::now());
-    };
-    let result = within_noting(deadline, limits.idle_timeout, write, noting).await;
-    if stuck {
-        conn.queue().writing_since = None;
-    }
-    result
-}
-
 fn is_disconnect(e: &tungstenite::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     match e {
