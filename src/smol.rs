@@ -388,7 +388,9 @@ async fn connection<H: Handler>(
 ) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
-    let mut accepted = match acceptor.accept(stream, peer).await {
+    // The accept step (TLS handshake, request) on the heap while it runs: the connection's
+    // task then holds only what the session needs for the connection's life.
+    let mut accepted = match Box::pin(acceptor.accept(stream, peer)).await {
         Ok(accepted) => accepted,
         // An ACME server's validation: no client's handshake at all.
         Err(e @ AcceptError::AcmeChallenge { .. }) => return log::info!("{peer}: {e}"),
