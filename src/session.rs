@@ -1052,14 +1052,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         if let Some(held) = &mut self.held {
             if held.as_mut().poll(cx).is_pending() {
-                return self.flush_or_wait();
+                return self.flush_or_wait(cx);
             }
             self.held = None;
         }
         if self.blocked.is_empty() {
             return match self.ws.poll_next(cx) {
                 Poll::Ready(frame) => Poll::Ready(Wake::Frame(frame)),
-                Poll::Pending => self.flush_or_wait(),
+                Poll::Pending => self.flush_or_wait(cx),
             };
         }
         if self.unflushed {
@@ -1074,12 +1074,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Poll::Pending
     }
 
-    /// With nothing to read: a flush when writes wait in the WebSocket layer, else waiting.
-    fn flush_or_wait(&self) -> Poll<Wake> {
-        if self.unflushed {
-            Poll::Ready(Wake::Flush)
-        } else {
-            Poll::Pending
+    /// With nothing to read: writes what waits in the WebSocket layer, in this same pass
+    /// (a separate step would poll the socket for reading once more, in vain), and waits.
+    /// A flush that cannot finish at once, or fails, goes through [`Wake::Flush`] and
+    /// its deadline.
+    fn flush_or_wait(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if !self.unflushed {
+            return Poll::Pending;
+        }
+        match futures_util::Sink::poll_flush(Pin::new(&mut self.ws), cx) {
+            Poll::Ready(Ok(())) => {
+                self.unflushed = false;
+                Poll::Pending
+            }
+            _ => Poll::Ready(Wake::Flush),
         }
     }
 

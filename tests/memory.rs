@@ -143,7 +143,9 @@ fn idle_bytes_per_connection(tls: bool) -> isize {
             all_done.recv().await.unwrap();
         }
     })));
-    (live() - before) / CONNS as isize + task_bytes as isize
+    let heap = (live() - before) / CONNS as isize;
+    println!("per connection: the task's future {task_bytes} bytes, other heap {heap} bytes");
+    heap + task_bytes as isize
 }
 
 // The bounds are today's figures with a little room (wss 16,193 and ws 8,316 bytes with
