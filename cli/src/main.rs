@@ -8,7 +8,29 @@ mod api;
 mod bridge;
 mod certcheck;
 mod certs;
+#[cfg(feature = "probe")]
 mod probe;
+/// What `wssd probe` is in a build without its `probe` feature: an error saying so.
+#[cfg(not(feature = "probe"))]
+mod probe {
+    #[derive(argh::FromArgs)]
+    /// check a wss:// URL (not in this build: it lacks the probe feature)
+    #[argh(subcommand, name = "probe")]
+    pub struct Probe {
+        /// anything probe would take
+        #[argh(positional, greedy)]
+        _args: Vec<String>,
+    }
+
+    impl Probe {
+        pub fn run(&self) -> bool {
+            eprintln!(
+                "wssd probe: this wssd was built without its probe feature: build it with the default features"
+            );
+            false
+        }
+    }
+}
 mod proxy_config;
 
 use std::io::IsTerminal;
@@ -549,6 +571,11 @@ fn run(args: Args) -> Result<(), String> {
         },
         (None, false, false) => Mode::Echo,
     };
+    #[cfg(not(feature = "redis"))]
+    if args.redis.is_some() {
+        return Err("this wssd was built without Redis (its redis feature): build it with the default features for --redis".into());
+    }
+    #[cfg(feature = "redis")]
     if let Some(url) = &args.redis {
         let hub = match &mode {
             Mode::Broadcast(hub) | Mode::Rooms { hub, .. } => hub,
