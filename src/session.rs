@@ -1,9 +1,10 @@
 //! The session loop: frames in, handler out, a bounded send queue, and the close handshake.
 //!
-//! One [`Session`] per connection, run by [`serve`]. Each of its steps does one job:
+//! One [`Session`] per connection, run by [`serve_as`]. Each of its steps does one job:
 //! [`Session::open`] sends the `101`, [`Session::next_event`] waits for whatever comes
-//! first, [`Session::on_frame`] hands a message to the handler, [`Session::drain`] writes
-//! the send queue corked, [`Session::heartbeat`] pings and enforces the idle timeout,
+//! first, [`Session::on_frame`] hands a message to the handler, [`Session::drain`] hands
+//! the send queue to the WebSocket layer and [`Session::flush`] writes it once no frame
+//! waits to be read (corked), [`Session::heartbeat`] pings and enforces the idle timeout,
 //! [`Session::poll_blocked`] and [`Session::give_up_on_blocked`] apply backpressure on
 //! behalf of a full recipient (a Hub send from `on_message`), and
 //! [`Session::close`] does the closing handshake. Every write and every wait for the peer
@@ -1007,8 +1008,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Waits for the first of: a queued message (or the queue closing), a heartbeat tick,
-    /// and an incoming frame, or while a recipient is full, room in it. Writes come
-    /// first, so the queue drains before the next read.
+    /// and an incoming frame, or while a recipient is full, room in it. Queued messages
+    /// come first, so the queue drains into the WebSocket layer before the next read; they
+    /// are flushed when no frame waits to be read.
     async fn next_event(&mut self) -> Wake {
         let mut first = true;
         let event = future::poll_fn(|cx| {
