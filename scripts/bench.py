@@ -38,6 +38,16 @@ def run(server, tls, bench_args):
         proc.wait()
 
 
+def row(rows, name, measure, results, value, better):
+    """A row of one figure per server, `value(report)`; `better` is higher, lower or info."""
+    rows.append((name, measure, {s: value(r) for s, r in results.items()}, better, set()))
+
+
+def cpu_shares(report):
+    """The server's and the load generator's share of their core, in percent."""
+    return f"{report['server_cpu_pct']:g} / {report['load_cpu_pct']:g}"
+
+
 def rate(rows, name, measure, results, key):
     """A rate row; a server whose run was load-bound has its cell marked and no ratio."""
     values = {s: r[key] for s, r in results.items()}
@@ -53,21 +63,19 @@ for tls in (True, False):
         results = {s: run(s, tls, ["echo", "--conns", str(conns), "--size", str(size), "--depth", str(depth),
                                    "--secs", SECS]) for s in SERVERS}
         rate(rows, name, "msgs/s", results, "msgs_per_s")
-        rows.append((name, "server CPU us/msg", {s: r["server_cpu_us_per_msg"] for s, r in results.items()}, "lower"))
-        rows.append((name, "load generator CPU us/msg", {s: r["load_cpu_us_per_msg"] for s, r in results.items()}, "info"))
-        rows.append((name, "server / load CPU %", {s: f"{r['server_cpu_pct']:g} / {r['load_cpu_pct']:g}"
-                                                     for s, r in results.items()}, "info"))
-        rows.append((name, "p99 us", {s: r["p99_us"] for s, r in results.items()}, "lower"))
+        row(rows, name, "server CPU us/msg", results, lambda r: r["server_cpu_us_per_msg"], "lower")
+        row(rows, name, "load generator CPU us/msg", results, lambda r: r["load_cpu_us_per_msg"], "info")
+        row(rows, name, "server / load CPU %", results, cpu_shares, "info")
+        row(rows, name, "p99 us", results, lambda r: r["p99_us"], "lower")
         print(f"done: {name}", file=sys.stderr, flush=True)
     results = {s: run(s, tls, ["handshakes", "--concurrency", "32", "--secs", SECS]) for s in SERVERS}
     name = f"{scheme} handshakes"
     rate(rows, name, "per s", results, "handshakes_per_s")
-    rows.append((name, "server CPU us/handshake", {s: r["server_cpu_us_per_handshake"] for s, r in results.items()}, "lower"))
-    rows.append((name, "load generator CPU us/handshake", {s: r["load_cpu_us_per_handshake"] for s, r in results.items()}, "info"))
-    rows.append((name, "server / load CPU %", {s: f"{r['server_cpu_pct']:g} / {r['load_cpu_pct']:g}"
-                                                for s, r in results.items()}, "info"))
+    row(rows, name, "server CPU us/handshake", results, lambda r: r["server_cpu_us_per_handshake"], "lower")
+    row(rows, name, "load generator CPU us/handshake", results, lambda r: r["load_cpu_us_per_handshake"], "info")
+    row(rows, name, "server / load CPU %", results, cpu_shares, "info")
     results = {s: run(s, tls, ["idle", "--conns", "2000"]) for s in SERVERS}
-    rows.append((f"{scheme} idle 2,000 conns", "RSS bytes/conn", {s: r["bytes_per_conn"] for s, r in results.items()}, "lower"))
+    row(rows, f"{scheme} idle 2,000 conns", "RSS bytes/conn", results, lambda r: r["bytes_per_conn"], "lower")
     print(f"done: {scheme} handshakes and idle", file=sys.stderr, flush=True)
 
 # Scale: 15,000 idle wss connections to wssd, each waiting for one heartbeat ping.
@@ -91,9 +99,7 @@ crates_cli = count_crates("wssd-cli")  # the binary, with every feature
 peers = ["fastwebsockets", "tokio-tungstenite"]
 lines = ["| scenario | measure | wssd | fastwebsockets | tokio-tungstenite | wssd / fastwebsockets | wssd / tokio-tungstenite |",
          "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-for name, measure, values, better, *bound in rows:
-    bound = bound[0] if bound else set()
-
+for name, measure, values, better, bound in rows:
     def ratio(peer):
         w, p = values["wssd"], values[peer]
         if better == "info" or w is None or not p:

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_rustls::rustls::{ClientConfig, ClientConnection, pki_types::ServerName};
 use mio::{Events, Interest, Poll, Token};
 
-use crate::{find, parse_header};
+use crate::{Input, find};
 
 /// One connection, set up (TCP, TLS, opening handshake) and then driven by [`run`].
 pub struct Conn {
@@ -36,6 +36,9 @@ pub fn connect(addr: &str, host: &str, path: &str, tls: Option<&Arc<ClientConfig
         while tls.is_handshaking() {
             tls.complete_io(&mut sock).expect("TLS handshake");
         }
+        // A round (depth x size) may exceed rustls' default 64 KiB of buffered records:
+        // `queue` takes any round whole and keeps what the socket refuses in `out`.
+        tls.set_buffer_limit(None);
         tls
     });
     let request = format!(
@@ -59,18 +62,11 @@ pub fn connect(addr: &str, host: &str, path: &str, tls: Option<&Arc<ClientConfig
     }
     let head_end = find(&head, b"\r\n\r\n").unwrap() + 4;
     crate::check_upgrade(&head[..head_end]);
-    let mut buf = vec![0; 64 * 1024];
-    let rest = &head[head_end..];
-    buf[..rest.len()].copy_from_slice(rest);
     sock.set_nonblocking(true).unwrap();
     Conn {
         sock: mio::net::TcpStream::from_std(sock),
         tls,
-        input: Input {
-            buf,
-            start: 0,
-            end: rest.len(),
-        },
+        input: Input::new(64 * 1024, &head[head_end..]),
         out: Vec::new(),
         awaited: 0,
         got: 0,
@@ -136,7 +132,7 @@ pub fn run(
             }
             if event.is_readable() {
                 c.read_in();
-                while c.awaited > 0 && c.take_echo(payload) {
+                while c.awaited > 0 && c.input.take_echo(payload, &mut c.got) {
                     c.awaited -= 1;
                     if c.awaited == 0 {
                         if measuring {
@@ -241,72 +237,6 @@ impl Conn {
                 },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-}
-
-/// Plaintext read and not yet parsed: `buf[start..end]`.
-struct Input {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl Input {
-    fn free(&mut self) -> &mut [u8] {
-        &mut self.buf[self.end..]
-    }
-
-    /// Moves unparsed bytes to the front, or grows the buffer, when it is full.
-    fn make_room(&mut self) {
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        }
-        if self.end == self.buf.len() {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-        }
-    }
-}
-
-impl Conn {
-    /// Takes one echoed data message from the buffer if it is all there, checking it
-    /// against `payload` byte for byte; control frames are skipped.
-    fn take_echo(&mut self, payload: &[u8]) -> bool {
-        let input = &mut self.input;
-        loop {
-            let Some(h) = parse_header(&input.buf[input.start..input.end]) else {
-                return false;
-            };
-            let body = input.start + h.header_len..input.start + h.header_len + h.len;
-            if body.end > input.end {
-                return false;
-            }
-            input.start = body.end;
-            if h.opcode & 0x8 != 0 {
-                assert!(h.opcode != 0x8, "the server sent a close frame");
-                continue;
-            }
-            let part = &input.buf[body];
-            assert!(
-                payload.get(self.got..self.got + part.len()) == Some(part),
-                "the echo differs from the message sent"
-            );
-            self.got += part.len();
-            if h.fin {
-                assert_eq!(
-                    self.got,
-                    payload.len(),
-                    "the echo is shorter than the message"
-                );
-                self.got = 0;
-                return true;
             }
         }
     }

@@ -396,83 +396,122 @@ fn parse_header(b: &[u8]) -> Option<Header> {
     })
 }
 
-trait Io: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send {}
-impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send> Io for T {}
-
-/// One client connection after its opening handshake, with what it read and not yet parsed.
-struct Ws {
-    io: Box<dyn Io>,
+/// Plaintext the server sent and not yet parsed: `buf[start..end]`.
+struct Input {
     buf: Vec<u8>,
     start: usize,
     end: usize,
 }
 
-impl Ws {
-    /// Reads more of the stream into the buffer, moving what is unparsed to its front first.
-    async fn fill(&mut self) {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+impl Input {
+    /// A buffer of `capacity` bytes holding `first` (what came with the `101`).
+    fn new(capacity: usize, first: &[u8]) -> Self {
+        let mut buf = vec![0; capacity.max(first.len())];
+        buf[..first.len()].copy_from_slice(first);
+        Input {
+            buf,
+            start: 0,
+            end: first.len(),
+        }
+    }
+
+    fn unparsed(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn free(&mut self) -> &mut [u8] {
+        &mut self.buf[self.end..]
+    }
+
+    /// Moves unparsed bytes to the front, or grows the buffer, when it is full.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
         }
         if self.end == self.buf.len() {
-            self.buf.resize(self.buf.len() * 2, 0);
-        }
-        let n = self.io.read(&mut self.buf[self.end..]).await.expect("read");
-        assert!(n > 0, "the server closed the connection");
-        self.end += n;
-    }
-
-    /// The next whole frame: its header and the range of its payload in `buf`.
-    async fn frame(&mut self) -> (Header, std::ops::Range<usize>) {
-        loop {
-            if let Some(h) = parse_header(&self.buf[self.start..self.end]) {
-                let payload = self.start + h.header_len..self.start + h.header_len + h.len;
-                if payload.end <= self.end {
-                    self.start = payload.end;
-                    return (h, payload);
-                }
-                if payload.end - self.start > self.buf.len() {
-                    let need = payload.end - self.start;
-                    self.buf.resize(need.next_power_of_two(), 0);
-                }
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                self.buf.resize(self.buf.len() * 2, 0);
             }
-            self.fill().await;
         }
     }
 
-    /// Reads one echoed data message, in one frame or several, and checks it is `expected`
-    /// byte for byte. Control frames in between are skipped.
-    async fn read_echo(&mut self, expected: &[u8]) {
-        let mut got = 0;
-        loop {
-            let (h, payload) = self.frame().await;
+    /// The next frame if all of it is here: its header and its payload's range in `buf`.
+    fn next_frame(&mut self) -> Option<(Header, std::ops::Range<usize>)> {
+        let h = parse_header(self.unparsed())?;
+        let payload = self.start + h.header_len..self.start + h.header_len + h.len;
+        if payload.end > self.end {
+            return None;
+        }
+        self.start = payload.end;
+        Some((h, payload))
+    }
+
+    /// Takes frames until one echoed data message is whole (`true`) or the buffer runs out
+    /// (`false`), checking each part against `expected` byte for byte; `got` counts the
+    /// bytes of it taken so far. Control frames in between are skipped.
+    fn take_echo(&mut self, expected: &[u8], got: &mut usize) -> bool {
+        while let Some((h, payload)) = self.next_frame() {
             if h.opcode & 0x8 != 0 {
                 assert!(h.opcode != 0x8, "the server sent a close frame");
                 continue;
             }
             let part = &self.buf[payload];
             assert!(
-                expected.get(got..got + part.len()) == Some(part),
+                expected.get(*got..*got + part.len()) == Some(part),
                 "the echo differs from the message sent"
             );
-            got += part.len();
+            *got += part.len();
             if h.fin {
-                assert_eq!(got, expected.len(), "the echo is shorter than the message");
-                return;
+                assert_eq!(*got, expected.len(), "the echo is shorter than the message");
+                *got = 0;
+                return true;
             }
+        }
+        false
+    }
+}
+
+trait Io: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send {}
+impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send> Io for T {}
+
+/// One client connection after its opening handshake, with what it read and not yet parsed.
+struct Ws {
+    io: Box<dyn Io>,
+    input: Input,
+}
+
+impl Ws {
+    /// Reads more of the stream into the buffer.
+    async fn fill(&mut self) {
+        self.input.make_room();
+        let n = self.io.read(self.input.free()).await.expect("read");
+        assert!(n > 0, "the server closed the connection");
+        self.input.end += n;
+    }
+
+    /// Reads one echoed data message and checks it is `expected` byte for byte.
+    async fn read_echo(&mut self, expected: &[u8]) {
+        let mut got = 0;
+        while !self.input.take_echo(expected, &mut got) {
+            self.fill().await;
         }
     }
 
     /// Whether a ping (opcode 0x9) arrives before the connection ends.
     async fn wait_for_ping(&mut self) -> bool {
         loop {
-            let (h, _) = self.frame().await;
-            match h.opcode {
-                0x9 => return true,
-                0x8 => return false,
-                _ => {}
+            while let Some((h, _)) = self.input.next_frame() {
+                match h.opcode {
+                    0x9 => return true,
+                    0x8 => return false,
+                    _ => {}
+                }
             }
+            self.fill().await;
         }
     }
 
@@ -543,9 +582,7 @@ impl Connector {
         };
         let mut ws = Ws {
             io,
-            buf: vec![0; 16 * 1024],
-            start: 0,
-            end: 0,
+            input: Input::new(16 * 1024, &[]),
         };
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -555,13 +592,13 @@ impl Connector {
         ws.io.write_all(request.as_bytes()).await.expect("write");
         ws.io.flush().await.expect("flush");
         let head_end = loop {
-            if let Some(i) = find(&ws.buf[..ws.end], b"\r\n\r\n") {
+            if let Some(i) = find(ws.input.unparsed(), b"\r\n\r\n") {
                 break i + 4;
             }
             ws.fill().await;
         };
-        check_upgrade(&ws.buf[..head_end]);
-        ws.start = head_end;
+        check_upgrade(&ws.input.unparsed()[..head_end]);
+        ws.input.start = head_end;
         ws
     }
 }
