@@ -263,11 +263,12 @@ impl Acceptor {
             async_io::Timer::after(limit).await;
             Err(AcceptError::Timeout { after: limit })
         };
-        let (ws, request) =
+        let (transport, read, request) =
             futures_lite::future::or(self.handshake(stream, peer_addr), timeout).await?;
         Ok(Accepted {
             id: crate::session::next_id(),
-            ws,
+            transport,
+            read,
             request,
             limits: self.config.limits,
         })
@@ -278,7 +279,7 @@ impl Acceptor {
         &self,
         stream: S,
         peer_addr: SocketAddr,
-    ) -> Result<(WebSocket<S>, Request), AcceptError>
+    ) -> Result<(Transport<S>, Vec<u8>, Request), AcceptError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
@@ -369,11 +370,6 @@ impl Acceptor {
             tls,
             deflate,
         };
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(limits.read_buffer_size)
-            .write_buffer_size(limits.write_buffer_size)
-            .max_message_size(Some(limits.max_message_size))
-            .max_frame_size(Some(limits.max_frame_size));
         // Frames the client sent right behind its request are not lost; the guard
         // scans them first, then everything read after.
         buf.drain(..head_len);
@@ -381,14 +377,7 @@ impl Acceptor {
             stream.inflate(limits.max_frame_size, limits.max_message_size);
         }
         stream.arm(&mut buf).map_err(AcceptError::Io)?;
-        let ws = async_tungstenite::WebSocketStream::from_partially_read(
-            stream,
-            buf,
-            Role::Server,
-            Some(ws_config),
-        )
-        .await;
-        Ok((ws, request))
+        Ok((stream, buf, request))
     }
 
     /// Reads the PROXY protocol header (when configured, from trusted peers) and the
@@ -470,7 +459,9 @@ fn old_tls_version(hello: &[u8]) -> Option<&'static str> {
 #[derive(Debug)]
 pub struct Accepted<S> {
     id: crate::ConnectionId,
-    ws: WebSocket<S>,
+    transport: Transport<S>,
+    /// Bytes that came behind the request: the first frames.
+    read: Vec<u8>,
     request: Request,
     limits: crate::Limits,
 }
@@ -512,7 +503,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     where
         S: 'a,
     {
-        crate::session::serve_as(self.id, self.ws, self.request, handler, &self.limits)
+        let frames = crate::frames::Frames::new(self.transport, self.read, &self.limits);
+        crate::session::serve_as(self.id, frames, self.request, handler, &self.limits)
     }
 
     /// Chooses `name` as the subprotocol after all (RFC 6455 section 4.2.2), in place of
@@ -530,7 +522,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
                 "the client did not offer this subprotocol",
             ));
         }
-        let Some(preamble) = self.ws.get_mut().deferred_mut() else {
+        let Some(preamble) = self.transport.deferred_mut() else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the 101 went out already",
@@ -585,7 +577,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
             content_type: "text/plain; charset=utf-8",
             body,
         };
-        let transport = self.ws.get_mut();
+        let transport = &mut self.transport;
         let Some(preamble) = transport.deferred_mut() else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -609,7 +601,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     /// `Sink` of [`Message`](crate::Message)s). The `101` goes out with its first read,
     /// write or flush.
     pub fn into_parts(self) -> (WebSocket<S>, Request) {
-        (self.ws, self.request)
+        let limits = &self.limits;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(limits.read_buffer_size)
+            .write_buffer_size(limits.write_buffer_size)
+            .max_message_size(Some(limits.max_message_size))
+            .max_frame_size(Some(limits.max_frame_size));
+        // Building the stream does no I/O: its future is ready at its first poll.
+        let ws = futures_lite::future::block_on(
+            async_tungstenite::WebSocketStream::from_partially_read(
+                self.transport,
+                self.read,
+                Role::Server,
+                Some(config),
+            ),
+        );
+        (ws, self.request)
     }
 }
 

@@ -196,13 +196,18 @@ pub struct Limits {
     /// A larger one closes the connection with 1009. Default 1 MiB, as one
     /// message is usually one frame.
     pub max_frame_size: usize,
-    /// The read buffer, in bytes, allocated per connection. Default 4 KiB:
-    /// tungstenite's own default is 128 KiB per connection, which is most of
-    /// the memory of an idle connection; larger messages still arrive, in more reads.
+    /// The most read from a connection at a time, in bytes. Reads land in one buffer of
+    /// this size per thread, shared by the connections that thread serves, and frames are
+    /// parsed where they land: a connection holds bytes of its own only while a frame is
+    /// partly received (at most that frame, bounded by `max_frame_size`), so an idle
+    /// connection holds no read buffer. Default 16 KiB: one TLS record, one read for a
+    /// 16 KiB message.
     pub read_buffer_size: usize,
-    /// Outgoing frames are buffered up to this many bytes before a write to the
-    /// stream; a flush writes whatever is there. Default 16 KiB, one TLS record:
-    /// queued messages go out corked into as few records as possible.
+    /// Outgoing frames wait up to this many bytes (headers and payloads) before a write
+    /// to the stream; a flush writes whatever is there. The frames are not copied: each
+    /// is its header and the message's own payload, and they leave in one vectored write.
+    /// Default 16 KiB, one TLS record: queued messages go out corked into as few records
+    /// as possible.
     pub write_buffer_size: usize,
     /// The outgoing queue of each connection, in bytes of payload. When it is full,
     /// [`Connection::try_send`](crate::Connection::try_send) fails with
@@ -246,7 +251,7 @@ impl Default for Limits {
             max_message_size: 1 << 20,
             max_frame_size: 1 << 20,
             max_fragments: 1024,
-            read_buffer_size: 4 << 10,
+            read_buffer_size: 16 << 10,
             write_buffer_size: 16 << 10,
             send_queue_bytes: 256 << 10,
             ping_interval: Duration::from_secs(25),

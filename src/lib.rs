@@ -155,6 +155,7 @@ mod accept;
 mod config;
 mod deflate;
 pub mod forwarded;
+mod frames;
 mod handshake;
 pub mod hub;
 #[cfg(feature = "redis")]

@@ -31,13 +31,13 @@ use async_tungstenite::tungstenite::{
 use event_listener::{Event, EventListener};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{StreamExt, future};
-use futures_util::SinkExt;
 
 use crate::Message;
 use crate::config::Limits;
+use crate::frames::Frames;
 use crate::request::Request;
 use crate::text::escape;
-use crate::transport::{GuardError, WebSocket};
+use crate::transport::GuardError;
 
 /// What the embedder's code does when a connection opens, sends a message, and closes.
 ///
@@ -682,7 +682,7 @@ const BUDGET: u32 = 64;
 /// [`Limits::close_timeout`].
 pub(crate) fn serve_as<'a, S, H>(
     id: ConnectionId,
-    ws: WebSocket<S>,
+    ws: Frames<S>,
     request: Request,
     handler: &'a H,
     limits: &Limits,
@@ -698,9 +698,9 @@ where
 
 /// One connection's state between steps of the loop.
 struct Session<S> {
-    ws: WebSocket<S>,
+    ws: Frames<S>,
     conn: Connection,
-    limits: Limits,
+    limits: Timeouts,
     summary: SessionSummary,
     /// When anything (a message, a ping, a pong) last arrived.
     last_heard: Instant,
@@ -711,10 +711,12 @@ struct Session<S> {
     /// Messages this session's handler sent to recipients whose queues were full; reading
     /// pauses until they are queued, or the recipient is closed at `blocked_until`.
     blocked: Vec<Blocked>,
-    blocked_until: Timer,
+    /// Made at the first wait on a full recipient (most connections never make one).
+    blocked_until: Option<Box<Timer>>,
     /// What the handler's `on_message` holds reading for ([`Connection::hold_reads`]).
     held: Option<Held>,
-    /// The queued messages taken out for writing; kept to reuse its allocation.
+    /// The queued messages taken out for writing (empty, without an allocation, between
+    /// drains: an idle connection holds no queue).
     spare: VecDeque<Message>,
     /// Messages were handed to the WebSocket layer and not flushed yet.
     unflushed: bool,
@@ -727,6 +729,16 @@ struct Session<S> {
     bytes_out: u64,
     /// What of the counts [`crate::stats`] has been given: messages and bytes, in and out.
     published: [u64; 4],
+}
+
+/// The limits of [`Limits`] that the session loop applies itself (the others belong to the
+/// accept path and the frame layer): kept apart, as the connection's state holds them.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    close_timeout: Duration,
+    backpressure_timeout: Duration,
 }
 
 /// A recipient's full queue that the sending session waits on.
@@ -812,7 +824,7 @@ pub(crate) fn send_all(recipients: Vec<Connection>, msg: &Message) -> usize {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    fn new(id: ConnectionId, ws: WebSocket<S>, request: Request, limits: &Limits) -> Self {
+    fn new(id: ConnectionId, ws: Frames<S>, request: Request, limits: &Limits) -> Self {
         let check = if limits.ping_interval.is_zero() {
             limits.idle_timeout
         } else {
@@ -833,7 +845,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Session {
             ws,
             conn,
-            limits: *limits,
+            limits: Timeouts {
+                ping_interval: limits.ping_interval,
+                idle_timeout: limits.idle_timeout,
+                close_timeout: limits.close_timeout,
+                backpressure_timeout: limits.backpressure_timeout,
+            },
             summary: SessionSummary::default(),
             last_heard: Instant::now(),
             ticks: if check.is_zero() {
@@ -843,7 +860,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             },
             deadline: Timer::never(),
             blocked: Vec::new(),
-            blocked_until: Timer::never(),
+            blocked_until: None,
             held: None,
             spare: VecDeque::new(),
             unflushed: false,
@@ -1070,7 +1087,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.poll_blocked(cx).is_ready() {
             return Poll::Ready(Wake::Unblocked);
         }
-        if Pin::new(&mut self.blocked_until).poll(cx).is_ready() {
+        let until = self.blocked_until.as_deref_mut();
+        if until.is_some_and(|t| Pin::new(t).poll(cx).is_ready()) {
             return Poll::Ready(Wake::BlockedTimeout);
         }
         Poll::Pending
@@ -1084,7 +1102,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !self.unflushed {
             return Poll::Pending;
         }
-        match futures_util::Sink::poll_flush(Pin::new(&mut self.ws), cx) {
+        match self.ws.poll_flush(cx) {
             Poll::Ready(Ok(())) => {
                 self.unflushed = false;
                 Poll::Pending
@@ -1137,7 +1155,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Sets the backpressure timer to the earliest deadline of the recipients waited on.
     fn arm_blocked_timer(&mut self) {
         if let Some(first) = self.blocked.iter().map(|b| b.deadline).min() {
-            self.blocked_until.set_at(first);
+            self.blocked_until
+                .get_or_insert_with(|| Box::new(Timer::never()))
+                .set_at(first);
         }
     }
 
@@ -1237,6 +1257,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let (conn, stuck, deadline) = (&self.conn, &mut self.stuck, &mut self.deadline);
         let result = write_within(conn, stuck, deadline, &self.limits, feed).await;
+        self.spare = VecDeque::new();
         self.summary.messages_out += count;
         self.bytes_out += written as u64;
         self.unflushed = true;
@@ -1405,7 +1426,7 @@ fn write_within<'t, F: Future>(
     conn: &'t Connection,
     stuck: &'t mut bool,
     deadline: &'t mut Timer,
-    limits: &Limits,
+    limits: &Timeouts,
     write: F,
 ) -> Within<'t, F, impl FnOnce() + 't> {
     let noting = move || {

@@ -85,6 +85,12 @@ impl<S> Transport<S> {
         (!self.preamble.is_empty()).then_some(&mut self.preamble)
     }
 
+    /// Stops watching frames: the closing handshake is under way, and only the peer's
+    /// close frame is still read.
+    pub(crate) fn disarm(&mut self) {
+        self.guard.armed = false;
+    }
+
     /// Starts watching frames, beginning with `already_read` (frames that came behind the
     /// request). With permessage-deflate, those go through the inflating layer first: they
     /// are taken out of `already_read`, and read back through [`Transport`].

@@ -1,4 +1,5 @@
-//! Limits over in-memory pipes: the fragment guard, and the byte-bounded send queue.
+//! Frames and limits over in-memory pipes: frames however they arrive, the fragment guard,
+//! and the byte-bounded send queue.
 
 mod common;
 
@@ -106,10 +107,80 @@ fn a_message_in_a_few_fragments_arrives_whole() {
     );
 }
 
+#[test]
+fn frames_arrive_whole_however_the_reads_cut_them() {
+    // Several frames in one write, one larger than a read (16 KiB) with the 64-bit length
+    // form, each masked with a key of its own: echoed in order, byte for byte.
+    let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    let mut bytes = masked(0x81, [1, 2, 3, 4], b"one");
+    bytes.extend(masked(0x82, [5, 6, 7, 8], &[9; 125]));
+    bytes.extend(masked(0x82, [9, 10, 11, 12], &big));
+    bytes.extend(masked(0x81, [13, 14, 15, 16], "f\u{fc}nf".as_bytes()));
+    let (server_end, client_end) = duplex();
+    let (conns, _keep) = async_channel::unbounded();
+    let (_, got) = future::block_on(future::zip(
+        serve(server_end, Limits::default(), conns),
+        raw_then_read(client_end, bytes, 4),
+    ));
+    assert_eq!(
+        got,
+        vec![
+            Message::text("one"),
+            Message::binary(vec![9; 125]),
+            Message::binary(big),
+            Message::text("f\u{fc}nf"),
+        ]
+    );
+
+    // And one byte per read: a pipe that holds one byte (a raw client, as a library
+    // client's handshake takes one-byte reads for an attack).
+    let mut bytes = masked(0x81, [1, 2, 3, 4], b"slow");
+    bytes.extend(masked(0x82, [5, 6, 7, 8], &[3; 300]));
+    let (server_end, mut client_end) = duplex_with(1);
+    let (conns, _keep) = async_channel::unbounded();
+    let client = async move {
+        common::read_until_101(&mut client_end).await;
+        let (mut r, mut w) = futures_lite::io::split(client_end);
+        let read = async {
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let mut head = [0u8; 2];
+                r.read_exact(&mut head).await.unwrap();
+                let mut len = usize::from(head[1]);
+                if len == 126 {
+                    let mut ext = [0u8; 2];
+                    r.read_exact(&mut ext).await.unwrap();
+                    len = usize::from(u16::from_be_bytes(ext));
+                }
+                let mut payload = vec![0u8; len];
+                r.read_exact(&mut payload).await.unwrap();
+                got.push((head[0], payload));
+            }
+            got
+        };
+        future::zip(w.write_all(&bytes), read).await.1
+    };
+    let (_, got) = future::block_on(future::zip(
+        serve(server_end, Limits::default(), conns),
+        client,
+    ));
+    assert_eq!(got, vec![(0x81, b"slow".to_vec()), (0x82, vec![3; 300])]);
+}
+
 /// A client frame with this first byte, masked with `key` (RFC 6455 section 5.3).
 fn masked(first: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mut out = vec![first, 0x80 | payload.len() as u8];
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
     out.extend_from_slice(&key);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
     out

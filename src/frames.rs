@@ -1,0 +1,673 @@
+//! The session's WebSocket: RFC 6455 frames read from and written to a [`Transport`].
+//!
+//! Reading: bytes go into one read buffer per thread, frames are parsed where they land,
+//! and a connection keeps bytes of its own only while a frame is partly received (or
+//! frames wait behind the one handed out): an idle connection holds no read buffer.
+//! Each payload is unmasked into the message's own allocation as it is copied out.
+//!
+//! Writing: each frame is a header of at most 10 bytes and the message's payload, shared,
+//! not copied; queued frames leave in one vectored write (several headers and payloads,
+//! one `writev`, or one TLS record sequence).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use async_tungstenite::tungstenite::Bytes;
+use async_tungstenite::tungstenite::{
+    Error, Message,
+    error::{CapacityError, ProtocolError},
+    protocol::{
+        CloseFrame,
+        frame::{
+            Utf8Bytes,
+            coding::{CloseCode, Data},
+        },
+    },
+};
+use futures_io::{AsyncRead, AsyncWrite};
+
+use crate::config::Limits;
+use crate::transport::{Transport, frame_header};
+
+/// How many slices one vectored write takes at most (a header and a payload per frame).
+const MAX_SLICES: usize = 64;
+
+thread_local! {
+    /// Where reads land first, shared by the connections served on this thread.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A WebSocket connection's frames (RFC 6455 section 5) over a [`Transport`], server side.
+pub(crate) struct Frames<S> {
+    io: Transport<S>,
+    /// Bytes read and not parsed yet: `buf[start..end]`. Empty, without an allocation,
+    /// whenever no frame is partly received.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    rx: Rx,
+    /// Frames handed over and not written yet.
+    out: VecDeque<Out>,
+    /// Bytes of the first frame of `out` written already.
+    out_pos: usize,
+    /// Bytes in `out` (headers and payloads).
+    out_bytes: usize,
+    state: State,
+    /// Bytes read per call into the thread's buffer, at most.
+    read_size: usize,
+    /// Frames wait in `out` up to this many bytes before a write (corking).
+    write_size: usize,
+}
+
+/// Where the closing handshake stands (RFC 6455 section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// We sent our close frame and wait for the peer's.
+    ClosedByUs,
+    /// The peer sent its close frame; ours is queued as the reply.
+    ClosedByPeer,
+    /// The closing handshake is over (or the stream failed): nothing more is read.
+    Done,
+}
+
+/// The reading side's state between frames.
+struct Rx {
+    /// The data message being reassembled from its frames (RFC 6455 section 5.4).
+    partial: Option<Partial>,
+    /// Payload bytes still to skip of a frame ignored while closing.
+    skip: u64,
+    max_frame: usize,
+    max_message: usize,
+}
+
+struct Partial {
+    text: bool,
+    payload: Vec<u8>,
+}
+
+/// One frame to write: its header and its payload.
+struct Out {
+    head: [u8; 10],
+    head_len: u8,
+    payload: Bytes,
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        usize::from(self.head_len) + self.payload.len()
+    }
+}
+
+/// What a complete frame gave.
+enum Event {
+    Message(Message),
+    Close(Option<CloseFrame>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
+    /// The frames over `io`, starting with `read`: bytes that came behind the request.
+    pub(crate) fn new(io: Transport<S>, read: Vec<u8>, limits: &Limits) -> Self {
+        let end = read.len();
+        Frames {
+            io,
+            buf: read,
+            start: 0,
+            end,
+            rx: Rx {
+                partial: None,
+                skip: 0,
+                max_frame: limits.max_frame_size,
+                max_message: limits.max_message_size,
+            },
+            out: VecDeque::new(),
+            out_pos: 0,
+            out_bytes: 0,
+            state: State::Open,
+            read_size: limits.read_buffer_size.max(64),
+            write_size: limits.write_buffer_size,
+        }
+    }
+
+    /// The next message: text, binary, ping, pong or close. A ping is answered with a pong,
+    /// queued here (written by the next flush); a close frame with the closing reply,
+    /// written before the stream ends. `None` once the closing handshake is over.
+    ///
+    /// # Errors
+    /// The protocol violation, size limit or invalid UTF-8 that fails the connection
+    /// (RFC 6455 section 7.4.1), [`ProtocolError::ResetWithoutClosingHandshake`] when the
+    /// peer left without one, or the I/O error.
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            match self.state {
+                State::Done => return Poll::Ready(None),
+                State::ClosedByPeer => {
+                    // The reply goes out; then the server drops the TCP connection first
+                    // (RFC 6455 section 7.1.1).
+                    let _ = ready!(self.poll_flush(cx));
+                    self.state = State::Done;
+                    return Poll::Ready(None);
+                }
+                State::Open | State::ClosedByUs => {}
+            }
+            if self.start < self.end {
+                let closing = self.state == State::ClosedByUs;
+                let (used, event) = match self.rx.parse(&self.buf[self.start..self.end], closing) {
+                    Ok(parsed) => parsed,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                };
+                self.consume(used);
+                if let Some(event) = event {
+                    return Poll::Ready(self.on_event(event));
+                }
+                if used > 0 {
+                    continue;
+                }
+                // A frame is partly here: read the rest behind it.
+                match ready!(self.poll_read_more(cx)) {
+                    Ok(0) => return Poll::Ready(self.on_eof()),
+                    Ok(_) => continue,
+                    Err(e) => return Poll::Ready(self.on_read_error(e)),
+                }
+            }
+            // Nothing buffered: read into this thread's buffer and parse there.
+            let closing = self.state == State::ClosedByUs;
+            let (io, rx, buf) = (&mut self.io, &mut self.rx, &mut self.buf);
+            let read_size = self.read_size;
+            let read = SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.len() < read_size {
+                    scratch.resize(read_size, 0);
+                }
+                let n = match Pin::new(io).poll_read(cx, &mut scratch[..read_size]) {
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                };
+                let mut data = &scratch[..n];
+                let mut event = None;
+                while !data.is_empty() {
+                    match rx.parse(data, closing) {
+                        Ok((used, found)) => {
+                            data = &data[used..];
+                            event = found.map(Ok);
+                            if event.is_some() || used == 0 {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            event = Some(Err(e));
+                            break;
+                        }
+                    }
+                }
+                // What is left (a partial frame, frames behind the one handed out, or the
+                // frame that failed) is kept until next time.
+                buf.clear();
+                buf.extend_from_slice(data);
+                Poll::Ready(Ok((n, event)))
+            });
+            self.start = 0;
+            self.end = self.buf.len();
+            match ready!(read) {
+                Ok((0, _)) => return Poll::Ready(self.on_eof()),
+                Ok((_, None)) => {}
+                Ok((_, Some(Ok(event)))) => return Poll::Ready(self.on_event(event)),
+                Ok((_, Some(Err(e)))) => return Poll::Ready(Some(Err(e))),
+                Err(e) => return Poll::Ready(self.on_read_error(e)),
+            }
+            if self.start == self.end {
+                self.buf = Vec::new();
+                self.start = 0;
+                self.end = 0;
+            }
+        }
+    }
+
+    /// The next message, as [`Frames::poll_next`].
+    pub(crate) fn next(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + '_ {
+        std::future::poll_fn(|cx| self.poll_next(cx))
+    }
+
+    /// Drops `used` parsed bytes; frees the buffer once it is empty.
+    fn consume(&mut self, used: usize) {
+        self.start += used;
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more behind the bytes of a partly received frame, making room for it whole.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let want = self
+            .rx
+            .wanted(&self.buf[..self.end])
+            .max(self.end + self.read_size);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut self.buf[self.end..]))?;
+        self.end += n;
+        Poll::Ready(Ok(n))
+    }
+
+    fn on_eof(&mut self) -> Option<Result<Message, Error>> {
+        let state = std::mem::replace(&mut self.state, State::Done);
+        self.buf = Vec::new();
+        (state == State::Open).then_some(Err(Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake,
+        )))
+    }
+
+    fn on_read_error(&mut self, e: io::Error) -> Option<Result<Message, Error>> {
+        if self.state == State::ClosedByUs {
+            // Closing already: whatever the peer still sends is of no use.
+            self.state = State::Done;
+            return None;
+        }
+        Some(Err(Error::Io(e)))
+    }
+
+    fn on_event(&mut self, event: Event) -> Option<Result<Message, Error>> {
+        match event {
+            Event::Message(Message::Ping(payload)) if self.state == State::Open => {
+                self.push(10, true, false, payload.clone());
+                Some(Ok(Message::Ping(payload)))
+            }
+            Event::Message(msg) => Some(Ok(msg)),
+            Event::Close(frame) => {
+                if self.state == State::Open {
+                    // The reply echoes the code (RFC 6455 section 5.5.1); a code no peer
+                    // may send is answered with 1002 instead.
+                    let reply = match &frame {
+                        Some(f) if !f.code.is_allowed() => Some(CloseCode::Protocol),
+                        Some(f) => Some(f.code),
+                        None => None,
+                    };
+                    self.push(8, true, false, close_payload(reply, ""));
+                    self.state = State::ClosedByPeer;
+                } else {
+                    self.state = State::Done;
+                }
+                Some(Ok(Message::Close(frame)))
+            }
+        }
+    }
+
+    /// Queues `msg` for the next flush.
+    ///
+    /// # Errors
+    /// [`ProtocolError::SendAfterClosing`] once a close frame was queued or received.
+    pub(crate) fn start_send(&mut self, msg: Message) -> Result<(), Error> {
+        if self.state != State::Open {
+            return Err(Error::Protocol(ProtocolError::SendAfterClosing));
+        }
+        match msg {
+            Message::Text(text) => self.push(1, true, false, text.into()),
+            Message::Binary(payload) => self.push(2, true, false, payload),
+            Message::Ping(payload) => self.push(9, true, false, payload),
+            Message::Pong(payload) => self.push(10, true, false, payload),
+            Message::Close(frame) => self.push_close(frame),
+            Message::Frame(frame) => {
+                let header = frame.header();
+                let (opcode, fin, rsv1) = (u8::from(header.opcode), header.is_final, header.rsv1);
+                self.push(opcode, fin, rsv1, frame.into_payload());
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues our close frame: from now on only the peer's close frame is waited for.
+    fn push_close(&mut self, frame: Option<CloseFrame>) {
+        let payload = match &frame {
+            Some(f) => close_payload(Some(f.code), &f.reason),
+            None => Bytes::new(),
+        };
+        self.push(8, true, false, payload);
+        self.state = State::ClosedByUs;
+        // What comes now is only read for the peer's close frame.
+        self.io.disarm();
+    }
+
+    fn push(&mut self, opcode: u8, fin: bool, rsv1: bool, payload: Bytes) {
+        let mut head = [0u8; 10];
+        head[0] = u8::from(fin) << 7 | u8::from(rsv1) << 6 | opcode;
+        let len = payload.len();
+        let head_len = if len < 126 {
+            head[1] = len as u8;
+            2
+        } else if len <= 0xFFFF {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
+        } else {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        let out = Out {
+            head,
+            head_len,
+            payload,
+        };
+        self.out_bytes += out.len();
+        self.out.push_back(out);
+    }
+
+    /// Queues `msg`, first writing what is queued once it reaches the write buffer size.
+    ///
+    /// # Errors
+    /// As [`Frames::start_send`], or the I/O error of the write.
+    pub(crate) async fn feed(&mut self, msg: Message) -> Result<(), Error> {
+        if self.out_bytes >= self.write_size {
+            std::future::poll_fn(|cx| self.poll_write_out(cx)).await?;
+        }
+        self.start_send(msg)
+    }
+
+    /// Queues `msg` and writes everything queued.
+    ///
+    /// # Errors
+    /// As [`Frames::feed`].
+    pub(crate) async fn send(&mut self, msg: Message) -> Result<(), Error> {
+        self.start_send(msg)?;
+        self.flush().await
+    }
+
+    /// Writes everything queued and flushes the transport.
+    ///
+    /// # Errors
+    /// The I/O error of the write.
+    pub(crate) fn flush(&mut self) -> impl Future<Output = Result<(), Error>> + '_ {
+        std::future::poll_fn(|cx| self.poll_flush(cx))
+    }
+
+    /// Starts the closing handshake (RFC 6455 section 7.1.2): queues our close frame, if
+    /// none went either way yet, and writes everything queued.
+    ///
+    /// # Errors
+    /// The I/O error of the write.
+    pub(crate) async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        if self.state == State::Open {
+            self.push_close(frame);
+        }
+        self.flush().await
+    }
+
+    /// [`Frames::flush`], polled.
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        ready!(self.poll_write_out(cx))?;
+        Poll::Ready(ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(Error::Io))
+    }
+
+    /// Writes the queued frames, as many per vectored write as fit.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while !self.out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            let mut skip = self.out_pos;
+            for frame in self.out.iter() {
+                if count + 2 > MAX_SLICES {
+                    break;
+                }
+                let head = &frame.head[..usize::from(frame.head_len)];
+                if skip < head.len() {
+                    slices[count] = IoSlice::new(&head[skip..]);
+                    count += 1;
+                    skip = 0;
+                } else {
+                    skip -= head.len();
+                }
+                if skip < frame.payload.len() {
+                    slices[count] = IoSlice::new(&frame.payload[skip..]);
+                    count += 1;
+                }
+                skip = 0;
+            }
+            let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?;
+            if n == 0 {
+                return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
+            }
+            self.out_pos += n;
+            while let Some(first) = self.out.front() {
+                let len = first.len();
+                if self.out_pos < len {
+                    break;
+                }
+                self.out_pos -= len;
+                self.out_bytes -= len;
+                self.out.pop_front();
+            }
+        }
+        // All written: an idle connection holds no queue of frames.
+        self.out = VecDeque::new();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Rx {
+    /// How many bytes the frame that starts `data` takes, header and payload, once its
+    /// header is here; else the longest header.
+    fn wanted(&self, data: &[u8]) -> usize {
+        match frame_header(data) {
+            Some((len, header_len)) if self.skip == 0 => {
+                header_len
+                    + usize::try_from(len)
+                        .unwrap_or(usize::MAX)
+                        .min(self.max_frame)
+            }
+            _ => 14,
+        }
+    }
+
+    /// Parses the frame that starts `data`, if it is all there: the bytes it took (0 when
+    /// it is not complete yet) and what it gave. While `closing`, only a close frame
+    /// counts: anything else is skipped, and a bad close frame ends it all the same.
+    fn parse(&mut self, data: &[u8], closing: bool) -> Result<(usize, Option<Event>), Error> {
+        if self.skip > 0 {
+            let n = self.skip.min(data.len() as u64);
+            self.skip -= n;
+            return Ok((n as usize, None));
+        }
+        let Some((len, header_len)) = frame_header(data) else {
+            return Ok((0, None));
+        };
+        let (fin, opcode) = (data[0] & 0x80 != 0, data[0] & 0x0F);
+        if closing {
+            if opcode != 8 {
+                // Skipped, as it arrives: it need not fit in memory.
+                let here = (data.len() - header_len) as u64;
+                let n = len.min(here);
+                self.skip = len - n;
+                return Ok((header_len + n as usize, None));
+            }
+            if data.len() < header_len + len as usize {
+                return Ok((0, None));
+            }
+        }
+        if data[0] & 0x70 != 0 {
+            return Err(Error::Protocol(ProtocolError::NonZeroReservedBits));
+        }
+        if data[1] & 0x80 == 0 {
+            return Err(Error::Protocol(ProtocolError::UnmaskedFrameFromClient));
+        }
+        if opcode >= 8 {
+            if !fin {
+                return Err(Error::Protocol(ProtocolError::FragmentedControlFrame));
+            }
+            if len > 125 {
+                return Err(Error::Protocol(ProtocolError::ControlFrameTooBig));
+            }
+            if opcode > 10 {
+                return Err(Error::Protocol(ProtocolError::UnknownControlFrameType(
+                    opcode,
+                )));
+            }
+        } else {
+            if opcode > 2 {
+                return Err(Error::Protocol(ProtocolError::UnknownDataFrameType(opcode)));
+            }
+            let so_far = self.partial.as_ref().map_or(0, |p| p.payload.len());
+            match (opcode, &self.partial) {
+                (0, None) => return Err(Error::Protocol(ProtocolError::UnexpectedContinueFrame)),
+                (1 | 2, Some(_)) => {
+                    return Err(Error::Protocol(ProtocolError::ExpectedFragment(
+                        Data::Continue,
+                    )));
+                }
+                _ => {}
+            }
+            if len > self.max_frame as u64 {
+                return Err(too_long(len, self.max_frame));
+            }
+            if so_far as u64 + len > self.max_message as u64 {
+                return Err(too_long(so_far as u64 + len, self.max_message));
+            }
+        }
+        let total = header_len + len as usize;
+        if data.len() < total {
+            return Ok((0, None));
+        }
+        let mut key = [0u8; 4];
+        key.copy_from_slice(&data[header_len - 4..header_len]);
+        let payload = &data[header_len..total];
+        let event = match opcode {
+            1 | 2 if fin => Some(Event::Message(message(
+                opcode == 1,
+                unmasked(payload, key),
+            )?)),
+            1 | 2 => {
+                let mut first = Vec::new();
+                unmask_into(&mut first, payload, key);
+                self.partial = Some(Partial {
+                    text: opcode == 1,
+                    payload: first,
+                });
+                None
+            }
+            0 => {
+                let partial = self.partial.as_mut().expect("checked above");
+                unmask_into(&mut partial.payload, payload, key);
+                match fin {
+                    true => {
+                        let done = self.partial.take().expect("checked above");
+                        Some(Event::Message(message(done.text, done.payload)?))
+                    }
+                    false => None,
+                }
+            }
+            8 => Some(Event::Close(close_frame(unmasked(payload, key))?)),
+            9 => Some(Event::Message(Message::Ping(unmasked(payload, key).into()))),
+            _ => Some(Event::Message(Message::Pong(unmasked(payload, key).into()))),
+        };
+        Ok((total, event))
+    }
+}
+
+fn too_long(size: u64, max_size: usize) -> Error {
+    Error::Capacity(CapacityError::MessageTooLong {
+        size: usize::try_from(size).unwrap_or(usize::MAX),
+        max_size,
+    })
+}
+
+/// A text (checked for UTF-8, RFC 6455 section 8.1) or binary message of `payload`.
+fn message(text: bool, payload: Vec<u8>) -> Result<Message, Error> {
+    let payload = Bytes::from(payload);
+    if !text {
+        return Ok(Message::Binary(payload));
+    }
+    Utf8Bytes::try_from(payload)
+        .map(Message::Text)
+        .map_err(|e| Error::Utf8(e.to_string()))
+}
+
+/// A close frame's payload: nothing, or a code and a UTF-8 reason (RFC 6455 section 5.5.1).
+fn close_frame(payload: Vec<u8>) -> Result<Option<CloseFrame>, Error> {
+    match payload.len() {
+        0 => Ok(None),
+        1 => Err(Error::Protocol(ProtocolError::InvalidCloseSequence)),
+        _ => {
+            let code = CloseCode::from(u16::from_be_bytes([payload[0], payload[1]]));
+            let reason = Utf8Bytes::try_from(Bytes::from(payload).slice(2..))
+                .map_err(|e| Error::Utf8(e.to_string()))?;
+            Ok(Some(CloseFrame { code, reason }))
+        }
+    }
+}
+
+fn close_payload(code: Option<CloseCode>, reason: &str) -> Bytes {
+    let Some(code) = code else {
+        return Bytes::new();
+    };
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&u16::from(code).to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    payload.into()
+}
+
+/// `payload` unmasked with `key` (RFC 6455 section 5.3), in a buffer of its own.
+fn unmasked(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len());
+    unmask_into(&mut out, payload, key);
+    out
+}
+
+/// Appends `payload` unmasked with `key` to `out`, eight bytes at a time.
+fn unmask_into(out: &mut Vec<u8>, payload: &[u8], key: [u8; 4]) {
+    let start = out.len();
+    out.extend_from_slice(payload);
+    let wide = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut chunks = out[start..].chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("8 bytes")) ^ wide;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= key[i & 3];
+    }
+}
+
+impl<S> std::fmt::Debug for Frames<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frames")
+            .field("state", &self.state)
+            .field("buffered", &(self.end - self.start))
+            .field("queued", &self.out_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmasking_matches_the_bytewise_rule_at_every_length() {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            let payload: Vec<u8> = (0..len as u8).collect();
+            let expected: Vec<u8> = payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ key[i % 4])
+                .collect();
+            assert_eq!(unmasked(&payload, key), expected, "length {len}");
+        }
+    }
+}
