@@ -223,8 +223,8 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// A connection from which nothing (no message, no ping, no pong) arrived for this long
     /// is closed with 1001 (going away), in seconds. Checked at each ping (every
-    /// `idle_timeout` when pings are off), so it acts within one interval after it
-    /// expires. Every write to a client (queued messages, pings, pongs) is given this
+    /// `idle_timeout` when pings are off); arrivals are noted at the next check, not with
+    /// a clock read per frame, so it acts within two intervals after it expires. Every write to a client (queued messages, pings, pongs) is given this
     /// long too; a client that reads nothing for that long is dropped and its memory freed.
     /// Default 60 s: two missed pongs.
     pub idle_timeout: Duration,

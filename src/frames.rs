@@ -36,6 +36,10 @@ use crate::transport::{Transport, frame_header};
 /// How many slices one vectored write takes at most (a header and a payload per frame).
 const MAX_SLICES: usize = 64;
 
+/// Frames of up to this many bytes in all are copied into one buffer and written with one
+/// plain write: cheaper than a vectored write of their parts.
+const SMALL_WRITE: usize = 512;
+
 thread_local! {
     /// Where reads land first, shared by the connections served on this thread.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -413,31 +417,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
         Poll::Ready(ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(Error::Io))
     }
 
-    /// Writes the queued frames, as many per vectored write as fit.
+    /// Writes the queued frames: what fits in [`SMALL_WRITE`] bytes as one plain write of a
+    /// copy (a `send`; for TLS, one slice), more as vectored writes of headers and payloads.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         while !self.out.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
             let mut skip = self.out_pos;
-            for frame in self.out.iter() {
-                if count + 2 > MAX_SLICES {
-                    break;
-                }
-                let head = &frame.head[..usize::from(frame.head_len)];
-                if skip < head.len() {
-                    slices[count] = IoSlice::new(&head[skip..]);
+            'frames: for frame in self.out.iter() {
+                for part in [
+                    &frame.head[..usize::from(frame.head_len)],
+                    &frame.payload[..],
+                ] {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    if count == MAX_SLICES {
+                        break 'frames;
+                    }
+                    slices[count] = IoSlice::new(&part[skip..]);
                     count += 1;
                     skip = 0;
-                } else {
-                    skip -= head.len();
                 }
-                if skip < frame.payload.len() {
-                    slices[count] = IoSlice::new(&frame.payload[skip..]);
-                    count += 1;
-                }
-                skip = 0;
             }
-            let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?;
+            let left = self.out_bytes - self.out_pos;
+            let io = Pin::new(&mut self.io);
+            let n = if count > 1 && left <= SMALL_WRITE {
+                let mut small = [0u8; SMALL_WRITE];
+                let mut len = 0;
+                for slice in &slices[..count] {
+                    small[len..len + slice.len()].copy_from_slice(slice);
+                    len += slice.len();
+                }
+                ready!(io.poll_write(cx, &small[..len]))?
+            } else {
+                ready!(io.poll_write_vectored(cx, &slices[..count]))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
             }
@@ -486,17 +502,12 @@ impl Rx {
             return Ok((0, None));
         };
         let (fin, opcode) = (data[0] & 0x80 != 0, data[0] & 0x0F);
-        if closing {
-            if opcode != 8 {
-                // Skipped, as it arrives: it need not fit in memory.
-                let here = (data.len() - header_len) as u64;
-                let n = len.min(here);
-                self.skip = len - n;
-                return Ok((header_len + n as usize, None));
-            }
-            if data.len() < header_len + len as usize {
-                return Ok((0, None));
-            }
+        if closing && opcode != 8 {
+            // Skipped, as it arrives: it need not fit in memory.
+            let here = (data.len() - header_len) as u64;
+            let n = len.min(here);
+            self.skip = len - n;
+            return Ok((header_len + n as usize, None));
         }
         if data[0] & 0x70 != 0 {
             return Err(Error::Protocol(ProtocolError::NonZeroReservedBits));

@@ -203,6 +203,21 @@ struct Shared {
     waker: AtomicWaker,
     /// The hubs this connection was added to; it leaves them when its session ends.
     hubs: Mutex<Vec<Weak<dyn Registry>>>,
+    /// Set when the heartbeat timer fires (through the waker it was given, [`Shared`]'s own):
+    /// the session polls its timer, and reads the clock, only then.
+    tick_due: AtomicBool,
+}
+
+/// The heartbeat timer's waker: notes the tick, then wakes the session.
+impl std::task::Wake for Shared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.tick_due.store(true, Ordering::Release);
+        self.waker.wake();
+    }
 }
 
 /// The send queue.
@@ -702,8 +717,10 @@ struct Session<S> {
     conn: Connection,
     limits: Timeouts,
     summary: SessionSummary,
-    /// When anything (a message, a ping, a pong) last arrived.
+    /// When anything (a message, a ping, a pong) last arrived, as of the heartbeat tick that
+    /// noted it (no clock read per frame: `heard` is set, and each tick turns it into a time).
     last_heard: Instant,
+    heard: bool,
     /// Fires every ping interval (or, with pings off, every idle timeout) to check idleness.
     ticks: Timer,
     /// The deadline of the write or wait under way.
@@ -840,6 +857,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 work: AtomicBool::new(false),
                 waker: AtomicWaker::new(),
                 hubs: Mutex::new(Vec::new()),
+                // Due at first: the first poll gives the timer its waker.
+                tick_due: AtomicBool::new(true),
             }),
         };
         Session {
@@ -853,6 +872,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             },
             summary: SessionSummary::default(),
             last_heard: Instant::now(),
+            heard: false,
             ticks: if check.is_zero() {
                 Timer::never()
             } else {
@@ -1002,7 +1022,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Wake::BlockedTimeout => self.give_up_on_blocked(),
                 Wake::Frame(None) => return None,
                 Wake::Frame(Some(Ok(msg))) => {
-                    self.last_heard = Instant::now();
+                    self.heard = true;
                     match self.on_frame(handler, msg).await {
                         Ok(()) => {}
                         Err(peer_close) => return peer_close,
@@ -1066,8 +1086,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 break;
             }
         }
-        if self.ticks.poll_next(cx).is_ready() {
-            return Poll::Ready(Wake::Tick);
+        if shared.tick_due.swap(false, Ordering::AcqRel) {
+            let waker = std::task::Waker::from(self.conn.shared.clone());
+            if self
+                .ticks
+                .poll_next(&mut Context::from_waker(&waker))
+                .is_ready()
+            {
+                return Poll::Ready(Wake::Tick);
+            }
         }
         if let Some(held) = &mut self.held {
             if held.as_mut().poll(cx).is_pending() {
@@ -1309,10 +1336,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Returns whether the connection goes on.
     async fn heartbeat(&mut self) -> bool {
         let limit = self.limits.idle_timeout;
+        if std::mem::take(&mut self.heard) {
+            self.last_heard = Instant::now();
+        }
         if self.last_heard.elapsed() >= limit {
             let idle = self.last_heard.elapsed().as_secs();
             self.summary.error = Some(format!(
-                "nothing heard for {idle} s, not even a pong: closed"
+                "nothing heard for at least {idle} s, not even a pong: closed"
             ));
             self.fail(CloseCode::Away, "idle timeout".into()).await;
             return false;

@@ -379,6 +379,105 @@ async fn busy(mut stream: TcpStream) {
     future::or(write, give_up).await;
 }
 
+/// A TCP connection as a session reads and writes it, on smol's reactor (async-io): a read
+/// that filled less than its buffer took all the socket had, so the next read waits for
+/// readiness first instead of trying the socket once more in vain (a `recvfrom` per message
+/// saved, as tokio does for its streams).
+struct Tcp {
+    io: Arc<smol::Async<std::net::TcpStream>>,
+    /// The last read came up short: wait for readiness before the next.
+    drained: bool,
+}
+
+impl From<TcpStream> for Tcp {
+    fn from(stream: TcpStream) -> Self {
+        Tcp {
+            io: stream.into(),
+            drained: false,
+        }
+    }
+}
+
+impl futures_io::AsyncRead for Tcp {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::io::Read;
+        use std::task::{Poll, ready};
+        if self.drained {
+            ready!(self.io.poll_readable(cx))?;
+            self.drained = false;
+        }
+        loop {
+            match self.io.get_ref().read(buf) {
+                Ok(n) => {
+                    self.drained = n > 0 && n < buf.len();
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.io.poll_readable(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl Tcp {
+    /// `write` on the socket, waiting for room when it is full.
+    fn poll_with(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        mut write: impl FnMut(&std::net::TcpStream) -> io::Result<usize>,
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::task::{Poll, ready};
+        loop {
+            match write(self.io.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.io.poll_writable(cx))?;
+                }
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+}
+
+impl futures_io::AsyncWrite for Tcp {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::io::Write;
+        self.poll_with(cx, |mut s| s.write(buf))
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::io::Write;
+        self.poll_with(cx, |mut s| s.write_vectored(bufs))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(self.io.get_ref().shutdown(std::net::Shutdown::Write))
+    }
+}
+
 async fn connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
@@ -387,6 +486,7 @@ async fn connection<H: Handler>(
     shutdown: Shutdown,
 ) {
     let _ = stream.set_nodelay(true);
+    let stream = Tcp::from(stream);
     let started = Instant::now();
     // The accept step (TLS handshake, request) on the heap while it runs: the connection's
     // task then holds only what the session needs for the connection's life.

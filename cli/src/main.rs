@@ -237,7 +237,7 @@ struct Args {
     #[argh(option, default = "25")]
     ping_interval: u64,
 
-    /// seconds without any message or pong before closing with 1001 (default 60)
+    /// seconds without any message or pong before closing with 1001, checked at each ping (default 60)
     #[argh(option, default = "60")]
     idle_timeout: u64,
 
