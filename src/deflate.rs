@@ -1,5 +1,6 @@
 //! permessage-deflate (RFC 7692): the offer and the answer (section 7.1), incoming messages
-//! inflated under tungstenite (which refuses frames with RSV1 set), and outgoing messages
+//! inflated under the frame codec (which, as tungstenite, refuses frames with RSV1 set),
+//! and outgoing messages
 //! deflated into ready frames.
 //!
 //! wssd always answers with `server_no_context_takeover` and `client_no_context_takeover`
@@ -267,7 +268,7 @@ fn fail(e: InflateError) -> io::Error {
 }
 
 /// The incoming byte stream of a connection that agreed on permessage-deflate, rewritten
-/// for tungstenite: frames of uncompressed messages and control frames pass through as
+/// for the frame codec: frames of uncompressed messages and control frames pass through as
 /// they are; each frame of a compressed message (RSV1 on its first frame) is collected,
 /// inflated, and passed on as the same frame uncompressed (RSV1 clear, masked with a zero
 /// key, as a client frame must be).
@@ -291,7 +292,7 @@ pub(crate) struct Inflate {
     /// Bytes the current compressed message inflated to so far.
     inflated: usize,
     inflater: Option<Decompress>,
-    /// Bytes for tungstenite, from `pos`.
+    /// Bytes for the frame codec, from `pos`.
     out: Vec<u8>,
     pos: usize,
 }
@@ -379,9 +380,9 @@ impl Inflate {
                 self.inflated = 0;
                 rsv1
             }
-            // RSV1 on a continuation is passed on, for tungstenite to refuse (section 6.1).
+            // RSV1 on a continuation is passed on, for the frame codec to refuse (section 6.1).
             0 => self.compressed && !rsv1,
-            // A control frame is never compressed: with RSV1 set, tungstenite refuses it (1002).
+            // A control frame is never compressed: with RSV1 set, the frame codec refuses it (1002).
             _ => false,
         };
         if !compressed_frame || !masked {

@@ -1,4 +1,6 @@
-//! The byte stream under a [`WebSocket`], in layers of one job each:
+//! The byte stream under the session's frame codec (`crate::frames`), and under the
+//! [`WebSocket`] that [`Accepted::into_parts`](crate::Accepted::into_parts) hands over, in
+//! layers of one job each:
 //! - [`MaybeTls`]: `S` itself for `ws://`, or TLS over `S` for `wss://`, with the
 //!   ClientHello bytes read while sniffing replayed to rustls first ([`Rewind`]);
 //! - the deferred `101`: written ahead of anything else on the first read, write or flush,
@@ -14,8 +16,10 @@ use std::task::{Context, Poll, ready};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::server::TlsStream;
 
-/// A WebSocket over `S`, after a successful opening handshake: a `Stream` of
-/// incoming messages and a `Sink` of outgoing ones (async-tungstenite).
+/// A WebSocket over `S`, after a successful opening handshake, as
+/// [`Accepted::into_parts`](crate::Accepted::into_parts) hands it over to drive yourself: a
+/// `Stream` of incoming messages and a `Sink` of outgoing ones (async-tungstenite).
+/// [`Accepted::serve`](crate::Accepted::serve) runs wssd's own frame codec instead.
 pub type WebSocket<S> = async_tungstenite::WebSocketStream<Transport<S>>;
 
 /// The transport under a [`WebSocket`]: plain or TLS, then the deferred `101`, then the
@@ -67,7 +71,7 @@ impl<S> Transport<S> {
         }
     }
 
-    /// Inflates compressed messages before tungstenite sees them (permessage-deflate agreed).
+    /// Inflates compressed messages before the frame codec sees them (permessage-deflate agreed).
     pub(crate) fn inflate(&mut self, max_frame: usize, max_message: usize) {
         self.inflate = Some(Box::new(crate::deflate::Inflate::new(
             max_frame,
@@ -308,7 +312,7 @@ pub(crate) fn frame_header(h: &[u8]) -> Option<(u64, usize)> {
     Some((len, header_len))
 }
 
-/// Watches the incoming frames as their bytes arrive, before tungstenite parses them
+/// Watches the incoming frames as their bytes arrive, before the frame codec parses them
 /// (RFC 6455 section 5.2): it counts the frames of each data message against
 /// [`Limits::max_fragments`](crate::Limits::max_fragments) (section 5.4), and checks the
 /// payload of text messages for UTF-8 as it arrives, so that a message that turns invalid
@@ -435,7 +439,7 @@ impl FragmentGuard {
 
     /// Unmasks `payload` (the next bytes of a text frame) and checks that the message so far
     /// is UTF-8, allowing a sequence cut off at the end. An unfinished sequence at the end
-    /// of the message is left to tungstenite, which checks the whole message.
+    /// of the message is left to the frame codec, which checks the whole message.
     fn check_utf8(&mut self, payload: &[u8]) -> io::Result<()> {
         let mut block = [0u8; 512];
         for chunk in payload.chunks(block.len() - 3) {
