@@ -57,22 +57,7 @@ fn inflate(payload: &[u8]) -> Vec<u8> {
 
 /// A masked client frame with this first byte and payload, any length.
 fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0x12, 0x34, 0x56, 0x78];
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
+    common::masked(first, [0x12, 0x34, 0x56, 0x78], payload)
 }
 
 /// Reads one server frame: (first byte, payload).

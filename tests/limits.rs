@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{duplex, duplex_with, peer};
+use common::{duplex, duplex_with, masked, peer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use futures_util::StreamExt;
 use wssd::{Acceptor, CloseCode, Config, Connection, Handler, Limits, Message, SendError};
@@ -165,25 +165,6 @@ fn frames_arrive_whole_however_the_reads_cut_them() {
         client,
     ));
     assert_eq!(got, vec![(0x81, b"slow".to_vec()), (0x82, vec![3; 300])]);
-}
-
-/// A client frame with this first byte, masked with `key` (RFC 6455 section 5.3).
-fn masked(first: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
 }
 
 /// Writes `parts` in turn, each after the previous was read by the server's guard, and
