@@ -116,6 +116,8 @@ enum Event {
 impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     /// The frames over `io`, starting with `read`: bytes that came behind the request.
     pub(crate) fn new(io: Transport<S>, read: Vec<u8>, limits: &Limits) -> Self {
+        // The request's buffer is not kept when nothing came behind the request.
+        let read = if read.is_empty() { Vec::new() } else { read };
         let end = read.len();
         Frames {
             io,
