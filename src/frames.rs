@@ -296,14 +296,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
             Event::Message(msg) => Some(Ok(msg)),
             Event::Close(frame) => {
                 if self.state == State::Open {
-                    // The reply echoes the code (RFC 6455 section 5.5.1); a code no peer
-                    // may send is answered with 1002 instead.
+                    // The reply echoes the code and reason (RFC 6455 section 5.5.1); a code
+                    // no peer may send is answered with 1002 instead.
                     let reply = match &frame {
-                        Some(f) if !f.code.is_allowed() => Some(CloseCode::Protocol),
-                        Some(f) => Some(f.code),
-                        None => None,
+                        Some(f) if !f.code.is_allowed() => {
+                            close_payload(CloseCode::Protocol, "Protocol violation")
+                        }
+                        Some(f) => close_payload(f.code, &f.reason),
+                        None => Bytes::new(),
                     };
-                    self.push(8, true, false, close_payload(reply, ""));
+                    self.push(8, true, false, reply);
                     self.state = State::ClosedByPeer;
                 } else {
                     self.state = State::Done;
@@ -339,7 +341,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     /// Queues our close frame: from now on only the peer's close frame is waited for.
     fn push_close(&mut self, frame: Option<CloseFrame>) {
         let payload = match &frame {
-            Some(f) => close_payload(Some(f.code), &f.reason),
+            Some(f) => close_payload(f.code, &f.reason),
             None => Bytes::new(),
         };
         self.push(8, true, false, payload);
@@ -622,10 +624,8 @@ fn close_frame(payload: Vec<u8>) -> Result<Option<CloseFrame>, Error> {
     }
 }
 
-fn close_payload(code: Option<CloseCode>, reason: &str) -> Bytes {
-    let Some(code) = code else {
-        return Bytes::new();
-    };
+/// A close frame's payload: the code, then the reason (RFC 6455 section 5.5.1).
+fn close_payload(code: CloseCode, reason: &str) -> Bytes {
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&u16::from(code).to_be_bytes());
     payload.extend_from_slice(reason.as_bytes());
