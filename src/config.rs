@@ -201,11 +201,13 @@ pub struct Limits {
     /// parsed where they land: a connection holds bytes of its own only while a frame is
     /// partly received (at most that frame, bounded by `max_frame_size`), so an idle
     /// connection holds no read buffer. Default 16 KiB: one TLS record, one read for a
-    /// 16 KiB message.
+    /// 16 KiB message. (A WebSocket from [`Accepted::into_parts`](crate::Accepted::into_parts)
+    /// is tungstenite's, which allocates a read buffer of this size per connection.)
     pub read_buffer_size: usize,
     /// Outgoing frames wait up to this many bytes (headers and payloads) before a write
-    /// to the stream; a flush writes whatever is there. The frames are not copied: each
-    /// is its header and the message's own payload, and they leave in one vectored write.
+    /// to the stream; a flush writes whatever is there. Each frame is its header and the
+    /// message's own payload: up to 512 bytes in all leave as one plain write of a copy,
+    /// more as one vectored write, not copied.
     /// Default 16 KiB, one TLS record: queued messages go out corked into as few records
     /// as possible.
     pub write_buffer_size: usize,

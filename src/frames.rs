@@ -134,6 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
             out_pos: 0,
             out_bytes: 0,
             state: State::Open,
+            // Never 0: a read into no room would look like the end of the stream.
             read_size: limits.read_buffer_size.max(64),
             write_size: limits.write_buffer_size,
         }
@@ -228,11 +229,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
                 Ok((_, Some(Err(e)))) => return Poll::Ready(Some(Err(e))),
                 Err(e) => return Poll::Ready(self.on_read_error(e)),
             }
-            if self.start == self.end {
-                self.buf = Vec::new();
-                self.start = 0;
-                self.end = 0;
-            }
+            self.consume(0);
         }
     }
 
@@ -272,7 +269,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
 
     fn on_eof(&mut self) -> Option<Result<Message, Error>> {
         let state = std::mem::replace(&mut self.state, State::Done);
-        self.buf = Vec::new();
+        self.start = self.end;
+        self.consume(0);
         (state == State::Open).then_some(Err(Error::Protocol(
             ProtocolError::ResetWithoutClosingHandshake,
         )))
@@ -653,16 +651,6 @@ fn unmask_into(out: &mut Vec<u8>, payload: &[u8], key: [u8; 4]) {
     }
     for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
         *byte ^= key[i & 3];
-    }
-}
-
-impl<S> std::fmt::Debug for Frames<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Frames")
-            .field("state", &self.state)
-            .field("buffered", &(self.end - self.start))
-            .field("queued", &self.out_bytes)
-            .finish_non_exhaustive()
     }
 }
 

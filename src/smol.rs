@@ -410,34 +410,28 @@ impl futures_io::AsyncRead for Tcp {
             ready!(self.io.poll_readable(cx))?;
             self.drained = false;
         }
-        loop {
-            match self.io.get_ref().read(buf) {
-                Ok(n) => {
-                    self.drained = n > 0 && n < buf.len();
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.io.poll_readable(cx))?;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        let n = ready!(self.poll_io(cx, true, |mut s| s.read(buf)))?;
+        self.drained = n > 0 && n < buf.len();
+        Poll::Ready(Ok(n))
     }
 }
 
 impl Tcp {
-    /// `write` on the socket, waiting for room when it is full.
-    fn poll_with(
+    /// `op` on the socket, waiting for readiness (to read, or else to write) while it
+    /// would block.
+    fn poll_io(
         &self,
         cx: &mut std::task::Context<'_>,
-        mut write: impl FnMut(&std::net::TcpStream) -> io::Result<usize>,
+        read: bool,
+        mut op: impl FnMut(&std::net::TcpStream) -> io::Result<usize>,
     ) -> std::task::Poll<io::Result<usize>> {
         use std::task::{Poll, ready};
         loop {
-            match write(self.io.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.io.poll_writable(cx))?;
-                }
+            match op(self.io.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match read {
+                    true => ready!(self.io.poll_readable(cx))?,
+                    false => ready!(self.io.poll_writable(cx))?,
+                },
                 done => return Poll::Ready(done),
             }
         }
@@ -451,7 +445,7 @@ impl futures_io::AsyncWrite for Tcp {
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
         use std::io::Write;
-        self.poll_with(cx, |mut s| s.write(buf))
+        self.poll_io(cx, false, |mut s| s.write(buf))
     }
 
     fn poll_write_vectored(
@@ -460,7 +454,7 @@ impl futures_io::AsyncWrite for Tcp {
         bufs: &[io::IoSlice<'_>],
     ) -> std::task::Poll<io::Result<usize>> {
         use std::io::Write;
-        self.poll_with(cx, |mut s| s.write_vectored(bufs))
+        self.poll_io(cx, false, |mut s| s.write_vectored(bufs))
     }
 
     fn poll_flush(
