@@ -9,14 +9,13 @@ use std::sync::Arc;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use futures_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::forwarded;
 use crate::handshake::{self, Decision, Refusal};
 use crate::request::{Request, tls_info};
 use crate::sniff::{self, FirstByte, ProxyHeaderError};
-use crate::transport::{MaybeTls, Rewind, Transport, WebSocket};
+use crate::transport::{MaybeTls, Transport, WebSocket};
 
 /// Why a connection did not become a WebSocket.
 #[derive(Debug)]
@@ -288,23 +287,23 @@ impl Acceptor {
             None => (MaybeTls::Plain(stream), None),
             Some(tls) => {
                 let old = old_tls_version(&buf);
-                let hello = Rewind::new(std::mem::take(&mut buf), stream);
-                let acceptor = TlsAcceptor::from(tls.clone());
-                let mut tls = acceptor.accept(hello).await.map_err(|error| match old {
-                    Some(offered) => AcceptError::OldTls { offered, error },
-                    None if rejected_certificate(&error) => AcceptError::CertificateRejected {
-                        error,
-                        likely: self.config.certificate_notes.get(),
-                    },
-                    None => AcceptError::Tls(error),
-                })?;
-                let session = tls.get_ref().1;
-                if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
-                    let name = session.server_name().map(str::to_owned);
+                let hello = std::mem::take(&mut buf);
+                let mut tls = crate::tls_stream::accept(tls.clone(), stream, hello)
+                    .await
+                    .map_err(|error| match old {
+                        Some(offered) => AcceptError::OldTls { offered, error },
+                        None if rejected_certificate(&error) => AcceptError::CertificateRejected {
+                            error,
+                            likely: self.config.certificate_notes.get(),
+                        },
+                        None => AcceptError::Tls(error),
+                    })?;
+                if tls.state().alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                    let name = tls.sni().map(str::to_owned);
                     let _ = futures_lite::AsyncWriteExt::close(&mut tls).await;
                     return Err(AcceptError::AcmeChallenge { name });
                 }
-                let info = tls_info(tls.get_ref().1);
+                let info = tls_info(&tls);
                 (MaybeTls::Tls(Box::new(tls)), Some(info))
             }
         };

@@ -164,6 +164,7 @@ mod request;
 mod session;
 #[cfg(feature = "smol")]
 pub mod smol;
+mod tls_stream;
 mod transport;
 // The first-byte check and PROXY protocol parser: internal, but the fuzz targets reach
 // them through the `fuzzing` feature.

@@ -89,7 +89,8 @@ pub struct TlsInfo {
 }
 
 /// What TLS negotiated on `conn`.
-pub(crate) fn tls_info(conn: &futures_rustls::rustls::ServerConnection) -> TlsInfo {
+pub(crate) fn tls_info<S>(tls: &crate::tls_stream::TlsStream<S>) -> TlsInfo {
+    let conn = tls.state();
     let version = match conn.protocol_version() {
         Some(ProtocolVersion::TLSv1_3) => TlsVersion::Tls13,
         _ => TlsVersion::Tls12, // rustls negotiates nothing else
@@ -99,6 +100,6 @@ pub(crate) fn tls_info(conn: &futures_rustls::rustls::ServerConnection) -> TlsIn
         alpn: conn
             .alpn_protocol()
             .map(|p| String::from_utf8_lossy(p).into_owned()),
-        sni: conn.server_name().map(str::to_owned),
+        sni: tls.sni().map(str::to_owned),
     }
 }

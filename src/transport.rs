@@ -1,8 +1,8 @@
 //! The byte stream under the session's frame codec (`crate::frames`), and under the
 //! [`WebSocket`] that [`Accepted::into_parts`](crate::Accepted::into_parts) hands over, in
 //! layers of one job each:
-//! - [`MaybeTls`]: `S` itself for `ws://`, or TLS over `S` for `wss://`, with the
-//!   ClientHello bytes read while sniffing replayed to rustls first ([`Rewind`]);
+//! - [`MaybeTls`]: `S` itself for `ws://`, or TLS over `S` for `wss://`
+//!   ([`crate::tls_stream`]);
 //! - the deferred `101`: written ahead of anything else on the first read, write or flush,
 //!   so that [`Handler::on_open`](crate::Handler::on_open) runs before the client knows;
 //! - [`FragmentGuard`]: counts the frames of each incoming message as the bytes arrive
@@ -14,7 +14,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use futures_io::{AsyncRead, AsyncWrite};
-use futures_rustls::server::TlsStream;
+
+use crate::tls_stream::TlsStream;
 
 /// A WebSocket over `S`, after a successful opening handshake, as
 /// [`Accepted::into_parts`](crate::Accepted::into_parts) hands it over to drive yourself: a
@@ -38,26 +39,7 @@ pub struct Transport<S> {
 #[derive(Debug)]
 pub(crate) enum MaybeTls<S> {
     Plain(S),
-    Tls(Box<TlsStream<Rewind<S>>>),
-}
-
-/// A stream that first replays `prefix`.
-#[derive(Debug)]
-pub(crate) struct Rewind<S> {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: S,
-}
-
-impl<S> Rewind<S> {
-    /// `inner`, read after `prefix` is replayed.
-    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
-        Rewind {
-            prefix,
-            pos: 0,
-            inner,
-        }
-    }
+    Tls(Box<TlsStream<S>>),
 }
 
 impl<S> Transport<S> {
@@ -237,53 +219,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
             MaybeTls::Plain(s) => Pin::new(s).poll_close(cx),
             MaybeTls::Tls(s) => Pin::new(s).poll_close(cx),
         }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.pos < this.prefix.len() {
-            let n = buf.len().min(this.prefix.len() - this.pos);
-            buf[..n].copy_from_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                this.prefix = Vec::new(); // replayed: free it
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(n));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }
 

@@ -11,6 +11,7 @@ use async_tungstenite::tungstenite::{
 use common::{duplex, peer, tls_connector};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use futures_util::StreamExt;
+use wssd::rustls;
 use wssd::{
     AcceptError, Acceptor, CloseCode, CloseFrame, Config, Connection, Handler, Limits, Message,
 };
@@ -118,6 +119,64 @@ fn wss_handshake_and_echo() {
     assert_eq!(tls.alpn.as_deref(), Some("http/1.1"));
     assert_eq!(tls.sni.as_deref(), Some("localhost"));
     assert_eq!(summary.messages_in, 1);
+}
+
+#[test]
+fn wss_messages_of_every_size_cross_records_and_a_narrow_pipe() {
+    // Messages from one byte to several TLS records (16 KiB of plaintext each), sent
+    // without waiting for their echoes through a pipe that holds 1,500 bytes: records
+    // arrive cut anywhere and the server's writes wait for the client's reads. Over TLS 1.3
+    // and TLS 1.2 (which WeChat needs); every echo comes back whole and in order.
+    let certs = wssd::tls::SelfSigned::generate().unwrap();
+    let acceptor = Acceptor::new(Config::default().tls(certs.server_config().unwrap()));
+    let sizes = [1usize, 300, 16_384, 70_000, 200_000, 5];
+    let messages: Vec<Message> = sizes
+        .iter()
+        .map(|&n| Message::binary((0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>()))
+        .collect();
+    for (version, expected) in [
+        (&rustls::version::TLS13, wssd::TlsVersion::Tls13),
+        (&rustls::version::TLS12, wssd::TlsVersion::Tls12),
+    ] {
+        let handler = Recorder::default();
+        let (server_end, client_end) = common::duplex_with(1_500);
+        let client = async {
+            let tls = common::tls_connector_with(&certs.ca_pem, &[version])
+                .connect(common::localhost(), client_end)
+                .await
+                .unwrap();
+            let (ws, _) = async_tungstenite::client_async("wss://localhost/", tls)
+                .await
+                .unwrap();
+            let (mut tx, mut rx) = ws.split();
+            let send = async {
+                for message in &messages {
+                    tx.send(message.clone()).await.unwrap();
+                }
+                tx
+            };
+            let receive = async {
+                let mut got = Vec::new();
+                for _ in &messages {
+                    got.push(rx.next().await.unwrap().unwrap());
+                }
+                got
+            };
+            let (mut tx, got) = future::zip(send, receive).await;
+            tx.close(None).await.unwrap();
+            while rx.next().await.is_some() {}
+            got
+        };
+        let (served, got) = future::block_on(common::bounded(future::zip(
+            serve_one(&acceptor, server_end, &handler),
+            client,
+        )));
+        assert!(got == messages, "echoes differ over {expected:?}");
+        let (request, summary) = served.unwrap();
+        assert_eq!(request.tls.unwrap().version, expected);
+        assert_eq!(summary.messages_in, sizes.len() as u64);
+        assert_eq!(summary.close_code, Some(CloseCode::Status)); // a close frame without a code
+    }
 }
 
 #[test]

@@ -154,13 +154,21 @@ pub fn peer() -> SocketAddr {
 
 /// A TLS connector that trusts exactly the CA in `ca_pem`, offering ALPN `http/1.1`.
 pub fn tls_connector(ca_pem: &str) -> futures_rustls::TlsConnector {
+    tls_connector_with(ca_pem, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`tls_connector`], offering only the TLS `versions` given.
+pub fn tls_connector_with(
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> futures_rustls::TlsConnector {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();

@@ -1,0 +1,637 @@
+//! TLS over `S`, server side, on rustls' unbuffered API (RFC 8446, RFC 5246).
+//!
+//! rustls' buffered connection keeps a record buffer of at least 4 KiB for the life of the
+//! connection, empty or not. Here ciphertext is read into one buffer per thread and
+//! records are processed where they land, as the frame codec does with frames
+//! (`crate::frames`): a connection keeps bytes of its own only while a record is partly
+//! received, plaintext is waiting for a reader with a smaller buffer, or ciphertext is
+//! waiting for the socket. Outgoing records are sealed into a second buffer per thread and
+//! written at once.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_rustls::rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use futures_rustls::rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+    WriteTraffic,
+};
+use futures_rustls::rustls::{self, ServerConfig};
+
+/// The largest TLS record on the wire: a 5-byte header, 2^14 bytes of plaintext and at most
+/// 2048 bytes of expansion (RFC 5246 section 6.2.3; TLS 1.3 allows less).
+const MAX_RECORD: usize = 5 + 16_384 + 2_048;
+
+/// The most plaintext sealed per write: four full records.
+const MAX_WRITE: usize = 4 * 16_384;
+
+thread_local! {
+    /// Where ciphertext lands first, shared by the connections served on this thread.
+    static INCOMING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Where records are sealed before they are written.
+    static OUTGOING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Where the slices of a vectored write are joined, to seal them as whole records.
+    static JOINED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A TLS connection over `S` after [`accept`], server side.
+pub(crate) struct TlsStream<S> {
+    io: S,
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received and not processed: the start of a record. Empty (no
+    /// allocation) between records.
+    incoming: Vec<u8>,
+    /// Plaintext decrypted and not read yet: `plain[plain_pos..]`.
+    plain: Vec<u8>,
+    plain_pos: usize,
+    /// Records sealed and not written yet: `outgoing[out_pos..]`.
+    outgoing: Vec<u8>,
+    out_pos: usize,
+    /// The peer's close_notify (or its end of stream) was read.
+    read_closed: bool,
+    /// Our close_notify is queued.
+    close_queued: bool,
+    /// An error found behind plaintext already read, for the next read.
+    failed: Option<io::Error>,
+    /// The host name of the ClientHello's SNI extension (RFC 6066 section 3).
+    sni: Option<String>,
+}
+
+impl<S> std::fmt::Debug for TlsStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("version", &self.conn.protocol_version())
+            .field("sni", &self.sni)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the TLS handshake on `io` as a server under `config`, `prefix` being bytes already
+/// read from `io` (the start of the ClientHello).
+///
+/// Errors: rustls' errors as `io::ErrorKind::InvalidData` wrapping the [`rustls::Error`]
+/// (the alert it calls for is sent first, as far as the socket takes it without waiting);
+/// `UnexpectedEof` when the client leaves during the handshake; `io`'s own errors.
+pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    config: Arc<ServerConfig>,
+    io: S,
+    prefix: Vec<u8>,
+) -> io::Result<TlsStream<S>> {
+    let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+    let mut tls = TlsStream {
+        io,
+        conn,
+        incoming: prefix,
+        plain: Vec::new(),
+        plain_pos: 0,
+        outgoing: Vec::new(),
+        out_pos: 0,
+        read_closed: false,
+        close_queued: false,
+        failed: None,
+        sni: None,
+    };
+    std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
+    tls.incoming.shrink_to_fit();
+    Ok(tls)
+}
+
+impl<S> TlsStream<S> {
+    /// The connection's negotiated state: protocol version, ALPN, cipher suite.
+    pub(crate) fn state(&self) -> &rustls::CommonState {
+        &self.conn
+    }
+
+    /// The host name the client sent in SNI, if any.
+    pub(crate) fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+
+    /// Moves what rustls queued (handshake messages, alerts) into `outgoing`.
+    fn queue_pending(&mut self) -> Result<(), rustls::Error> {
+        loop {
+            let UnbufferedStatus { discard, state } = self.conn.process_tls_records(&mut []);
+            debug_assert_eq!(discard, 0);
+            match state? {
+                ConnectionState::EncodeTlsData(mut data) => {
+                    encode(&mut self.outgoing, |out| data.encode(out))?
+                }
+                ConnectionState::TransmitTlsData(data) => data.done(),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Queues the alert rustls calls for after `error`, and returns `error` as an `io::Error`.
+    fn fail(&mut self, error: rustls::Error) -> io::Error {
+        let _ = self.queue_pending();
+        tls_error(error)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
+    /// Writes what is left of `outgoing`.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_pos < self.outgoing.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.outgoing[self.out_pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out_pos += n;
+        }
+        self.outgoing = Vec::new(); // sent: free it
+        self.out_pos = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Tries to write what is left of `outgoing` without waiting for it (an alert before
+    /// an error is returned).
+    fn try_send(&mut self, cx: &mut Context<'_>) {
+        let _ = self.poll_send(cx);
+    }
+
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.sni.is_none() {
+                self.sni = client_hello_sni(&self.incoming);
+            }
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut self.incoming);
+            let state = match state {
+                Ok(state) => state,
+                Err(error) => {
+                    self.incoming.drain(..discard);
+                    let error = self.fail(error);
+                    self.try_send(cx);
+                    return Poll::Ready(Err(error));
+                }
+            };
+            let done = match state {
+                ConnectionState::EncodeTlsData(mut data) => {
+                    encode(&mut self.outgoing, |out| data.encode(out)).map_err(tls_error)?;
+                    false
+                }
+                ConnectionState::TransmitTlsData(data) => {
+                    data.done(); // `outgoing` is written before the next read
+                    false
+                }
+                ConnectionState::BlockedHandshake => {
+                    self.incoming.drain(..discard);
+                    ready!(self.poll_send(cx))?; // the flight, in one write
+                    let have = self.incoming.len();
+                    let want = have + record_len(&self.incoming).max(4096);
+                    self.incoming.resize(want, 0);
+                    let read = Pin::new(&mut self.io).poll_read(cx, &mut self.incoming[have..]);
+                    let n = match read {
+                        Poll::Ready(Ok(n)) => n,
+                        Poll::Ready(Err(e)) => {
+                            self.incoming.truncate(have);
+                            return Poll::Ready(Err(e));
+                        }
+                        Poll::Pending => {
+                            self.incoming.truncate(have);
+                            return Poll::Pending;
+                        }
+                    };
+                    self.incoming.truncate(have + n);
+                    if n == 0 {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "tls handshake eof",
+                        )));
+                    }
+                    continue;
+                }
+                // Finished: what follows (the request, app data that came early) is
+                // read through `poll_read`.
+                ConnectionState::WriteTraffic(_) | ConnectionState::ReadTraffic(_) => true,
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "tls handshake eof",
+                    )));
+                }
+                _ => return Poll::Ready(Err(unexpected_state())),
+            };
+            self.incoming.drain(..discard);
+            if done {
+                return self.poll_send(cx);
+            }
+        }
+    }
+
+    /// Processes the whole records of `data`, copying their plaintext into `buf[*filled..]`
+    /// (what does not fit goes to `plain`). Returns how many bytes of `data` are done with.
+    fn decrypt(
+        &mut self,
+        data: &mut [u8],
+        buf: &mut [u8],
+        filled: &mut usize,
+    ) -> Result<usize, rustls::Error> {
+        let mut used = 0;
+        loop {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut data[used..]);
+            match state? {
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(record) = traffic.next_record() {
+                        let record = record?;
+                        let n = record.payload.len().min(buf.len() - *filled);
+                        buf[*filled..*filled + n].copy_from_slice(&record.payload[..n]);
+                        *filled += n;
+                        self.plain.extend_from_slice(&record.payload[n..]);
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut data) => {
+                    encode(&mut self.outgoing, |out| data.encode(out))?
+                }
+                ConnectionState::TransmitTlsData(data) => data.done(),
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                    self.read_closed = true;
+                    return Ok(used + discard);
+                }
+                // Nothing more to decrypt until more ciphertext comes.
+                ConnectionState::WriteTraffic(_) | ConnectionState::BlockedHandshake => {
+                    return Ok(used + discard);
+                }
+                _ => return Err(rustls::Error::General("unexpected TLS state".into())),
+            }
+            used += discard;
+        }
+    }
+
+    /// Seals `bufs` (up to [`MAX_WRITE`] bytes) and writes the records, keeping in
+    /// `outgoing` what the socket does not take now. Returns the plaintext bytes taken.
+    fn poll_seal(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_send(cx))?;
+        if self.close_queued {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(MAX_WRITE);
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let single = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .filter(|b| b.len() >= total);
+        OUTGOING.with_borrow_mut(|out| {
+            out.clear();
+            match single {
+                Some(buf) => self.seal(&buf[..total], out)?,
+                None => JOINED.with_borrow_mut(|joined| {
+                    joined.clear();
+                    for buf in bufs {
+                        let n = buf.len().min(total - joined.len());
+                        joined.extend_from_slice(&buf[..n]);
+                    }
+                    self.seal(joined, out)
+                })?,
+            }
+            // Write now; keep what the socket does not take (`outgoing` was empty).
+            let written = match Pin::new(&mut self.io).poll_write(cx, out) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => 0,
+            };
+            self.outgoing.extend_from_slice(&out[written..]);
+            Ok(())
+        })?;
+        Poll::Ready(Ok(total))
+    }
+
+    /// Seals `plain` into records appended to `out`, behind what rustls has to send first.
+    fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        self.with_traffic(out, |traffic, out| {
+            encrypt(out, |buf| traffic.encrypt(plain, buf))
+        })?
+    }
+
+    /// Runs `f` with rustls' writing state and `out`, after appending to `out` what rustls
+    /// has to send first (a KeyUpdate, say).
+    fn with_traffic<R>(
+        &mut self,
+        out: &mut Vec<u8>,
+        f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> R,
+    ) -> io::Result<R> {
+        loop {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut self.incoming);
+            let state = match state {
+                Ok(state) => state,
+                Err(error) => {
+                    self.incoming.drain(..discard);
+                    return Err(self.fail(error));
+                }
+            };
+            match state {
+                ConnectionState::WriteTraffic(mut traffic) => {
+                    let r = f(&mut traffic, out);
+                    self.incoming.drain(..discard);
+                    return Ok(r);
+                }
+                ConnectionState::EncodeTlsData(mut data) => {
+                    encode(out, |buf| data.encode(buf)).map_err(tls_error)?
+                }
+                ConnectionState::TransmitTlsData(data) => data.done(),
+                ConnectionState::PeerClosed => self.read_closed = true,
+                // Records that came behind the handshake, not read yet: kept for the reader.
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(record) = traffic.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        self.plain.extend_from_slice(record.payload);
+                    }
+                }
+                ConnectionState::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
+                _ => return Err(unexpected_state()),
+            }
+            self.incoming.drain(..discard);
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.plain_pos < this.plain.len() {
+            let n = buf.len().min(this.plain.len() - this.plain_pos);
+            buf[..n].copy_from_slice(&this.plain[this.plain_pos..this.plain_pos + n]);
+            this.plain_pos += n;
+            if this.plain_pos == this.plain.len() {
+                this.plain = Vec::new(); // read: free it
+                this.plain_pos = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        if let Some(error) = this.failed.take() {
+            return Poll::Ready(Err(error));
+        }
+        if buf.is_empty() || this.read_closed {
+            return Poll::Ready(Ok(0));
+        }
+        INCOMING.with_borrow_mut(|scratch| {
+            let size = buf.len().max(this.incoming.len()) + MAX_RECORD;
+            if scratch.len() < size {
+                scratch.resize(size, 0);
+            }
+            let mut have = this.incoming.len();
+            scratch[..have].copy_from_slice(&this.incoming);
+            this.incoming = Vec::new();
+            let mut filled = 0;
+            let result = loop {
+                match this.decrypt(&mut scratch[..have], buf, &mut filled) {
+                    Ok(used) => {
+                        scratch.copy_within(used..have, 0);
+                        have -= used;
+                    }
+                    Err(error) => {
+                        let error = this.fail(error);
+                        this.try_send(cx);
+                        have = 0;
+                        if filled == 0 {
+                            break Poll::Ready(Err(error));
+                        }
+                        // The records before the bad one are read first, the error next.
+                        this.failed = Some(error);
+                        break Poll::Ready(Ok(()));
+                    }
+                }
+                if filled > 0 || this.read_closed {
+                    break Poll::Ready(Ok(()));
+                }
+                // Read up to the caller's buffer, or to the end of the record under way.
+                let want = buf.len().max(record_len(&scratch[..have])).max(have + 5);
+                if want > size {
+                    break Poll::Ready(Err(tls_error(rustls::Error::General(
+                        "TLS record over its largest size".into(),
+                    ))));
+                }
+                match Pin::new(&mut this.io).poll_read(cx, &mut scratch[have..want]) {
+                    Poll::Ready(Ok(0)) => {
+                        break Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "peer closed connection without sending TLS close_notify",
+                        )));
+                    }
+                    Poll::Ready(Ok(n)) => have += n,
+                    Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                    Poll::Pending => break Poll::Pending,
+                }
+            };
+            if have > 0 {
+                this.incoming = scratch[..have].to_vec();
+            }
+            // What rustls answered with (a KeyUpdate, an alert) goes out as far as it can.
+            if this.out_pos < this.outgoing.len() {
+                this.try_send(cx);
+            }
+            result.map_ok(|()| filled)
+        })
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_seal(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_seal(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.close_queued {
+            ready!(this.poll_send(cx))?;
+            let mut out = Vec::new();
+            let queued = this.with_traffic(&mut out, |traffic, out| {
+                encrypt(out, |buf| traffic.queue_close_notify(buf))
+            });
+            this.outgoing = out;
+            this.close_queued = true;
+            queued??;
+        }
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.io).poll_close(cx)
+    }
+}
+
+/// Appends to `out` what `f` writes into the buffer it is given, growing it as `f` asks.
+fn encode(
+    out: &mut Vec<u8>,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<(), rustls::Error> {
+    let start = out.len();
+    let mut room = 1024;
+    loop {
+        out.resize(start + room, 0);
+        match f(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                room = required_size;
+            }
+            Err(e) => {
+                out.truncate(start);
+                return Err(rustls::Error::General(e.to_string()));
+            }
+        }
+    }
+}
+
+/// [`encode`] for sealing application data and alerts.
+fn encrypt(
+    out: &mut Vec<u8>,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> io::Result<()> {
+    let start = out.len();
+    let mut room = 256;
+    loop {
+        out.resize(start + room, 0);
+        match f(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                room = required_size;
+            }
+            Err(e) => {
+                out.truncate(start);
+                return Err(io::Error::other(e.to_string()));
+            }
+        }
+    }
+}
+
+/// The length of the record `data` starts with, header included; 0 if its header is not
+/// all there.
+fn record_len(data: &[u8]) -> usize {
+    match data {
+        [_, _, _, hi, lo, ..] => 5 + usize::from(u16::from_be_bytes([*hi, *lo])),
+        _ => 0,
+    }
+}
+
+/// A rustls error as futures-rustls reports it: `InvalidData` wrapping the error.
+fn tls_error(error: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+fn unexpected_state() -> io::Error {
+    io::Error::other("unexpected TLS state")
+}
+
+/// The host name in the SNI extension (RFC 6066 section 3) of the ClientHello that `data`
+/// starts with (a TLS record of type handshake), if that record holds the whole extension
+/// list.
+fn client_hello_sni(data: &[u8]) -> Option<String> {
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = data.split_at_checked(n)?;
+        *data = rest;
+        Some(head)
+    }
+    fn len(data: &mut &[u8], bytes: usize) -> Option<usize> {
+        Some(
+            take(data, bytes)?
+                .iter()
+                .fold(0, |n, b| n << 8 | usize::from(*b)),
+        )
+    }
+    fn vector<'a>(data: &mut &'a [u8], bytes: usize) -> Option<&'a [u8]> {
+        let n = len(data, bytes)?;
+        take(data, n)
+    }
+    let mut d = data.get(..record_len(data))?;
+    let header = take(&mut d, 5)?;
+    if header[0] != 0x16 || take(&mut d, 1)? != [0x01] {
+        return None; // not a handshake record starting a ClientHello
+    }
+    len(&mut d, 3)?;
+    take(&mut d, 2 + 32)?; // legacy_version, random
+    vector(&mut d, 1)?; // legacy_session_id
+    vector(&mut d, 2)?; // cipher_suites
+    vector(&mut d, 1)?; // legacy_compression_methods
+    let mut extensions = vector(&mut d, 2)?;
+    while !extensions.is_empty() {
+        let kind = len(&mut extensions, 2)?;
+        let mut body = vector(&mut extensions, 2)?;
+        if kind != 0 {
+            continue;
+        }
+        let mut names = vector(&mut body, 2)?;
+        while !names.is_empty() {
+            let name_type = take(&mut names, 1)?[0];
+            let name = vector(&mut names, 2)?;
+            if name_type == 0 {
+                return std::str::from_utf8(name).ok().map(str::to_ascii_lowercase);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_is_read_from_a_client_hello_and_nothing_else() {
+        let name = b"chat.example.com";
+        let mut sni = vec![0, 0]; // extension type server_name
+        let list_len = 1 + 2 + name.len();
+        sni.extend_from_slice(&((list_len + 2) as u16).to_be_bytes());
+        sni.extend_from_slice(&(list_len as u16).to_be_bytes());
+        sni.push(0);
+        sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        sni.extend_from_slice(name);
+        let other = [0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]; // ec_point_formats
+        let mut extensions = other.to_vec();
+        extensions.extend_from_slice(&sni);
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7; 32]);
+        body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+        body.extend_from_slice(&extensions);
+        let mut hello = vec![0x01, 0, 0, body.len() as u8];
+        hello.extend_from_slice(&body);
+        let mut record = vec![0x16, 3, 1, 0, hello.len() as u8];
+        record.extend_from_slice(&hello);
+
+        assert_eq!(
+            client_hello_sni(&record).as_deref(),
+            Some("chat.example.com")
+        );
+        // Cut anywhere, or not a handshake: no name, no panic.
+        for cut in 0..record.len() {
+            assert_eq!(client_hello_sni(&record[..cut]), None);
+        }
+        let mut alert = record.clone();
+        alert[0] = 0x15;
+        assert_eq!(client_hello_sni(&alert), None);
+    }
+}
