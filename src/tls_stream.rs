@@ -210,10 +210,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 // read through `poll_read`.
                 ConnectionState::WriteTraffic(_) | ConnectionState::ReadTraffic(_) => true,
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "tls handshake eof",
-                    )));
+                    if self.conn.is_handshaking() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "tls handshake eof",
+                        )));
+                    }
+                    // A client that closes right behind its Finished (an ACME validation).
+                    self.read_closed = true;
+                    true
                 }
                 _ => return Poll::Ready(Err(unexpected_state())),
             };
