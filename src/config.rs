@@ -200,14 +200,18 @@ pub struct Limits {
     /// this size per thread, shared by the connections that thread serves, and frames are
     /// parsed where they land: a connection holds bytes of its own only while a frame is
     /// partly received (at most that frame, bounded by `max_frame_size`), so an idle
-    /// connection holds no read buffer. Default 16 KiB: one TLS record, one read for a
-    /// 16 KiB message. (A WebSocket from [`Accepted::into_parts`](crate::Accepted::into_parts)
+    /// connection holds no read buffer. Over TLS the ciphertext lands likewise in a
+    /// buffer per thread (this size plus one largest record, 18 KiB, RFC 8446 section 5.2),
+    /// and a connection holds ciphertext only while a record is partly received.
+    /// Default 16 KiB: one TLS record, one read for a 16 KiB message. (A WebSocket from [`Accepted::into_parts`](crate::Accepted::into_parts)
     /// is tungstenite's, which allocates a read buffer of this size per connection.)
     pub read_buffer_size: usize,
     /// Outgoing frames wait up to this many bytes (headers and payloads) before a write
     /// to the stream; a flush writes whatever is there. Each frame is its header and the
     /// message's own payload: up to 512 bytes in all leave as one plain write of a copy,
-    /// more as one vectored write, not copied.
+    /// more as one vectored write, not copied. Over TLS, what one write takes (up to 64
+    /// KiB) is sealed into records in a buffer per thread and written at once; only what
+    /// the socket does not take stays with the connection.
     /// Default 16 KiB, one TLS record: queued messages go out corked into as few records
     /// as possible.
     pub write_buffer_size: usize,
