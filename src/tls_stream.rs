@@ -263,7 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 ConnectionState::WriteTraffic(_) | ConnectionState::BlockedHandshake => {
                     return Ok(used + discard);
                 }
-                _ => return Err(rustls::Error::General("unexpected TLS state".into())),
+                _ => return Err(rustls::Error::General(UNEXPECTED.into())),
             }
             used += discard;
         }
@@ -547,8 +547,11 @@ fn tls_error(error: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
+/// What rustls asks of us that a server under wssd's configuration never meets.
+const UNEXPECTED: &str = "unexpected TLS state: TLS early data (0-RTT) is not served, leave ServerConfig::max_early_data_size at 0";
+
 fn unexpected_state() -> io::Error {
-    io::Error::other("unexpected TLS state")
+    io::Error::other(UNEXPECTED)
 }
 
 /// The host name in the SNI extension (RFC 6066 section 3) of the ClientHello that `data`
