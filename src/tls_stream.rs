@@ -483,11 +483,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
     }
 }
 
-/// Appends to `out` what `f` writes into the buffer it is given, growing it as `f` asks.
-fn encode(
+/// Appends to `out` what `f` writes into the buffer it is given, growing that buffer to the
+/// size `f`'s error asks for (rustls' [`InsufficientSizeError`]).
+fn append<E>(
     out: &mut Vec<u8>,
-    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
-) -> Result<(), rustls::Error> {
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    required: fn(&E) -> Option<usize>,
+) -> Result<(), E> {
     let start = out.len();
     let mut room = 1024;
     loop {
@@ -497,40 +499,43 @@ fn encode(
                 out.truncate(start + n);
                 return Ok(());
             }
-            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                room = required_size;
-            }
-            Err(e) => {
-                out.truncate(start);
-                return Err(rustls::Error::General(e.to_string()));
-            }
+            Err(e) => match required(&e) {
+                Some(size) if size > room => room = size,
+                _ => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            },
         }
     }
 }
 
-/// [`encode`] for sealing application data and alerts.
+/// [`append`] for handshake messages and alerts.
+fn encode(
+    out: &mut Vec<u8>,
+    f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<(), rustls::Error> {
+    append(out, f, |e| match e {
+        EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
+        }
+        _ => None,
+    })
+    .map_err(|e| rustls::Error::General(e.to_string()))
+}
+
+/// [`append`] for sealing application data and close_notify.
 fn encrypt(
     out: &mut Vec<u8>,
-    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+    f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
 ) -> io::Result<()> {
-    let start = out.len();
-    let mut room = 256;
-    loop {
-        out.resize(start + room, 0);
-        match f(&mut out[start..]) {
-            Ok(n) => {
-                out.truncate(start + n);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                room = required_size;
-            }
-            Err(e) => {
-                out.truncate(start);
-                return Err(io::Error::other(e.to_string()));
-            }
+    append(out, f, |e| match e {
+        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
         }
-    }
+        _ => None,
+    })
+    .map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// The length of the record `data` starts with, header included; 0 if its header is not
