@@ -26,6 +26,10 @@ use futures_rustls::rustls::{self, ServerConfig};
 /// 2048 bytes of expansion (RFC 5246 section 6.2.3; TLS 1.3 allows less).
 const MAX_RECORD: usize = 5 + 16_384 + 2_048;
 
+/// The most a record adds to its plaintext: its header, TLS 1.3's content type, the AEAD tag, or
+/// TLS 1.2's explicit nonce and tag (RFC 8446 section 5.2, RFC 5288 section 3), with room to spare.
+const RECORD_OVERHEAD: usize = 64;
+
 /// The most plaintext sealed per write: four full records.
 const MAX_WRITE: usize = 4 * 16_384;
 
@@ -312,7 +316,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     /// Seals `plain` into records appended to `out`, behind what rustls has to send first.
     fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         self.with_traffic(out, |traffic, out| {
-            encrypt(out, |buf| traffic.encrypt(plain, buf))
+            // Room for every record's header and tag at once: no second try, no second fill.
+            let room = plain.len() + (plain.len() / 16_384 + 1) * RECORD_OVERHEAD;
+            encrypt(out, room, |buf| traffic.encrypt(plain, buf))
         })?
     }
 
@@ -472,7 +478,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
             ready!(this.poll_send(cx))?;
             let mut out = Vec::new();
             let queued = this.with_traffic(&mut out, |traffic, out| {
-                encrypt(out, |buf| traffic.queue_close_notify(buf))
+                encrypt(out, RECORD_OVERHEAD, |buf| traffic.queue_close_notify(buf))
             });
             this.outgoing = out;
             this.close_queued = true;
@@ -483,15 +489,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
     }
 }
 
-/// Appends to `out` what `f` writes into the buffer it is given, growing that buffer to the
-/// size `f`'s error asks for (rustls' [`InsufficientSizeError`]).
+/// Appends to `out` what `f` writes into the buffer it is given (`room` bytes at first), growing
+/// that buffer to the size `f`'s error asks for (rustls' [`InsufficientSizeError`]).
 fn append<E>(
     out: &mut Vec<u8>,
+    mut room: usize,
     mut f: impl FnMut(&mut [u8]) -> Result<usize, E>,
     required: fn(&E) -> Option<usize>,
 ) -> Result<(), E> {
     let start = out.len();
-    let mut room = 1024;
     loop {
         out.resize(start + room, 0);
         match f(&mut out[start..]) {
@@ -515,7 +521,7 @@ fn encode(
     out: &mut Vec<u8>,
     f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
 ) -> Result<(), rustls::Error> {
-    append(out, f, |e| match e {
+    append(out, 1024, f, |e| match e {
         EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
             Some(*required_size)
         }
@@ -527,9 +533,10 @@ fn encode(
 /// [`append`] for sealing application data and close_notify.
 fn encrypt(
     out: &mut Vec<u8>,
+    room: usize,
     f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
 ) -> io::Result<()> {
-    append(out, f, |e| match e {
+    append(out, room, f, |e| match e {
         EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
             Some(*required_size)
         }
