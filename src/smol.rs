@@ -266,10 +266,7 @@ impl<H: Handler> Server<H> {
             let (acceptor, handler, shutdown) =
                 (acceptor.clone(), handler.clone(), shutdown.clone());
             executor
-                .spawn(async move {
-                    connection(stream, peer, acceptor, handler, shutdown).await;
-                    drop(guard);
-                })
+                .spawn(connection(stream, peer, acceptor, handler, shutdown, guard))
                 .detach();
         }
 
@@ -472,25 +469,93 @@ impl futures_io::AsyncWrite for Tcp {
     }
 }
 
-async fn connection<H: Handler>(
+/// One connection, from accept to close, with its open and close log lines; `guard` counts
+/// it as open until it ends.
+///
+/// A function that returns an `async move` block rather than an `async fn`: the block keeps
+/// what it captured once, where an `async fn`'s state keeps its arguments twice (as passed,
+/// and as the locals its body moves them into).
+#[allow(clippy::manual_async_fn)]
+fn connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: Acceptor,
     handler: Arc<H>,
     shutdown: Shutdown,
-) {
+    guard: OpenGuard,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let started = Instant::now();
+        let watched = Watched {
+            inner: handler,
+            shutdown: shutdown.clone(),
+        };
+        // The accept step and admission run on the heap while they last, and `accepted` lives
+        // in a block of its own, which ends before the session runs: the connection's task then
+        // holds little more than the session's future (a local that was borrowed keeps its
+        // room in an async fn's state until its scope ends, moved out or not).
+        let (serving, id, opened) = {
+            let opening = Box::pin(open(stream, peer, &acceptor, &*watched.inner));
+            let Some((accepted, opened)) = opening.await else {
+                return drop(guard);
+            };
+            let id = accepted.id();
+            // On shutdown, the session closes itself with 1001 once its queue is written.
+            (accepted.serve(&watched), id, opened)
+        };
+        let summary = serving.await;
+        shutdown.forget(id);
+        crate::stats::OPEN.fetch_sub(1, Ordering::Relaxed);
+        crate::stats::closed(summary.close_code.map(u16::from));
+        let code = summary
+            .close_code
+            .map_or("none (dropped)".to_string(), |c| u16::from(c).to_string());
+        // The reason first, then the close line: whoever waits for the close line (a log
+        // watcher, a test) then has the reason too.
+        if let Some(error) = &summary.error {
+            log::warn!("{peer}: {error}");
+        }
+        let Opened { who, path, tls } = opened;
+        log::info!(
+            "close {who} {path} {tls} {:.1}s in={} out={} code={code}",
+            started.elapsed().as_secs_f32(),
+            summary.messages_in,
+            summary.messages_out,
+        );
+        drop(guard);
+    }
+}
+
+/// What the open and close log lines say of a connection.
+struct Opened {
+    /// The peer, or the client behind the proxy that is the peer.
+    who: String,
+    /// The request's path, escaped.
+    path: String,
+    /// The TLS version, or `plain`.
+    tls: &'static str,
+}
+
+/// The accept step (TLS handshake, request) and the handler's admission, with the open
+/// log line; `None` (the failure logged) if the connection is not to be served.
+async fn open<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &Acceptor,
+    handler: &H,
+) -> Option<(crate::Accepted<Tcp>, Opened)> {
     let _ = stream.set_nodelay(true);
     let stream = Tcp::from(stream);
-    let started = Instant::now();
-    // The accept step (TLS handshake, request) on the heap while it runs: the connection's
-    // task then holds only what the session needs for the connection's life.
-    let mut accepted = match Box::pin(acceptor.accept(stream, peer)).await {
+    let mut accepted = match acceptor.accept(stream, peer).await {
         Ok(accepted) => accepted,
         // An ACME server's validation: no client's handshake at all.
-        Err(e @ AcceptError::AcmeChallenge { .. }) => return log::info!("{peer}: {e}"),
+        Err(e @ AcceptError::AcmeChallenge { .. }) => {
+            log::info!("{peer}: {e}");
+            return None;
+        }
         Err(e) => {
             crate::stats::add(&crate::stats::HANDSHAKES_FAILED, 1);
-            return match e {
+            match e {
                 // A connect that says nothing: a port probe or an L4 balancer's health check.
                 AcceptError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     log::debug!("{peer}: closed before sending anything")
@@ -498,6 +563,7 @@ async fn connection<H: Handler>(
                 e @ AcceptError::NotWebSocket { page: true } => log::info!("{peer}: {e}"),
                 e => log::warn!("{peer}: {e}"),
             };
+            return None;
         }
     };
     if let Some(admission) = handler.admit(accepted.id(), accepted.request()) {
@@ -529,42 +595,21 @@ async fn connection<H: Handler>(
             );
             crate::stats::add(&crate::stats::HANDSHAKES_REFUSED, 1);
             let _ = accepted.refuse(status, &reason).await;
-            return;
+            return None;
         }
     }
     let request = accepted.request();
-    let tls = request.tls.as_ref().map_or("plain", |t| t.version.as_str());
-    let path = crate::text::escape(&request.path).into_owned();
-    let who = if !request.proxied {
-        peer.to_string()
-    } else {
-        format!("{} (via {peer})", request.client_ip)
+    let opened = Opened {
+        tls: request.tls.as_ref().map_or("plain", |t| t.version.as_str()),
+        path: crate::text::escape(&request.path).into_owned(),
+        who: if !request.proxied {
+            peer.to_string()
+        } else {
+            format!("{} (via {peer})", request.client_ip)
+        },
     };
-    log::info!("open {who} {path} {tls}");
+    log::info!("open {} {} {}", opened.who, opened.path, opened.tls);
     crate::stats::add(&crate::stats::HANDSHAKES_OK, 1);
     crate::stats::add(&crate::stats::OPEN, 1);
-    // On shutdown, the session closes itself with 1001 once its queue is written.
-    let id = accepted.id();
-    let watched = Watched {
-        inner: handler,
-        shutdown: shutdown.clone(),
-    };
-    let summary = accepted.serve(&watched).await;
-    shutdown.forget(id);
-    crate::stats::OPEN.fetch_sub(1, Ordering::Relaxed);
-    crate::stats::closed(summary.close_code.map(u16::from));
-    let code = summary
-        .close_code
-        .map_or("none (dropped)".to_string(), |c| u16::from(c).to_string());
-    // The reason first, then the close line: whoever waits for the close line (a log
-    // watcher, a test) then has the reason too.
-    if let Some(error) = &summary.error {
-        log::warn!("{peer}: {error}");
-    }
-    log::info!(
-        "close {who} {path} {tls} {:.1}s in={} out={} code={code}",
-        started.elapsed().as_secs_f32(),
-        summary.messages_in,
-        summary.messages_out,
-    );
+    Some((accepted, opened))
 }
