@@ -503,7 +503,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
         S: 'a,
     {
         let frames = crate::frames::Frames::new(self.transport, self.read, &self.limits);
-        crate::session::serve_as(self.id, frames, self.request, handler, &self.limits)
+        let mut request = self.request;
+        request.headers = crate::handshake::kept_after_handshake(request.headers);
+        crate::session::serve_as(self.id, frames, request, handler, &self.limits)
     }
 
     /// Chooses `name` as the subprotocol after all (RFC 6455 section 4.2.2), in place of

@@ -384,12 +384,68 @@ pub(crate) fn offered_subprotocols(headers: &HeaderMap) -> impl Iterator<Item = 
         .filter(|p| !p.is_empty())
 }
 
+/// The headers an open connection keeps of its request: all but those the opening
+/// handshake consumed (`Connection`, `Upgrade`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version`
+/// and `Sec-WebSocket-Extensions`, RFC 6455 section 4.1, whose outcome is the connection
+/// itself, its subprotocol and [`Request::permessage_deflate`](crate::Request::permessage_deflate)),
+/// in a map sized for what is left. The names and values are moved, not copied.
+pub(crate) fn kept_after_handshake(headers: HeaderMap) -> HeaderMap {
+    let consumed = |name: &HeaderName| {
+        [
+            header::CONNECTION,
+            header::UPGRADE,
+            header::SEC_WEBSOCKET_KEY,
+            header::SEC_WEBSOCKET_VERSION,
+            header::SEC_WEBSOCKET_EXTENSIONS,
+        ]
+        .contains(name)
+    };
+    let left = headers
+        .keys()
+        .filter(|name| !consumed(name))
+        .map(|name| headers.get_all(name).iter().count())
+        .sum();
+    let mut kept = HeaderMap::with_capacity(left);
+    // `None` is another value of the name before it.
+    let mut name: Option<HeaderName> = None;
+    for (next, value) in headers {
+        if next.is_some() {
+            name = next;
+        }
+        if let Some(name) = name.as_ref().filter(|name| !consumed(name)) {
+            kept.append(name.clone(), value);
+        }
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn head(text: &str) -> Head {
         parse_head(text.as_bytes()).unwrap().unwrap().1
+    }
+
+    #[test]
+    fn an_open_connection_keeps_the_headers_the_handshake_did_not_consume() {
+        let request = "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+            Sec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Protocol: chat\r\n\
+            Cookie: a=1\r\nOrigin: https://o\r\nCookie: b=2\r\n\r\n";
+        let kept = kept_after_handshake(head(request).headers);
+        let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            names,
+            ["host", "sec-websocket-protocol", "cookie", "origin"]
+        );
+        let cookies: Vec<&[u8]> = kept
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(cookies, [&b"a=1"[..], b"b=2"]);
+        assert_eq!(kept.len(), 5);
     }
 
     const UPGRADE: &str = "GET /wss?x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\

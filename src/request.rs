@@ -15,6 +15,14 @@ pub struct Request {
     /// The query string, without the `?`, if there was one.
     pub query: Option<String>,
     /// The request headers of the opening handshake (RFC 6455 section 4.1).
+    ///
+    /// Once the connection is served ([`Connection::request`](crate::Connection::request)),
+    /// those the handshake itself consumed are left out: `Connection`, `Upgrade`,
+    /// `Sec-WebSocket-Key`, `Sec-WebSocket-Version` and `Sec-WebSocket-Extensions` (their
+    /// outcome is the connection, [`Request::subprotocol`] and
+    /// [`Request::permessage_deflate`]), so that an open connection holds only headers that
+    /// say something about its client. Before, in [`Accepted::request`](crate::Accepted::request)
+    /// and on admission ([`Handler::admit`](crate::Handler::admit)), all are there.
     pub headers: HeaderMap,
     /// The TCP peer's address. Behind a proxy, this is the proxy.
     pub peer_addr: SocketAddr,
