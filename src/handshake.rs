@@ -390,21 +390,19 @@ pub(crate) fn offered_subprotocols(headers: &HeaderMap) -> impl Iterator<Item = 
 /// itself, its subprotocol and [`Request::permessage_deflate`](crate::Request::permessage_deflate)),
 /// in a map sized for what is left. The names and values are moved, not copied.
 pub(crate) fn kept_after_handshake(headers: HeaderMap) -> HeaderMap {
-    let consumed = |name: &HeaderName| {
-        [
-            header::CONNECTION,
-            header::UPGRADE,
-            header::SEC_WEBSOCKET_KEY,
-            header::SEC_WEBSOCKET_VERSION,
-            header::SEC_WEBSOCKET_EXTENSIONS,
-        ]
-        .contains(name)
-    };
-    let left = headers
-        .keys()
-        .filter(|name| !consumed(name))
-        .map(|name| headers.get_all(name).iter().count())
-        .sum();
+    const CONSUMED: [HeaderName; 5] = [
+        header::CONNECTION,
+        header::UPGRADE,
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+    ];
+    let consumed = |name: &HeaderName| CONSUMED.contains(name);
+    let left = headers.len()
+        - CONSUMED
+            .iter()
+            .map(|name| headers.get_all(name).iter().count())
+            .sum::<usize>();
     let mut kept = HeaderMap::with_capacity(left);
     // `None` is another value of the name before it.
     let mut name: Option<HeaderName> = None;

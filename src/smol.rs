@@ -515,18 +515,20 @@ fn connection<H: Handler>(
         if let Some(error) = &summary.error {
             log::warn!("{peer}: {error}");
         }
-        let Opened { who, path, tls } = opened;
-        log::info!(
-            "close {who} {path} {tls} {:.1}s in={} out={} code={code}",
-            started.elapsed().as_secs_f32(),
-            summary.messages_in,
-            summary.messages_out,
-        );
+        if let Some(Opened { who, path, tls }) = opened {
+            log::info!(
+                "close {who} {path} {tls} {:.1}s in={} out={} code={code}",
+                started.elapsed().as_secs_f32(),
+                summary.messages_in,
+                summary.messages_out,
+            );
+        }
         drop(guard);
     }
 }
 
-/// What the open and close log lines say of a connection.
+/// What the open and close log lines say of a connection (made only when info lines are
+/// logged: otherwise a connection holds none of it).
 struct Opened {
     /// The peer, or the client behind the proxy that is the peer.
     who: String,
@@ -543,7 +545,7 @@ async fn open<H: Handler>(
     peer: SocketAddr,
     acceptor: &Acceptor,
     handler: &H,
-) -> Option<(crate::Accepted<Tcp>, Opened)> {
+) -> Option<(crate::Accepted<Tcp>, Option<Opened>)> {
     let _ = stream.set_nodelay(true);
     let stream = Tcp::from(stream);
     let mut accepted = match acceptor.accept(stream, peer).await {
@@ -599,7 +601,7 @@ async fn open<H: Handler>(
         }
     }
     let request = accepted.request();
-    let opened = Opened {
+    let opened = log::log_enabled!(log::Level::Info).then(|| Opened {
         tls: request.tls.as_ref().map_or("plain", |t| t.version.as_str()),
         path: crate::text::escape(&request.path).into_owned(),
         who: if !request.proxied {
@@ -607,8 +609,10 @@ async fn open<H: Handler>(
         } else {
             format!("{} (via {peer})", request.client_ip)
         },
-    };
-    log::info!("open {} {} {}", opened.who, opened.path, opened.tls);
+    });
+    if let Some(Opened { who, path, tls }) = &opened {
+        log::info!("open {who} {path} {tls}");
+    }
     crate::stats::add(&crate::stats::HANDSHAKES_OK, 1);
     crate::stats::add(&crate::stats::OPEN, 1);
     Some((accepted, opened))
