@@ -384,6 +384,8 @@ struct Tcp {
     io: Arc<smol::Async<std::net::TcpStream>>,
     /// The last read came up short: wait for readiness before the next.
     drained: bool,
+    /// The last write would have blocked: wait for writability before the next.
+    blocked: bool,
 }
 
 impl From<TcpStream> for Tcp {
@@ -391,6 +393,7 @@ impl From<TcpStream> for Tcp {
         Tcp {
             io: stream.into(),
             drained: false,
+            blocked: false,
         }
     }
 }
@@ -403,32 +406,42 @@ impl futures_io::AsyncRead for Tcp {
     ) -> std::task::Poll<io::Result<usize>> {
         use std::io::Read;
         use std::task::{Poll, ready};
-        if self.drained {
-            ready!(self.io.poll_readable(cx))?;
-            self.drained = false;
+        loop {
+            // Every wait goes through here, so that the wake-up it ends with is taken
+            // (async-io remembers a delivered readiness until `poll_readable` sees it: a
+            // read that skipped it would find it later, stale, and try the socket in vain).
+            if self.drained {
+                ready!(self.io.poll_readable(cx))?;
+                self.drained = false;
+            }
+            match self.io.get_ref().read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
+                Ok(n) => {
+                    self.drained = n > 0 && n < buf.len();
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
-        let n = ready!(self.poll_io(cx, true, |mut s| s.read(buf)))?;
-        self.drained = n > 0 && n < buf.len();
-        Poll::Ready(Ok(n))
     }
 }
 
 impl Tcp {
-    /// `op` on the socket, waiting for readiness (to read, or else to write) while it
-    /// would block.
-    fn poll_io(
-        &self,
+    /// `write` on the socket, waiting for it to be writable while it would block; like
+    /// reads, every wait goes through `poll_writable` first.
+    fn poll_write_with(
+        &mut self,
         cx: &mut std::task::Context<'_>,
-        read: bool,
-        mut op: impl FnMut(&std::net::TcpStream) -> io::Result<usize>,
+        mut write: impl FnMut(&std::net::TcpStream) -> io::Result<usize>,
     ) -> std::task::Poll<io::Result<usize>> {
         use std::task::{Poll, ready};
         loop {
-            match op(self.io.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match read {
-                    true => ready!(self.io.poll_readable(cx))?,
-                    false => ready!(self.io.poll_writable(cx))?,
-                },
+            if self.blocked {
+                ready!(self.io.poll_writable(cx))?;
+                self.blocked = false;
+            }
+            match write(self.io.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocked = true,
                 done => return Poll::Ready(done),
             }
         }
@@ -437,21 +450,21 @@ impl Tcp {
 
 impl futures_io::AsyncWrite for Tcp {
     fn poll_write(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
         use std::io::Write;
-        self.poll_io(cx, false, |mut s| s.write(buf))
+        self.poll_write_with(cx, |mut s| s.write(buf))
     }
 
     fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> std::task::Poll<io::Result<usize>> {
         use std::io::Write;
-        self.poll_io(cx, false, |mut s| s.write_vectored(bufs))
+        self.poll_write_with(cx, |mut s| s.write_vectored(bufs))
     }
 
     fn poll_flush(
