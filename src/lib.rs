@@ -154,6 +154,11 @@
 mod accept;
 mod config;
 mod deflate;
+#[cfg(all(feature = "smol", target_os = "linux"))]
+mod edge;
+#[cfg(all(feature = "smol", not(target_os = "linux")))]
+#[path = "edge_portable.rs"]
+mod edge;
 pub mod forwarded;
 mod frames;
 mod handshake;

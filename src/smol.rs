@@ -16,6 +16,7 @@ use smol::io::AsyncWriteExt;
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer, future};
 
+use crate::edge::Tcp;
 use crate::{
     AcceptError, Acceptor, CloseCode, CloseFrame, Connection, ConnectionId, Handler, Message,
 };
@@ -237,8 +238,14 @@ impl<H: Handler> Server<H> {
         // Each connection task holds a clone; `recv` fails once all are dropped.
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
         let mut refusals = Refusals::default();
+        // Connections are registered once, edge-triggered, in the server's own epoll
+        // instance, whose events one task takes a batch at a time (see `edge`).
+        let edge = crate::edge::Edge::new()?;
+        let dispatcher = executor.spawn(edge.clone().dispatch());
+        let listener: Arc<smol::Async<std::net::TcpListener>> = listener.into();
         loop {
-            let accepted = future::or(async { Some(listener.accept().await) }, async {
+            let accept = listener.read_with(|l| l.accept());
+            let accepted = future::or(async { Some(accept.await) }, async {
                 shutdown.wait().await;
                 None
             });
@@ -258,6 +265,13 @@ impl<H: Handler> Server<H> {
                 }
                 continue;
             }
+            let stream = match edge.register(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    log::warn!("{peer}: cannot register the connection with epoll: {e}");
+                    continue;
+                }
+            };
             open.fetch_add(1, Ordering::AcqRel);
             let guard = OpenGuard {
                 open: open.clone(),
@@ -291,8 +305,12 @@ impl<H: Handler> Server<H> {
             },
         );
         if finished.await {
+            drop(dispatcher); // no connection is left to wake
             log::info!("shutdown complete");
         } else {
+            // The connections still open (on an executor that outlives this call) still
+            // need their wake-ups.
+            dispatcher.detach();
             log::warn!(
                 "shutdown timeout: {} connections still open, dropped",
                 open.load(Ordering::Acquire)
@@ -360,7 +378,10 @@ impl Refusals {
 }
 
 /// Answers 503 on a plain port that is at its connection limit.
-async fn busy(mut stream: TcpStream) {
+async fn busy(stream: std::net::TcpStream) {
+    let Ok(mut stream) = TcpStream::try_from(stream) else {
+        return;
+    };
     let body = "Too many connections: try again later\n";
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{body}",
@@ -376,112 +397,6 @@ async fn busy(mut stream: TcpStream) {
     future::or(write, give_up).await;
 }
 
-/// A TCP connection as a session reads and writes it, on smol's reactor (async-io): a read
-/// that filled less than its buffer took all the socket had, so the next read waits for
-/// readiness first instead of trying the socket once more in vain (a `recvfrom` per message
-/// saved, as tokio does for its streams).
-struct Tcp {
-    io: Arc<smol::Async<std::net::TcpStream>>,
-    /// The last read came up short: wait for readiness before the next.
-    drained: bool,
-    /// The last write would have blocked: wait for writability before the next.
-    blocked: bool,
-}
-
-impl From<TcpStream> for Tcp {
-    fn from(stream: TcpStream) -> Self {
-        Tcp {
-            io: stream.into(),
-            drained: false,
-            blocked: false,
-        }
-    }
-}
-
-impl futures_io::AsyncRead for Tcp {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        use std::io::Read;
-        use std::task::{Poll, ready};
-        loop {
-            // Every wait goes through here, so that the wake-up it ends with is taken
-            // (async-io remembers a delivered readiness until `poll_readable` sees it: a
-            // read that skipped it would find it later, stale, and try the socket in vain).
-            if self.drained {
-                ready!(self.io.poll_readable(cx))?;
-                self.drained = false;
-            }
-            match self.io.get_ref().read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
-                Ok(n) => {
-                    self.drained = n > 0 && n < buf.len();
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl Tcp {
-    /// `write` on the socket, waiting for it to be writable while it would block; like
-    /// reads, every wait goes through `poll_writable` first.
-    fn poll_write_with(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        mut write: impl FnMut(&std::net::TcpStream) -> io::Result<usize>,
-    ) -> std::task::Poll<io::Result<usize>> {
-        use std::task::{Poll, ready};
-        loop {
-            if self.blocked {
-                ready!(self.io.poll_writable(cx))?;
-                self.blocked = false;
-            }
-            match write(self.io.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocked = true,
-                done => return Poll::Ready(done),
-            }
-        }
-    }
-}
-
-impl futures_io::AsyncWrite for Tcp {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        use std::io::Write;
-        self.poll_write_with(cx, |mut s| s.write(buf))
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> std::task::Poll<io::Result<usize>> {
-        use std::io::Write;
-        self.poll_write_with(cx, |mut s| s.write_vectored(bufs))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_close(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(self.io.get_ref().shutdown(std::net::Shutdown::Write))
-    }
-}
-
 /// One connection, from accept to close, with its open and close log lines; `guard` counts
 /// it as open until it ends.
 ///
@@ -490,7 +405,7 @@ impl futures_io::AsyncWrite for Tcp {
 /// and as the locals its body moves them into).
 #[allow(clippy::manual_async_fn)]
 fn connection<H: Handler>(
-    stream: TcpStream,
+    stream: Tcp,
     peer: SocketAddr,
     acceptor: Acceptor,
     handler: Arc<H>,
@@ -554,13 +469,12 @@ struct Opened {
 /// The accept step (TLS handshake, request) and the handler's admission, with the open
 /// log line; `None` (the failure logged) if the connection is not to be served.
 async fn open<H: Handler>(
-    stream: TcpStream,
+    stream: Tcp,
     peer: SocketAddr,
     acceptor: &Acceptor,
     handler: &H,
 ) -> Option<(crate::Accepted<Tcp>, Option<Opened>)> {
-    let _ = stream.set_nodelay(true);
-    let stream = Tcp::from(stream);
+    let _ = stream.get_ref().set_nodelay(true);
     let mut accepted = match acceptor.accept(stream, peer).await {
         Ok(accepted) => accepted,
         // An ACME server's validation: no client's handshake at all.

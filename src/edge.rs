@@ -1,0 +1,276 @@
+//! Edge-triggered readiness for smol::Server's connections (Linux).
+//!
+//! async-io registers every socket in one-shot mode: each wait for readiness re-arms it with
+//! an `epoll_ctl`, one system call per message on a busy connection (and ten per wss
+//! handshake). Here the server's connections are registered once, edge-triggered, in an
+//! epoll instance of the server's own; that instance is one source in async-io's reactor,
+//! and one task takes its events a batch at a time and wakes the connections they name. A
+//! connection's readiness is a flag that a read or write clears when the socket would block
+//! (or a read comes up short: it took all the socket had), as tokio does.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use async_io::Async;
+use atomic_waker::AtomicWaker;
+use rustix::event::epoll;
+
+/// Events taken from the epoll instance per `epoll_wait`.
+const BATCH: usize = 256;
+const READABLE: u32 = 1;
+const WRITABLE: u32 = 2;
+/// Readiness words count the events delivered above the two flags.
+const TICK: u32 = 4;
+
+/// The server's epoll instance and the connections registered in it.
+pub(crate) struct Edge {
+    epoll: Async<OwnedFd>,
+    slots: Mutex<slab::Slab<Arc<Slot>>>,
+}
+
+/// One connection's readiness: the flags and a count of delivered events (so that a clear
+/// never erases an event newer than what the clearer saw), and who waits on each.
+struct Slot {
+    /// Where the slot is in [`Edge`]'s slab, and the connection's epoll data.
+    key: usize,
+    ready: AtomicU32,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+impl Slot {
+    /// Sets `flags` and wakes their waiters.
+    fn deliver(&self, flags: u32) {
+        let _ = self
+            .ready
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                Some((r | flags).wrapping_add(TICK))
+            });
+        if flags & READABLE != 0 {
+            self.reader.wake();
+        }
+        if flags & WRITABLE != 0 {
+            self.writer.wake();
+        }
+    }
+
+    /// Clears `flag`, unless an event came after `seen` was read.
+    fn clear(&self, seen: u32, flag: u32) {
+        let _ = self
+            .ready
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                (r / TICK == seen / TICK).then_some(r & !flag)
+            });
+    }
+
+    /// The readiness word if `flag` is set; otherwise `cx` waits for it.
+    fn poll_ready(&self, flag: u32, cx: &mut Context<'_>) -> Poll<u32> {
+        let r = self.ready.load(Ordering::Acquire);
+        if r & flag != 0 {
+            return Poll::Ready(r);
+        }
+        match flag {
+            READABLE => self.reader.register(cx.waker()),
+            _ => self.writer.register(cx.waker()),
+        }
+        // An event delivered before the waker was in place: not lost.
+        let r = self.ready.load(Ordering::Acquire);
+        match r & flag != 0 {
+            true => Poll::Ready(r),
+            false => Poll::Pending,
+        }
+    }
+}
+
+impl Edge {
+    /// A new epoll instance, registered with async-io's reactor.
+    ///
+    /// # Errors
+    /// When the kernel refuses an epoll instance (out of file descriptors).
+    pub(crate) fn new() -> io::Result<Arc<Self>> {
+        let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        Ok(Arc::new(Edge {
+            epoll: Async::new(fd)?,
+            slots: Mutex::new(slab::Slab::new()),
+        }))
+    }
+
+    /// Takes the epoll instance's events and wakes the connections they name, until
+    /// `epoll_wait` fails (it does not on a valid instance).
+    pub(crate) async fn dispatch(self: Arc<Self>) {
+        let now = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        loop {
+            if let Err(e) = self.epoll.readable().await {
+                log::error!("connection readiness: waiting on epoll failed: {e}");
+                return;
+            }
+            // Made after the wait: an event (it may hold a pointer) is not Send.
+            let mut events = Vec::with_capacity(BATCH);
+            loop {
+                events.clear();
+                match epoll::wait(
+                    self.epoll.get_ref(),
+                    rustix::buffer::spare_capacity(&mut events),
+                    Some(&now),
+                ) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => {
+                        log::error!("connection readiness: epoll_wait failed: {e}");
+                        return;
+                    }
+                }
+                let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+                for event in &events {
+                    let Some(slot) = slots.get(event.data.u64() as usize) else {
+                        continue; // a connection that has just ended
+                    };
+                    let flags = event.flags;
+                    let (mut ready, closed) = (0, epoll::EventFlags::ERR | epoll::EventFlags::HUP);
+                    if flags.intersects(epoll::EventFlags::IN | epoll::EventFlags::RDHUP | closed) {
+                        ready |= READABLE;
+                    }
+                    if flags.intersects(epoll::EventFlags::OUT | closed) {
+                        ready |= WRITABLE;
+                    }
+                    slot.deliver(ready);
+                }
+                drop(slots);
+                if events.len() < BATCH {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Registers an accepted connection (made non-blocking here), edge-triggered.
+    ///
+    /// # Errors
+    /// When the socket cannot be made non-blocking or the kernel refuses the
+    /// registration (out of memory, or `max_user_watches`).
+    pub(crate) fn register(self: &Arc<Self>, stream: TcpStream) -> io::Result<Tcp> {
+        stream.set_nonblocking(true)?;
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = slots.vacant_entry();
+            let slot = Arc::new(Slot {
+                key: entry.key(),
+                // Optimistic: the first read and write try the socket.
+                ready: AtomicU32::new(READABLE | WRITABLE),
+                reader: AtomicWaker::new(),
+                writer: AtomicWaker::new(),
+            });
+            entry.insert(slot.clone());
+            slot
+        };
+        let key = slot.key;
+        let tcp = Tcp {
+            stream,
+            slot,
+            edge: self.clone(),
+        };
+        use epoll::EventFlags as F;
+        epoll::add(
+            self.epoll.get_ref(),
+            &tcp.stream,
+            epoll::EventData::new_u64(key as u64),
+            F::IN | F::OUT | F::RDHUP | F::ET,
+        )?;
+        Ok(tcp)
+    }
+}
+
+/// A TCP connection as a session reads and writes it, with its readiness from [`Edge`].
+pub(crate) struct Tcp {
+    stream: TcpStream,
+    slot: Arc<Slot>,
+    edge: Arc<Edge>,
+}
+
+impl Tcp {
+    /// The socket.
+    pub(crate) fn get_ref(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl Drop for Tcp {
+    fn drop(&mut self) {
+        // The socket leaves the epoll instance when it is closed, right after this.
+        let mut slots = self.edge.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.try_remove(self.slot.key);
+    }
+}
+
+impl futures_io::AsyncRead for Tcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        loop {
+            let seen = std::task::ready!(this.slot.poll_ready(READABLE, cx));
+            match (&this.stream).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.slot.clear(seen, READABLE),
+                Ok(n) => {
+                    if n > 0 && n < buf.len() {
+                        this.slot.clear(seen, READABLE);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl Tcp {
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let seen = std::task::ready!(self.slot.poll_ready(WRITABLE, cx));
+            match write(&self.stream) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.slot.clear(seen, WRITABLE),
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+}
+
+impl futures_io::AsyncWrite for Tcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |mut s| s.write(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |mut s| s.write_vectored(bufs))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.stream.shutdown(std::net::Shutdown::Write))
+    }
+}
