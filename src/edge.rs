@@ -274,3 +274,93 @@ impl futures_io::AsyncWrite for Tcp {
         Poll::Ready(self.stream.shutdown(std::net::Shutdown::Write))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+    fn slot() -> Slot {
+        Slot {
+            key: 0,
+            ready: AtomicU32::new(0),
+            reader: AtomicWaker::new(),
+            writer: AtomicWaker::new(),
+        }
+    }
+
+    #[test]
+    fn a_clear_keeps_an_event_delivered_after_what_the_clearer_saw() {
+        let slot = slot();
+        slot.deliver(READABLE);
+        let seen = slot.ready.load(Ordering::Acquire);
+        slot.deliver(READABLE); // data came after the read that found the socket empty
+        slot.clear(seen, READABLE);
+        assert_ne!(slot.ready.load(Ordering::Acquire) & READABLE, 0);
+        let seen = slot.ready.load(Ordering::Acquire);
+        slot.clear(seen, READABLE);
+        assert_eq!(slot.ready.load(Ordering::Acquire) & READABLE, 0);
+    }
+
+    /// A registered connection (server side) and its client, on loopback.
+    fn pair(edge: &Arc<Edge>) -> (Tcp, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (edge.register(server).unwrap(), client)
+    }
+
+    /// Runs `test` with the edge's dispatcher beside it; fails after 10 s rather than hang.
+    fn with_edge<F: Future<Output = ()>>(test: impl FnOnce(Arc<Edge>) -> F) {
+        let ex = smol::Executor::new();
+        let edge = Edge::new().unwrap();
+        let _dispatcher = ex.spawn(edge.clone().dispatch());
+        let deadline = async {
+            smol::Timer::after(std::time::Duration::from_secs(10)).await;
+            panic!("no wake-up within 10 s");
+        };
+        smol::block_on(ex.run(futures_lite::future::or(test(edge), deadline)));
+    }
+
+    #[test]
+    fn a_read_that_waited_is_woken_by_data_and_then_by_the_peer_closing() {
+        with_edge(|edge| async move {
+            let (mut tcp, mut client) = pair(&edge);
+            let mut buf = [0u8; 64];
+            {
+                // The socket is empty: the read waits for the dispatcher's wake-up.
+                let mut read = std::pin::pin!(tcp.read(&mut buf));
+                assert!(futures_lite::future::poll_once(&mut read).await.is_none());
+                std::io::Write::write_all(&mut client, b"hello").unwrap();
+                assert_eq!(read.await.unwrap(), 5);
+            }
+            assert_eq!(&buf[..5], b"hello");
+            let mut read = std::pin::pin!(tcp.read(&mut buf));
+            assert!(futures_lite::future::poll_once(&mut read).await.is_none());
+            drop(client);
+            assert_eq!(read.await.unwrap(), 0, "the peer's close reads as the end");
+        });
+    }
+
+    #[test]
+    fn a_write_that_would_block_resumes_once_the_peer_reads() {
+        with_edge(|edge| async move {
+            let (mut tcp, client) = pair(&edge);
+            // Far more than the socket buffers hold: the writer must wait for writability.
+            let total = 32 << 20;
+            let reader = std::thread::spawn(move || {
+                let mut client = client;
+                let mut all = Vec::new();
+                std::io::Read::read_to_end(&mut client, &mut all).unwrap();
+                all.len()
+            });
+            let chunk = vec![7u8; 1 << 16];
+            let mut sent = 0;
+            while sent < total {
+                sent += tcp.write(&chunk).await.unwrap();
+            }
+            tcp.close().await.unwrap();
+            assert_eq!(reader.join().unwrap(), sent);
+        });
+    }
+}

@@ -218,9 +218,15 @@ impl<H: Handler> Server<H> {
     /// away, RFC 6455 section 7.4.1) after the messages already queued on it are written;
     /// it returns once they have all ended or the shutdown timeout passed.
     ///
+    /// On Linux each connection is registered once, edge-triggered, in an epoll instance of
+    /// the server's own, whose events a task on `executor` hands to the connections (see
+    /// the README's "Speed and footprint"); elsewhere async-io registers each socket.
+    ///
     /// # Errors
-    /// None in practice: accept errors (such as running out of file descriptors) are
-    /// logged, and accepting resumes after 100 ms.
+    /// When the epoll instance cannot be made (out of file descriptors) at the start.
+    /// Otherwise none: accept errors (such as running out of file descriptors) are logged,
+    /// and accepting resumes after 100 ms; a connection the kernel will not register is
+    /// logged and closed.
     pub async fn serve(
         self,
         listener: TcpListener,
