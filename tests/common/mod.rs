@@ -182,12 +182,30 @@ pub fn localhost() -> ServerName<'static> {
 }
 
 /// A loopback port that was free a moment ago, for a program that cannot report its own.
+///
+/// It is taken below the kernel's ephemeral range (`ip_local_port_range`), where no other
+/// test's `bind` to port 0 or outgoing connection can be given it between this check and
+/// the program's own `bind`, and never twice in one test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000, ephemeral.saturating_sub(10_000));
+    if span < 1_000 {
+        // An unusual range: any free port, as the kernel picks it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        return listener.local_addr().unwrap().port();
+    }
+    let start = std::process::id() as usize * 97;
+    for _ in 0..span {
+        let port = (first + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {first} and {ephemeral}");
 }
 
 /// A fresh, empty directory under the system temp directory, removed with what it holds
