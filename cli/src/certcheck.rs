@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use wssd::rustls::pki_types::CertificateDer;
-use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
+
+use crate::x509::{self, AltName};
 
 /// What a leaf certificate says about itself.
 pub struct Facts {
@@ -28,42 +28,31 @@ pub struct Facts {
     pub ca: bool,
 }
 
-/// Reads a leaf certificate; `None` when x509 parsing fails (rustls then refuses it too).
+/// Reads a leaf certificate; `None` when it is not X.509 DER (rustls then refuses it too).
 pub fn facts(der: &[u8]) -> Option<Facts> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let mut names: Vec<String> = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::DNSName(dns) => names.push(dns.to_string()),
-                GeneralName::IPAddress(ip) => names.push(ip_text(ip)),
-                _ => {}
-            }
-        }
-    }
+    let cert = x509::parse(der)?;
+    let mut names: Vec<String> = cert
+        .alt_names
+        .iter()
+        .map(|name| match name {
+            AltName::Dns(dns) => dns.to_string(),
+            AltName::Ip(ip) => ip_text(ip),
+        })
+        .collect();
     let cn_only = names.is_empty();
     if cn_only {
-        names.extend(
-            cert.subject()
-                .iter_common_name()
-                .filter_map(|cn| cn.as_str().ok())
-                .map(str::to_string),
-        );
+        names = x509::common_names(cert.subject);
     }
     Some(Facts {
         names,
         cn_only,
-        not_before: cert.validity().not_before.timestamp(),
-        not_after: cert.validity().not_after.timestamp(),
-        issuer: cert.issuer().to_string(),
-        issuer_raw: cert.issuer().as_raw().to_vec(),
-        self_issued: cert.issuer().as_raw() == cert.subject().as_raw(),
-        ca: is_ca(&cert),
+        not_before: cert.not_before,
+        not_after: cert.not_after,
+        issuer: x509::name_text(cert.issuer)?,
+        issuer_raw: cert.issuer.to_vec(),
+        self_issued: cert.issuer == cert.subject,
+        ca: cert.ca,
     })
-}
-
-fn is_ca(cert: &X509Certificate<'_>) -> bool {
-    matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca)
 }
 
 fn ip_text(bytes: &[u8]) -> String {
@@ -116,11 +105,7 @@ fn system_root_subjects() -> &'static Vec<Vec<u8>> {
         rustls_native_certs::load_native_certs()
             .certs
             .iter()
-            .filter_map(|der| {
-                x509_parser::parse_x509_certificate(der)
-                    .ok()
-                    .map(|(_, c)| c.subject().as_raw().to_vec())
-            })
+            .filter_map(|der| x509::parse(der).map(|c| c.subject.to_vec()))
             .collect()
     })
 }
@@ -191,10 +176,9 @@ pub fn check(
         problems.push(format!("{what}: {CA_LEAF}"));
     }
     if !leaf.self_issued {
-        let in_chain = chain[1..].iter().any(|der| {
-            x509_parser::parse_x509_certificate(der)
-                .is_ok_and(|(_, c)| c.subject().as_raw() == leaf.issuer_raw.as_slice())
-        });
+        let in_chain = chain[1..]
+            .iter()
+            .any(|der| x509::parse(der).is_some_and(|c| c.subject == leaf.issuer_raw.as_slice()));
         if !in_chain && !system_root_subjects().contains(&leaf.issuer_raw) {
             problems.push(format!(
                 "{what}: the chain lacks the intermediate certificate that signed the leaf ({}): browsers and apps fail with ERR_CERT_AUTHORITY_INVALID or `unable to get local issuer certificate`; serve the full chain (certbot's fullchain.pem, not cert.pem), or pass the intermediates with --chain (if clients trust {} itself as a private root, ignore this)",

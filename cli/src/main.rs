@@ -32,6 +32,7 @@ mod probe {
     }
 }
 mod proxy_config;
+mod x509;
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};

@@ -702,7 +702,7 @@ fn certificate_failure(
 }
 
 fn expiry(leaf: &[u8], report: &mut Report) {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+    let Some(facts) = crate::certcheck::facts(leaf) else {
         return report.add(
             "expiry",
             Status::Warn,
@@ -710,7 +710,7 @@ fn expiry(leaf: &[u8], report: &mut Report) {
             None,
         );
     };
-    let days = (cert.validity().not_after.timestamp() - crate::certcheck::now()).div_euclid(86_400);
+    let days = (facts.not_after - crate::certcheck::now()).div_euclid(86_400);
     if days < 0 {
         report.fail(
             "expiry",
