@@ -152,7 +152,7 @@ impl fmt::Display for AcceptError {
             AcceptError::Timeout { after } => write!(
                 f,
                 "opening handshake not finished after {} s: closed (slow or stalled client)",
-                after.as_secs_f32()
+                crate::text::Seconds(*after)
             ),
             AcceptError::OldTls { offered, error } => write!(
                 f,

@@ -451,8 +451,8 @@ fn connection<H: Handler>(
         }
         if let Some(Opened { who, path, tls }) = opened {
             log::info!(
-                "close {who} {path} {tls} {:.1}s in={} out={} code={code}",
-                started.elapsed().as_secs_f32(),
+                "close {who} {path} {tls} {}s in={} out={} code={code}",
+                crate::text::Seconds(started.elapsed()),
                 summary.messages_in,
                 summary.messages_out,
             );

@@ -50,9 +50,30 @@ fn needs_escape(c: char) -> bool {
             | '\u{fff9}'..='\u{fffb}') // interlinear annotations
 }
 
+/// A duration as seconds to the nearest tenth (`12.3`), for log lines: integer arithmetic,
+/// so that the binary carries no floating-point formatting (about 15 KB).
+pub(crate) struct Seconds(pub std::time::Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tenths = (self.0.as_millis() + 50) / 100;
+        write!(f, "{}.{}", tenths / 10, tenths % 10)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_round_to_the_nearest_tenth() {
+        let s = |ms| Seconds(std::time::Duration::from_millis(ms)).to_string();
+        assert_eq!(s(0), "0.0");
+        assert_eq!(s(49), "0.0");
+        assert_eq!(s(50), "0.1");
+        assert_eq!(s(10_000), "10.0");
+        assert_eq!(s(123_456), "123.5");
+    }
 
     #[test]
     fn hostile_characters_are_escaped_and_plain_text_is_borrowed() {
