@@ -233,6 +233,12 @@ struct Queue {
     /// Since when the session has been writing what it took from the queue (`None` while
     /// it is not): a client that stopped reading shows here before its queue fills.
     writing_since: Option<Instant>,
+    /// A push was refused for want of room since the last drain: a sender may be waiting on
+    /// `room`. Every waiter listens before the push that fails (and sets this), so the drain
+    /// that takes it under the lock and then notifies wakes them all; drains that find it
+    /// clear skip the notification (event-listener's `notify` allocates the event's state at
+    /// its first call and takes its lock at every call, waiter or not).
+    refused: bool,
 }
 
 impl fmt::Debug for Connection {
@@ -409,6 +415,7 @@ impl Connection {
         }
         // One message larger than the whole cap still fits into an empty queue.
         if capped && queue.bytes > 0 && queue.bytes + size > self.shared.queue_limit {
+            queue.refused = true;
             return Err((SendError::Full, msg));
         }
         queue.bytes += size;
@@ -1288,11 +1295,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.summary.messages_out += count;
         self.bytes_out += written as u64;
         self.unflushed = true;
-        {
+        let refused = {
             let mut queue = self.conn.queue();
             queue.bytes = queue.bytes.saturating_sub(written);
+            std::mem::take(&mut queue.refused)
+        };
+        if refused {
+            self.conn.shared.room.notify(usize::MAX);
         }
-        self.conn.shared.room.notify(usize::MAX);
         self.write_done(result, written)
     }
 

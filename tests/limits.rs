@@ -279,10 +279,10 @@ fn a_full_send_queue_says_full_then_send_waits_and_nothing_is_lost() {
         }
         got
     };
-    let ((summary, ()), got) = future::block_on(future::zip(
+    let ((summary, ()), got) = future::block_on(common::bounded(future::zip(
         future::zip(serve(server_end, limits, conns), app),
         client,
-    ));
+    )));
     assert_eq!(
         got.len(),
         3,
@@ -366,4 +366,104 @@ fn the_idle_timeout_holds_with_pings_off() {
     )));
     assert_eq!(code.0, 1001);
     assert_eq!(summary.close_code, Some(CloseCode::Away));
+}
+
+/// Relays each message to the group "readers" with the Hub (whose sends, from a handler,
+/// wait for a full recipient), and tells the test when a relay finds the recipient's queue
+/// holding a message: with every message 1,000 bytes and the queue's cap 1,024, that relay
+/// does not fit, and the sender's reading pauses until the recipient makes room.
+struct Relay {
+    hub: wssd::Hub,
+    opened: async_channel::Sender<Connection>,
+    full: async_channel::Sender<()>,
+}
+
+impl Handler for Relay {
+    fn on_open(&self, conn: &Connection) {
+        self.hub.add(conn);
+        self.opened.try_send(conn.clone()).unwrap();
+    }
+    fn on_message(&self, _: &Connection, msg: Message) {
+        let members = self.hub.group_members("readers");
+        if members
+            .iter()
+            .any(|id| self.hub.get(*id).is_some_and(|c| c.buffered_bytes() > 0))
+        {
+            let _ = self.full.try_send(());
+        }
+        self.hub.send_to_group("readers", &msg, &[]);
+    }
+}
+
+/// A sender held up by a full recipient resumes when the recipient's client reads (the
+/// recipient's writes make room and wake it), well inside the backpressure timeout, and
+/// every message arrives in order.
+#[test]
+fn a_sender_held_by_a_full_recipient_resumes_when_it_reads_and_nothing_is_lost() {
+    const COUNT: u8 = 20;
+    // A 1 KiB pipe: the recipient's writes stall until its client reads.
+    let (a_server, a_client) = duplex_with(1024);
+    let (b_server, b_client) = duplex();
+    let mut limits = Limits::default();
+    limits.send_queue_bytes = 1024;
+    let acceptor = std::sync::Arc::new(Acceptor::new(Config::default().limits(limits)));
+    let (opened_tx, opened) = async_channel::unbounded();
+    let (full_tx, full) = async_channel::bounded(1);
+    let relay = std::sync::Arc::new(Relay {
+        hub: wssd::Hub::default(),
+        opened: opened_tx,
+        full: full_tx,
+    });
+    let (joined_tx, joined) = async_channel::bounded::<()>(1);
+    // Each session is a task of its own, woken only by what it waits on: a missed wake-up
+    // shows as a sender that never resumes (in one task, any wake-up polls both).
+    let serve_one = |end: common::Duplex| {
+        let (acceptor, relay) = (acceptor.clone(), relay.clone());
+        smol::spawn(async move {
+            let accepted = acceptor.accept(end, peer()).await.unwrap();
+            accepted.serve(&*relay).await
+        })
+    };
+    let app = async {
+        let a = opened.recv().await.unwrap();
+        relay.hub.join(a.id(), "readers");
+        joined_tx.send(()).await.unwrap();
+    };
+    let reader = async {
+        let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", a_client)
+            .await
+            .unwrap();
+        // Read nothing until a relay has found this connection's queue full.
+        full.recv().await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < usize::from(COUNT) {
+            got.push(ws.next().await.unwrap().unwrap());
+        }
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+        got
+    };
+    let sender = async {
+        joined.recv().await.unwrap();
+        let (ws, _) = async_tungstenite::client_async("ws://localhost/", b_client)
+            .await
+            .unwrap();
+        let mut raw = ws.into_inner();
+        let mut burst = Vec::new();
+        for i in 0..COUNT {
+            burst.extend(frame(0x82, &[i; 1000]));
+        }
+        burst.extend(frame(0x88, &1000u16.to_be_bytes()));
+        raw.write_all(&burst).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = raw.read_to_end(&mut rest).await;
+    };
+    let ((a_summary, b_summary), (got, ((), ()))) = future::block_on(common::bounded(future::zip(
+        future::zip(serve_one(a_server), serve_one(b_server)),
+        future::zip(reader, future::zip(app, sender)),
+    )));
+    let expected: Vec<Message> = (0..COUNT).map(|i| Message::binary(vec![i; 1000])).collect();
+    assert_eq!(got, expected);
+    assert_eq!(a_summary.error, None);
+    assert_eq!(b_summary.messages_in, u64::from(COUNT));
 }
