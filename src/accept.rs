@@ -259,7 +259,7 @@ impl Acceptor {
     {
         let limit = self.config.limits.handshake_timeout;
         let timeout = async {
-            async_io::Timer::after(limit).await;
+            crate::timer::Timer::after(limit).await;
             Err(AcceptError::Timeout { after: limit })
         };
         let (transport, read, request) =
@@ -592,7 +592,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
             transport.close().await
         };
         futures_lite::future::or(write, async {
-            async_io::Timer::after(limit).await;
+            crate::timer::Timer::after(limit).await;
             Err(io::ErrorKind::TimedOut.into())
         })
         .await

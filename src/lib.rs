@@ -106,12 +106,13 @@
 //!
 //! # What the core needs from a runtime
 //!
-//! A `futures_io` stream, and timers. The timers (handshake, heartbeat, write and close
-//! deadlines) come from async-io, which works under any executor: on smol and async-std
-//! they share the reactor already running; under tokio, async-io starts one thread of its
-//! own for the process (`async-io`), woken only when a timer is due. Nothing is spawned:
-//! every task is the caller's (the [`smol`] module and [`redis::link`]'s task are spawned
-//! by whoever calls them).
+//! A `futures_io` stream, and nothing else. The timers (handshake, heartbeat, write and
+//! close deadlines) are the core's own and work under any executor: one thread for the
+//! process (`wssd-timer`, started by the first timer) keeps their deadlines in one ordered
+//! map and sleeps until the earliest, then wakes the tasks whose deadline passed; a new
+//! deadline wakes the thread only when it is earlier than the one it sleeps until, which a
+//! deadline seconds ahead almost never is. No task is spawned: every task is the caller's
+//! (the [`smol`] module and [`redis::link`]'s task are spawned by whoever calls them).
 //!
 //! # Users, groups and several instances
 //!
@@ -139,8 +140,8 @@
 //! - `redis`: [`redis::link`], cross-instance fan-out for the [`Hub`].
 //! - `fuzzing`: exposes the internal first-byte and PROXY header parsers to the fuzz targets.
 //!
-//! With default features a dependent builds about 75 crates, none of them tokio. Without
-//! them, the core needs only a `futures_io` stream and async-io's timers.
+//! With default features a dependent builds about 75 crates, none of them tokio; without
+//! them, about 55 (no async-io, no smol).
 //!
 //! # Not supported (yet)
 //! - HTTP/2 WebSockets (RFC 8441) and HTTP/3 (RFC 9220): the opening handshake is HTTP/1.1.
@@ -169,6 +170,7 @@ mod request;
 mod session;
 #[cfg(feature = "smol")]
 pub mod smol;
+mod timer;
 mod tls_stream;
 mod transport;
 // The first-byte check and PROXY protocol parser: internal, but the fuzz targets reach

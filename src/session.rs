@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 use std::time::{Duration, Instant};
 
-use async_io::Timer;
+use crate::timer::Timer;
 use async_tungstenite::tungstenite::{
     self,
     error::ProtocolError,
@@ -30,7 +30,7 @@ use async_tungstenite::tungstenite::{
 };
 use event_listener::{Event, EventListener};
 use futures_io::{AsyncRead, AsyncWrite};
-use futures_lite::{StreamExt, future};
+use futures_lite::future;
 
 use crate::Message;
 use crate::config::Limits;
@@ -1097,7 +1097,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let waker = std::task::Waker::from(self.conn.shared.clone());
             if self
                 .ticks
-                .poll_next(&mut Context::from_waker(&waker))
+                .poll_fire(&mut Context::from_waker(&waker))
                 .is_ready()
             {
                 return Poll::Ready(Wake::Tick);
@@ -1446,6 +1446,10 @@ impl<F: Future, W: FnOnce()> Future for Within<'_, F, W> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(out) = this.fut.poll(cx) {
+            if this.waits.is_none() {
+                // It was set: take it out of the map, not to wake this task for nothing.
+                this.timer.clear();
+            }
             return Poll::Ready(Some(out));
         }
         if let Some(waits) = this.waits.take() {

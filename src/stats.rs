@@ -78,6 +78,7 @@ pub fn snapshot() -> Stats {
 }
 
 /// Counts a session's end by its close code.
+#[cfg_attr(not(feature = "smol"), allow(dead_code))] // smol::Server counts them
 pub(crate) fn closed(code: Option<u16>) {
     let slot = match code {
         Some(c @ 1000..=1015) => usize::from(c - 1000),
