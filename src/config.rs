@@ -196,14 +196,17 @@ pub struct Limits {
     /// A larger one closes the connection with 1009. Default 1 MiB, as one
     /// message is usually one frame.
     pub max_frame_size: usize,
-    /// The most read from a connection at a time, in bytes. Reads land in one buffer of
-    /// this size per thread, shared by the connections that thread serves, and frames are
+    /// The most read from a connection at a time, in bytes, plus 14 (a frame's longest
+    /// header, RFC 6455 section 5.2, so that a message of this size takes one read). Reads
+    /// land in one buffer of that size per thread, shared by the connections that thread serves, and frames are
     /// parsed where they land: a connection holds bytes of its own only while a frame is
     /// partly received (at most that frame, bounded by `max_frame_size`), so an idle
     /// connection holds no read buffer. Over TLS the ciphertext lands likewise in a
     /// buffer per thread (this size plus one largest record, 18 KiB, RFC 8446 section 5.2),
     /// and a connection holds ciphertext only while a record is partly received.
-    /// Default 16 KiB: one TLS record, one read for a 16 KiB message. (A WebSocket from [`Accepted::into_parts`](crate::Accepted::into_parts)
+    /// Default 16 KiB: one TLS record, one read for a 16 KiB message. A frame that does not
+    /// fit is read into a buffer of its own, of its size, where its payload is unmasked and
+    /// handed to the message without a copy. (A WebSocket from [`Accepted::into_parts`](crate::Accepted::into_parts)
     /// is tungstenite's, which allocates a read buffer of this size per connection.)
     pub read_buffer_size: usize,
     /// Outgoing frames wait up to this many bytes (headers and payloads) before a write

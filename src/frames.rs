@@ -3,7 +3,10 @@
 //! Reading: bytes go into one read buffer per thread, frames are parsed where they land,
 //! and a connection keeps bytes of its own only while a frame is partly received (or
 //! frames wait behind the one handed out): an idle connection holds no read buffer.
-//! Each payload is unmasked into the message's own allocation as it is copied out.
+//! A payload in the thread's buffer is unmasked into the message's own allocation as it is
+//! copied out. A frame that one read did not bring whole gets a buffer of exactly its size,
+//! the rest of it is read into that buffer, and the payload is unmasked there: the buffer
+//! becomes the message, without a second copy.
 //!
 //! Writing: each frame is a header of at most 10 bytes and the message's payload, shared,
 //! not copied; queued frames leave in one vectored write (several headers and payloads,
@@ -28,6 +31,7 @@ use async_tungstenite::tungstenite::{
         },
     },
 };
+use bytes::Buf;
 use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::config::Limits;
@@ -35,6 +39,10 @@ use crate::transport::{Transport, frame_header};
 
 /// How many slices one vectored write takes at most (a header and a payload per frame).
 const MAX_SLICES: usize = 64;
+
+/// A frame header's most bytes: 2, 8 of extended payload length and 4 of masking key
+/// (RFC 6455 section 5.2).
+const MAX_HEADER: usize = 14;
 
 /// Frames of up to this many bytes in all are copied into one buffer and written with one
 /// plain write: cheaper than a vectored write of their parts.
@@ -134,8 +142,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
             out_pos: 0,
             out_bytes: 0,
             state: State::Open,
-            // Never 0: a read into no room would look like the end of the stream.
-            read_size: limits.read_buffer_size.max(64),
+            // Never 0: a read into no room would look like the end of the stream. And a
+            // frame's longest header more, so that a message of the size takes one read.
+            read_size: limits.read_buffer_size.max(64) + MAX_HEADER,
             write_size: limits.write_buffer_size,
         }
     }
@@ -166,22 +175,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
             }
             if self.start < self.end {
                 let closing = self.state == State::ClosedByUs;
-                let (used, event) = match self.rx.parse(&self.buf[self.start..self.end], closing) {
-                    Ok(parsed) => parsed,
+                let step = match self.rx.head(&self.buf[self.start..self.end], closing) {
+                    Ok(step) => step,
                     Err(e) => return Poll::Ready(Some(Err(e))),
                 };
-                self.consume(used);
-                if let Some(event) = event {
-                    return Poll::Ready(self.on_event(event));
-                }
-                if used > 0 {
-                    continue;
-                }
-                // A frame is partly here: read the rest behind it.
-                match ready!(self.poll_read_more(cx)) {
-                    Ok(0) => return Poll::Ready(self.on_eof()),
-                    Ok(_) => continue,
-                    Err(e) => return Poll::Ready(self.on_read_error(e)),
+                let head = match step {
+                    Step::Frame(head) => head,
+                    Step::Skipped(n) => {
+                        self.consume(n);
+                        continue;
+                    }
+                    Step::Incomplete => {
+                        // A frame is partly here: read the rest behind it.
+                        match ready!(self.poll_read_more(cx)) {
+                            Ok(0) => return Poll::Ready(self.on_eof()),
+                            Ok(_) => continue,
+                            Err(e) => return Poll::Ready(self.on_read_error(e)),
+                        }
+                    }
+                };
+                let event = if self.start == 0
+                    && self.end == head.total
+                    && self.buf.capacity() == head.total
+                {
+                    // The buffer is this frame, no more: its payload is unmasked where it
+                    // is and the message takes the buffer, not a copy.
+                    let mut frame = std::mem::take(&mut self.buf);
+                    frame.truncate(head.total);
+                    self.end = 0;
+                    unmask(&mut frame[head.header_len..], head.key);
+                    let mut payload = Bytes::from(frame);
+                    payload.advance(head.header_len);
+                    self.rx.event(&head, Payload::Unmasked(payload))
+                } else {
+                    let at = self.start;
+                    let payload = Payload::Masked(&self.buf[at + head.header_len..at + head.total]);
+                    let event = self.rx.event(&head, payload);
+                    self.consume(head.total);
+                    event
+                };
+                match event {
+                    Ok(Some(event)) => return Poll::Ready(self.on_event(event)),
+                    Ok(None) => continue,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
                 }
             }
             // Nothing buffered: read into this thread's buffer and parse there.
@@ -215,8 +251,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
                     }
                 }
                 // What is left (a partial frame, frames behind the one handed out, or the
-                // frame that failed) is kept until next time.
+                // frame that failed) is kept until next time; a partial frame gets room
+                // for all of it (its payload is unmasked there and handed out, not copied).
                 buf.clear();
+                if event.is_none() && !data.is_empty() {
+                    buf.reserve_exact(rx.wanted(data));
+                }
                 buf.extend_from_slice(data);
                 Poll::Ready(Ok((n, event)))
             });
@@ -255,11 +295,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
             self.end -= self.start;
             self.start = 0;
         }
-        let want = self
-            .rx
-            .wanted(&self.buf[..self.end])
-            .max(self.end + self.read_size);
+        // Room for the frame, exactly, once its header is here (frames behind it are read
+        // next time, into the thread's buffer); else for the header and more.
+        let wanted = self.rx.wanted(&self.buf[..self.end]);
+        let want = if wanted > self.end {
+            wanted
+        } else {
+            self.end + self.read_size
+        };
         if self.buf.len() < want {
+            self.buf.reserve_exact(want - self.buf.len());
             self.buf.resize(want, 0);
         }
         let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut self.buf[self.end..]))?;
@@ -487,21 +532,25 @@ impl Rx {
                         .unwrap_or(usize::MAX)
                         .min(self.max_frame)
             }
-            _ => 14,
+            _ => MAX_HEADER,
         }
     }
 
-    /// Parses the frame that starts `data`, if it is all there: the bytes it took (0 when
-    /// it is not complete yet) and what it gave. While `closing`, only a close frame
-    /// counts: anything else is skipped, and a bad close frame ends it all the same.
-    fn parse(&mut self, data: &[u8], closing: bool) -> Result<(usize, Option<Event>), Error> {
+    /// Reads and checks the header of the frame that starts `data` (RFC 6455 section 5.2):
+    /// whether the frame is all there, or how many bytes were skipped. While `closing`, only
+    /// a close frame counts: anything else is skipped as it arrives, and a bad close frame
+    /// ends it all the same.
+    ///
+    /// # Errors
+    /// The protocol violation or size limit that fails the connection.
+    fn head(&mut self, data: &[u8], closing: bool) -> Result<Step, Error> {
         if self.skip > 0 {
             let n = self.skip.min(data.len() as u64);
             self.skip -= n;
-            return Ok((n as usize, None));
+            return Ok(Step::Skipped(n as usize));
         }
         let Some((len, header_len)) = frame_header(data) else {
-            return Ok((0, None));
+            return Ok(Step::Incomplete);
         };
         let (fin, opcode) = (data[0] & 0x80 != 0, data[0] & 0x0F);
         if closing && opcode != 8 {
@@ -509,7 +558,7 @@ impl Rx {
             let here = (data.len() - header_len) as u64;
             let n = len.min(here);
             self.skip = len - n;
-            return Ok((header_len + n as usize, None));
+            return Ok(Step::Skipped(header_len + n as usize));
         }
         if data[0] & 0x70 != 0 {
             return Err(Error::Protocol(ProtocolError::NonZeroReservedBits));
@@ -552,42 +601,100 @@ impl Rx {
         }
         let total = header_len + len as usize;
         if data.len() < total {
-            return Ok((0, None));
+            return Ok(Step::Incomplete);
         }
         let mut key = [0u8; 4];
         key.copy_from_slice(&data[header_len - 4..header_len]);
-        let payload = &data[header_len..total];
-        let event = match opcode {
-            1 | 2 if fin => Some(Event::Message(message(
-                opcode == 1,
-                unmasked(payload, key),
-            )?)),
+        Ok(Step::Frame(Head {
+            fin,
+            opcode,
+            header_len,
+            total,
+            key,
+        }))
+    }
+
+    /// Parses the frame that starts `data`, if it is all there: the bytes it took (0 when
+    /// it is not complete yet) and what it gave.
+    ///
+    /// # Errors
+    /// As [`Rx::head`], or invalid UTF-8 in a text message or close reason.
+    fn parse(&mut self, data: &[u8], closing: bool) -> Result<(usize, Option<Event>), Error> {
+        match self.head(data, closing)? {
+            Step::Incomplete => Ok((0, None)),
+            Step::Skipped(n) => Ok((n, None)),
+            Step::Frame(head) => {
+                let payload = Payload::Masked(&data[head.header_len..head.total]);
+                Ok((head.total, self.event(&head, payload)?))
+            }
+        }
+    }
+
+    /// What the complete frame `head` gave, with its payload.
+    fn event(&mut self, head: &Head, payload: Payload<'_>) -> Result<Option<Event>, Error> {
+        let key = head.key;
+        let whole = |payload: Payload<'_>| match payload {
+            Payload::Masked(data) => Bytes::from(unmasked(data, key)),
+            Payload::Unmasked(bytes) => bytes,
+        };
+        let append = |to: &mut Vec<u8>, payload: Payload<'_>| match payload {
+            Payload::Masked(data) => unmask_into(to, data, key),
+            Payload::Unmasked(bytes) => to.extend_from_slice(&bytes),
+        };
+        Ok(match head.opcode {
+            1 | 2 if head.fin => Some(Event::Message(message(head.opcode == 1, whole(payload))?)),
             1 | 2 => {
                 let mut first = Vec::new();
-                unmask_into(&mut first, payload, key);
+                append(&mut first, payload);
                 self.partial = Some(Partial {
-                    text: opcode == 1,
+                    text: head.opcode == 1,
                     payload: first,
                 });
                 None
             }
             0 => {
-                let partial = self.partial.as_mut().expect("checked above");
-                unmask_into(&mut partial.payload, payload, key);
-                match fin {
+                let partial = self.partial.as_mut().expect("checked by Rx::head");
+                append(&mut partial.payload, payload);
+                match head.fin {
                     true => {
-                        let done = self.partial.take().expect("checked above");
-                        Some(Event::Message(message(done.text, done.payload)?))
+                        let done = self.partial.take().expect("checked by Rx::head");
+                        Some(Event::Message(message(done.text, done.payload.into())?))
                     }
                     false => None,
                 }
             }
-            8 => Some(Event::Close(close_frame(unmasked(payload, key))?)),
-            9 => Some(Event::Message(Message::Ping(unmasked(payload, key).into()))),
-            _ => Some(Event::Message(Message::Pong(unmasked(payload, key).into()))),
-        };
-        Ok((total, event))
+            8 => Some(Event::Close(close_frame(whole(payload))?)),
+            9 => Some(Event::Message(Message::Ping(whole(payload)))),
+            _ => Some(Event::Message(Message::Pong(whole(payload)))),
+        })
     }
+}
+
+/// A frame's header, read and checked, when all of the frame is here.
+struct Head {
+    fin: bool,
+    opcode: u8,
+    header_len: usize,
+    /// Header and payload.
+    total: usize,
+    key: [u8; 4],
+}
+
+/// What [`Rx::head`] found.
+enum Step {
+    /// The frame is not all here yet.
+    Incomplete,
+    /// This many bytes of a frame ignored while closing were skipped.
+    Skipped(usize),
+    /// A whole frame.
+    Frame(Head),
+}
+
+/// A complete frame's payload: as it came (masked) or unmasked already, in a buffer of
+/// its own.
+enum Payload<'a> {
+    Masked(&'a [u8]),
+    Unmasked(Bytes),
 }
 
 fn too_long(size: u64, max_size: usize) -> Error {
@@ -598,8 +705,7 @@ fn too_long(size: u64, max_size: usize) -> Error {
 }
 
 /// A text (checked for UTF-8, RFC 6455 section 8.1) or binary message of `payload`.
-fn message(text: bool, payload: Vec<u8>) -> Result<Message, Error> {
-    let payload = Bytes::from(payload);
+fn message(text: bool, payload: Bytes) -> Result<Message, Error> {
     if !text {
         return Ok(Message::Binary(payload));
     }
@@ -609,14 +715,14 @@ fn message(text: bool, payload: Vec<u8>) -> Result<Message, Error> {
 }
 
 /// A close frame's payload: nothing, or a code and a UTF-8 reason (RFC 6455 section 5.5.1).
-fn close_frame(payload: Vec<u8>) -> Result<Option<CloseFrame>, Error> {
+fn close_frame(payload: Bytes) -> Result<Option<CloseFrame>, Error> {
     match payload.len() {
         0 => Ok(None),
         1 => Err(Error::Protocol(ProtocolError::InvalidCloseSequence)),
         _ => {
             let code = CloseCode::from(u16::from_be_bytes([payload[0], payload[1]]));
-            let reason = Utf8Bytes::try_from(Bytes::from(payload).slice(2..))
-                .map_err(|e| Error::Utf8(e.to_string()))?;
+            let reason =
+                Utf8Bytes::try_from(payload.slice(2..)).map_err(|e| Error::Utf8(e.to_string()))?;
             Ok(Some(CloseFrame { code, reason }))
         }
     }
@@ -637,14 +743,19 @@ fn unmasked(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     out
 }
 
-/// Appends `payload` unmasked with `key` to `out`, eight bytes at a time.
+/// Appends `payload` unmasked with `key` to `out`.
 fn unmask_into(out: &mut Vec<u8>, payload: &[u8], key: [u8; 4]) {
     let start = out.len();
     out.extend_from_slice(payload);
+    unmask(&mut out[start..], key);
+}
+
+/// Unmasks `payload` with `key` where it is (RFC 6455 section 5.3), eight bytes at a time.
+fn unmask(payload: &mut [u8], key: [u8; 4]) {
     let wide = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
     ]);
-    let mut chunks = out[start..].chunks_exact_mut(8);
+    let mut chunks = payload.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let word = u64::from_ne_bytes(chunk.try_into().expect("8 bytes")) ^ wide;
         chunk.copy_from_slice(&word.to_ne_bytes());
@@ -669,6 +780,112 @@ mod tests {
                 .map(|(i, b)| b ^ key[i % 4])
                 .collect();
             assert_eq!(unmasked(&payload, key), expected, "length {len}");
+        }
+    }
+
+    /// A client's bytes, handed out `chunk` bytes at most per read (however large the
+    /// reader's buffer); writes are taken and dropped.
+    struct Chunked {
+        data: Vec<u8>,
+        at: usize,
+        chunk: usize,
+    }
+
+    impl AsyncRead for Chunked {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.chunk).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Chunked {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A client's frame (RFC 6455 section 5.2): masked, with a key that changes per frame.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8], seed: u8) -> Vec<u8> {
+        let key = [seed, seed ^ 0x5A, seed.wrapping_add(77), 0xC3];
+        let mut out = vec![u8::from(fin) << 7 | opcode];
+        match payload.len() {
+            len @ 0..=125 => out.push(0x80 | len as u8),
+            len @ 126..=0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        out
+    }
+
+    #[test]
+    fn messages_come_out_whole_however_their_frames_are_split_across_reads() {
+        // Sizes around the read size (16 KiB and a header) and the header's length forms,
+        // single frames and a fragmented message with a ping between its frames.
+        let sizes = [0, 1, 125, 126, 1000, 16_370, 16_384, 16_385, 16_400, 70_000];
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let payload: Vec<u8> = (0..size).map(|j| (j * 7 + i) as u8).collect();
+            wire.extend(client_frame(true, 2, &payload, i as u8));
+            expected.push(Message::Binary(payload.into()));
+        }
+        let text = "é".repeat(9_000);
+        let (a, b) = text.as_bytes().split_at(10_001); // inside a character
+        wire.extend(client_frame(false, 1, a, 90));
+        wire.extend(client_frame(true, 9, b"ping", 91));
+        wire.extend(client_frame(true, 0, b, 92));
+        expected.push(Message::Ping(Bytes::from_static(b"ping")));
+        expected.push(Message::Text(text.clone().into()));
+        wire.extend(client_frame(true, 1, text.as_bytes(), 93));
+        expected.push(Message::Text(text.into()));
+        wire.extend(client_frame(true, 8, &1000u16.to_be_bytes(), 94));
+
+        for chunk in [1, 3, 14, 1000, 16_384, 16_398, 16_399, 40_000, usize::MAX] {
+            let io = Chunked {
+                data: wire.clone(),
+                at: 0,
+                chunk,
+            };
+            let transport = Transport::new(crate::transport::MaybeTls::Plain(io), 1024);
+            let mut frames = Frames::new(transport, Vec::new(), &Limits::default());
+            let got: Vec<Message> = futures_lite::future::block_on(async {
+                let mut got = Vec::new();
+                while let Some(msg) = frames.next().await {
+                    let msg = msg.expect("valid frames");
+                    if msg.is_close() {
+                        break;
+                    }
+                    got.push(msg);
+                }
+                got
+            });
+            assert_eq!(got.len(), expected.len(), "reads of {chunk} bytes");
+            for (n, (got, want)) in got.iter().zip(&expected).enumerate() {
+                assert!(got == want, "message {n}, reads of {chunk} bytes");
+            }
         }
     }
 }
