@@ -394,21 +394,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     }
 
     fn push(&mut self, opcode: u8, fin: bool, rsv1: bool, payload: Bytes) {
-        let mut head = [0u8; 10];
-        head[0] = u8::from(fin) << 7 | u8::from(rsv1) << 6 | opcode;
-        let len = payload.len();
-        let head_len = if len < 126 {
-            head[1] = len as u8;
-            2
-        } else if len <= 0xFFFF {
-            head[1] = 126;
-            head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            4
-        } else {
-            head[1] = 127;
-            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            10
-        };
+        let first = u8::from(fin) << 7 | u8::from(rsv1) << 6 | opcode;
+        let (head, head_len) = frame_head(first, payload.len());
         let out = Out {
             head,
             head_len,
@@ -697,6 +684,26 @@ enum Payload<'a> {
     Unmasked(Bytes),
 }
 
+/// An unmasked frame's header (RFC 6455 section 5.2) for first byte `first` (FIN, RSV,
+/// opcode) and a payload of `len` bytes, and its length: 2, 4 or 10 bytes.
+fn frame_head(first: u8, len: usize) -> ([u8; 10], u8) {
+    let mut head = [0u8; 10];
+    head[0] = first;
+    let head_len = if len < 126 {
+        head[1] = len as u8;
+        2
+    } else if len <= 0xFFFF {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (head, head_len)
+}
+
 fn too_long(size: u64, max_size: usize) -> Error {
     Error::Capacity(CapacityError::MessageTooLong {
         size: usize::try_from(size).unwrap_or(usize::MAX),
@@ -823,20 +830,11 @@ mod tests {
     /// A client's frame (RFC 6455 section 5.2): masked, with a key that changes per frame.
     fn client_frame(fin: bool, opcode: u8, payload: &[u8], seed: u8) -> Vec<u8> {
         let key = [seed, seed ^ 0x5A, seed.wrapping_add(77), 0xC3];
-        let mut out = vec![u8::from(fin) << 7 | opcode];
-        match payload.len() {
-            len @ 0..=125 => out.push(0x80 | len as u8),
-            len @ 126..=0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
+        let (head, head_len) = frame_head(u8::from(fin) << 7 | opcode, payload.len());
+        let mut out = head[..usize::from(head_len)].to_vec();
+        out[1] |= 0x80;
         out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        unmask_into(&mut out, payload, key); // masking and unmasking are the same XOR
         out
     }
 
