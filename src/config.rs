@@ -211,7 +211,7 @@ pub struct Limits {
     pub read_buffer_size: usize,
     /// Outgoing frames wait up to this many bytes (headers and payloads) before a write
     /// to the stream; a flush writes whatever is there. Each frame is its header and the
-    /// message's own payload: up to 512 bytes in all leave as one plain write of a copy,
+    /// message's own payload: up to 2 KiB in all leave as one plain write of a copy,
     /// more as one vectored write, not copied. Over TLS, what one write takes (up to 64
     /// KiB) is sealed into records in a buffer per thread and written at once; only what
     /// the socket does not take stays with the connection.
