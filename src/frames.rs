@@ -202,10 +202,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
                     && self.end == head.total
                     && self.buf.capacity() == head.total
                 {
-                    // The buffer is this frame, no more: its payload is unmasked where it
-                    // is and the message takes the buffer, not a copy.
+                    // The buffer is this frame, no more (its length lies between `end` and
+                    // its capacity): its payload is unmasked where it is and the message
+                    // takes the buffer, not a copy.
                     let mut frame = std::mem::take(&mut self.buf);
-                    frame.truncate(head.total);
                     self.end = 0;
                     unmask(&mut frame[head.header_len..], head.key);
                     let mut payload = Bytes::from(frame);
