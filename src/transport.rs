@@ -95,7 +95,16 @@ impl<S> Transport<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// Writes and flushes what is left of the deferred `101`.
+    #[inline]
     fn poll_preamble(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.preamble.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_preamble_write(cx)
+    }
+
+    #[inline(never)]
+    fn poll_preamble_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.preamble.is_empty() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.preamble))?;
             if n == 0 {
@@ -332,45 +341,61 @@ impl FragmentGuard {
                 bytes = &bytes[take..];
                 continue;
             }
+            if self.header_len == 0 {
+                // The whole header is here (the usual case): read it where it lies.
+                if let Some((len, header_len)) = frame_header(bytes) {
+                    self.on_header(&bytes[..header_len], len)?;
+                    bytes = &bytes[header_len..];
+                    continue;
+                }
+            }
             self.header[usize::from(self.header_len)] = bytes[0];
             self.header_len += 1;
             bytes = &bytes[1..];
             let h = &self.header[..usize::from(self.header_len)];
-            let Some((len, header_len)) = frame_header(h) else {
+            let Some((len, _)) = frame_header(h) else {
                 continue;
             };
-            let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0F);
-            self.mask = [0; 4];
-            if h[1] & 0x80 != 0 {
-                self.mask.copy_from_slice(&h[header_len - 4..header_len]);
-            }
-            self.mask_pos = 0;
-            // RSV1 set means a compressed payload (RFC 7692), which is not checked here.
-            let plain = h[0] & 0x70 == 0;
-            self.checking = false;
-            if opcode < 8 {
-                // A data frame: 0 continues a message, 1 and 2 start one.
-                if opcode != 0 {
-                    self.text = opcode == 1;
-                    self.partial_len = 0;
-                }
-                self.frames = if opcode == 0 { self.frames + 1 } else { 1 };
-                if self.frames > self.max {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        GuardError::TooManyFragments(self.max),
-                    ));
-                }
-                self.checking = self.text && plain;
-                if fin {
-                    self.frames = 0;
-                }
-            }
-            self.payload_left = len;
+            let header = self.header;
+            self.on_header(&header[..usize::from(self.header_len)], len)?;
             self.header_len = 0;
         }
         Ok(())
     }
+
+    /// Takes in a frame's header `h` (all of it), whose payload is `len` bytes.
+    fn on_header(&mut self, h: &[u8], len: u64) -> io::Result<()> {
+        let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0F);
+        self.mask = [0; 4];
+        if h[1] & 0x80 != 0 {
+            self.mask.copy_from_slice(&h[h.len() - 4..]);
+        }
+        self.mask_pos = 0;
+        // RSV1 set means a compressed payload (RFC 7692), which is not checked here.
+        let plain = h[0] & 0x70 == 0;
+        self.checking = false;
+        if opcode < 8 {
+            // A data frame: 0 continues a message, 1 and 2 start one.
+            if opcode != 0 {
+                self.text = opcode == 1;
+                self.partial_len = 0;
+            }
+            self.frames = if opcode == 0 { self.frames + 1 } else { 1 };
+            if self.frames > self.max {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    GuardError::TooManyFragments(self.max),
+                ));
+            }
+            self.checking = self.text && plain;
+            if fin {
+                self.frames = 0;
+            }
+        }
+        self.payload_left = len;
+        Ok(())
+    }
+
 
     /// Unmasks `payload` (the next bytes of a text frame) and checks that the message so far
     /// is UTF-8, allowing a sequence cut off at the end. An unfinished sequence at the end
@@ -380,11 +405,12 @@ impl FragmentGuard {
         for chunk in payload.chunks(block.len() - 3) {
             let start = usize::from(self.partial_len);
             block[..start].copy_from_slice(&self.partial[..start]);
-            for (out, byte) in block[start..].iter_mut().zip(chunk) {
-                *out = byte ^ self.mask[self.mask_pos & 3];
-                self.mask_pos += 1;
-            }
             let end = start + chunk.len();
+            block[start..end].copy_from_slice(chunk);
+            let m = self.mask_pos;
+            let key = [0, 1, 2, 3].map(|i| self.mask[(m + i) & 3]);
+            crate::frames::unmask(&mut block[start..end], key);
+            self.mask_pos += chunk.len();
             self.partial_len = 0;
             if let Err(e) = std::str::from_utf8(&block[..end]) {
                 if e.error_len().is_some() {
@@ -400,5 +426,75 @@ impl FragmentGuard {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame (RFC 6455 section 5.2) with this first byte and mask key.
+    fn masked(first: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![first];
+        match payload.len() {
+            n @ 0..=125 => frame.push(0x80 | n as u8),
+            n @ 126..=0xFFFF => {
+                frame.push(0x80 | 126);
+                frame.extend((n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend((n as u64).to_be_bytes());
+            }
+        }
+        frame.extend(key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        frame
+    }
+
+    /// What a guard makes of `bytes` handed over in pieces of at most `piece` bytes: the
+    /// error's text, or none.
+    fn scanned(bytes: &[u8], piece: usize) -> Option<String> {
+        let mut guard = FragmentGuard::new(4);
+        guard.armed = true;
+        for part in bytes.chunks(piece) {
+            if let Err(e) = guard.scan(part) {
+                return Some(e.to_string());
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn frames_are_judged_the_same_however_their_bytes_arrive() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let long_text = "κόσμε €".repeat(40); // 16-bit length, characters across masks
+        let mut good = masked(0x01, key, long_text.as_bytes());
+        good.extend(masked(0x89, [1, 2, 3, 4], b"\xff")); // a ping between fragments
+        good.extend(masked(0x80, [9, 9, 9, 9], "ό".as_bytes()));
+        good.extend(masked(0x82, key, &[0xff; 70_000])); // 64-bit length, not text
+        let mut bad_utf8 = masked(0x01, key, "κόσμε".as_bytes());
+        bad_utf8.extend(masked(0x00, key, b"\xce\xba\xf4\x90\x80\x80"));
+        let mut too_many = masked(0x02, key, b"a");
+        for _ in 0..4 {
+            too_many.extend(masked(0x00, key, b"b"));
+        }
+        let cases = [
+            (good, None),
+            (bad_utf8, Some("invalid UTF-8 in a text message")),
+            (
+                too_many,
+                Some("a message in more than 4 fragments (Limits::max_fragments)"),
+            ),
+        ];
+        for (bytes, expected) in cases {
+            for piece in [1, 2, 3, 5, 7, 13, 14, 100, 4096, bytes.len()] {
+                assert_eq!(
+                    scanned(&bytes, piece).as_deref(),
+                    expected,
+                    "pieces of {piece}"
+                );
+            }
+        }
     }
 }
