@@ -61,6 +61,9 @@ pub(crate) struct TlsStream<S> {
     close_queued: bool,
     /// An error found behind plaintext already read, for the next read.
     failed: Option<io::Error>,
+    /// rustls holds no decrypted records that were not taken yet (known once a read has
+    /// asked it): a read with no ciphertext need not ask it again.
+    drained: bool,
     /// The host name of the ClientHello's SNI extension (RFC 6066 section 3).
     sni: Option<String>,
 }
@@ -97,6 +100,7 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         read_closed: false,
         close_queued: false,
         failed: None,
+        drained: false,
         sni: None,
     };
     std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
@@ -254,6 +258,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                         *filled += n;
                         self.plain.extend_from_slice(&record.payload[n..]);
                     }
+                    self.drained = true;
+                    if used + discard == data.len() {
+                        // All of `data` is done with. What rustls may have left to say
+                        // (a KeyUpdate's answer, say) waits for the next call, the next
+                        // read's or the next write's, which both handle it first.
+                        return Ok(used + discard);
+                    }
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
                     encode(&mut self.outgoing, |out| data.encode(out))?
@@ -265,6 +276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 }
                 // Nothing more to decrypt until more ciphertext comes.
                 ConnectionState::WriteTraffic(_) | ConnectionState::BlockedHandshake => {
+                    self.drained = true;
                     return Ok(used + discard);
                 }
                 _ => return Err(rustls::Error::General(UNEXPECTED.into())),
@@ -398,7 +410,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
             this.incoming = Vec::new();
             let mut filled = 0;
             let result = loop {
-                match this.decrypt(&mut scratch[..have], buf, &mut filled) {
+                // No ciphertext and no record left in rustls: straight to the socket.
+                let step = if have == 0 && this.drained {
+                    Ok(0)
+                } else {
+                    this.decrypt(&mut scratch[..have], buf, &mut filled)
+                };
+                match step {
                     Ok(used) => {
                         scratch.copy_within(used..have, 0);
                         have -= used;

@@ -396,7 +396,6 @@ impl FragmentGuard {
         Ok(())
     }
 
-
     /// Unmasks `payload` (the next bytes of a text frame) and checks that the message so far
     /// is UTF-8, allowing a sequence cut off at the end. An unfinished sequence at the end
     /// of the message is left to the frame codec, which checks the whole message.
