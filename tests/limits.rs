@@ -467,3 +467,67 @@ fn a_sender_held_by_a_full_recipient_resumes_when_it_reads_and_nothing_is_lost()
     assert_eq!(a_summary.error, None);
     assert_eq!(b_summary.messages_in, u64::from(COUNT));
 }
+
+/// Answers each message with what the test asks of `on_message`: sends to its own
+/// connection (directly, through a Hub, and from another thread), and what it saw of the
+/// queue's cap and its byte count.
+struct Replies {
+    hub: wssd::Hub,
+    seen: async_channel::Sender<String>,
+}
+
+impl Handler for Replies {
+    fn on_open(&self, conn: &Connection) {
+        self.hub.add(conn);
+    }
+    fn on_message(&self, conn: &Connection, msg: Message) {
+        match msg.to_text().unwrap() {
+            "order" => {
+                conn.try_send(Message::text("a")).unwrap();
+                self.hub.broadcast(&Message::text("b"), &[]);
+                // Queued by another thread before "c" is sent: it goes out before "c".
+                let other = conn.clone();
+                std::thread::spawn(move || other.try_send(Message::text("x")).unwrap())
+                    .join()
+                    .unwrap();
+                conn.try_send(Message::text("c")).unwrap();
+            }
+            "cap" => {
+                // The queue's cap is 1,024 bytes: a fourth message of 300 does not fit.
+                let results: Vec<bool> = (0..4)
+                    .map(|_| conn.try_send(Message::binary(vec![1; 300])).is_ok())
+                    .collect();
+                let line = format!("{results:?} {}", conn.buffered_bytes());
+                self.seen.try_send(line).unwrap();
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+}
+
+#[test]
+fn what_on_message_sends_its_own_connection_is_written_in_order_and_counted_against_the_cap() {
+    let (server_end, client_end) = duplex();
+    let mut limits = Limits::default();
+    limits.send_queue_bytes = 1024;
+    let (seen, saw) = async_channel::unbounded();
+    let handler = Replies {
+        hub: wssd::Hub::default(),
+        seen,
+    };
+    let server = async {
+        let acceptor = Acceptor::new(Config::default().limits(limits));
+        let accepted = acceptor.accept(server_end, peer()).await.unwrap();
+        accepted.serve(&handler).await
+    };
+    let mut bytes = masked(0x81, [1, 2, 3, 4], b"order");
+    bytes.extend(masked(0x81, [5, 6, 7, 8], b"cap"));
+    let client = raw_then_read(client_end, bytes, 7);
+    let (summary, got) = future::block_on(common::bounded(future::zip(server, client)));
+    let texts: Vec<&str> = got[..4].iter().map(|m| m.to_text().unwrap()).collect();
+    assert_eq!(texts, ["a", "b", "x", "c"]);
+    assert_eq!(got[4..], vec![Message::binary(vec![1; 300]); 3]);
+    // Three taken, the fourth refused, and all three counted until written.
+    assert_eq!(saw.try_recv().unwrap(), "[true, true, true, false] 900");
+    assert_eq!(summary.error, None);
+}
