@@ -811,6 +811,17 @@ thread_local! {
     static SPARE_QUEUE: Cell<VecDeque<Message>> = const { Cell::new(VecDeque::new()) };
 }
 
+/// Clears [`DEFERRED`] when dropped, also when a handler's `on_message` panics: an executor
+/// that catches the panic (tokio does) goes on running other tasks on this thread, and their
+/// Hub sends must close a full recipient with 1013, not defer it to a session that is gone.
+struct ClearDeferred;
+
+impl Drop for ClearDeferred {
+    fn drop(&mut self) {
+        let _ = DEFERRED.try_with(|d| d.borrow_mut().take());
+    }
+}
+
 /// Room for at most this many messages is kept in [`SPARE_QUEUE`].
 const SPARE_MESSAGES: usize = 16;
 
@@ -1224,8 +1235,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     timeout: self.limits.backpressure_timeout,
                 };
                 DEFERRED.with(|d| *d.borrow_mut() = Some(deferred));
+                let clear = ClearDeferred;
                 handler.on_message(&self.conn, msg);
                 let deferred = DEFERRED.with(|d| d.borrow_mut().take());
+                drop(clear);
                 (self.blocked, self.held) =
                     deferred.map_or_else(|| (Vec::new(), None), |d| (d.blocked, d.held));
                 if !self.blocked.is_empty() {

@@ -235,3 +235,66 @@ fn measure_broadcast_to_10000_members_while_others_join_and_leave() {
     );
     drop(clients);
 }
+
+/// Hands each connection to the test; its `on_message` panics (a handler's bug).
+struct Panics(Hub, async_channel::Sender<Connection>);
+
+impl Handler for Panics {
+    fn on_open(&self, conn: &Connection) {
+        self.0.add(conn);
+        self.1.try_send(conn.clone()).unwrap();
+    }
+    fn on_message(&self, _: &Connection, _: Message) {
+        panic!("a handler's bug (this test's own panic)");
+    }
+}
+
+#[test]
+fn after_a_handler_panicked_and_the_executor_went_on_a_full_recipient_is_still_closed() {
+    use futures_lite::FutureExt;
+    let hub = Hub::default();
+    let mut limits = Limits::default();
+    limits.send_queue_bytes = 1024;
+    let acceptor = Acceptor::new(Config::default().limits(limits));
+    let (opened_tx, opened) = async_channel::unbounded();
+    let handler = Rc::new(Panics(hub.clone(), opened_tx));
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(common::bounded(async {
+        let mut clients = Vec::new();
+        let (ended_tx, ended) = async_channel::unbounded();
+        for _ in 0..2 {
+            let (server_end, client_end) = duplex_with(4 << 10);
+            let (acceptor, handler, ended) = (acceptor.clone(), handler.clone(), ended_tx.clone());
+            ex.spawn(async move {
+                let accepted = acceptor.accept(server_end, peer()).await.unwrap();
+                // As tokio does with a task that panics: the panic ends the task only.
+                let served = std::panic::AssertUnwindSafe(accepted.serve(&*handler))
+                    .catch_unwind()
+                    .await;
+                ended.send(served.is_err()).await.unwrap();
+            })
+            .detach();
+            let (ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+                .await
+                .unwrap();
+            clients.push(ws);
+        }
+        let (_panicking, full) = (opened.recv().await.unwrap(), opened.recv().await.unwrap());
+        hub.join(full.id(), "full");
+        // The first client's message makes its handler panic, on this thread.
+        futures_util::SinkExt::send(&mut clients[0], Message::text("boom"))
+            .await
+            .unwrap();
+        assert!(
+            ended.recv().await.unwrap(),
+            "the session ended in the panic"
+        );
+        // Outside any on_message: the first message fills the recipient's 1 KiB queue, the
+        // second finds it full, and the recipient is closed (1013), not waited for.
+        let big = Message::binary(vec![7; 1024]);
+        assert_eq!(hub.send_to_group("full", &big, &[]), 1);
+        assert_eq!(hub.send_to_group("full", &big, &[]), 0);
+        assert_eq!(full.try_send(Message::text("x")), Err(SendError::Closed));
+        drop(clients);
+    })));
+}
