@@ -18,6 +18,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::thread::LocalKey;
 
 use async_tungstenite::tungstenite::Bytes;
 use async_tungstenite::tungstenite::{
@@ -61,8 +62,25 @@ thread_local! {
     static SPARE_OUT: Cell<VecDeque<Out>> = const { Cell::new(VecDeque::new()) };
 }
 
-/// Room for at most this many frames is kept in [`SPARE_OUT`].
-const SPARE_FRAMES: usize = 16;
+/// Room for at most this many entries is kept in a queue's spare ([`SPARE_OUT`], and the
+/// session's send queue's).
+const SPARE_ROOM: usize = 16;
+
+/// Gives `queue` the room kept in `spare` when it has none of its own: a queue that empties
+/// after each message takes no allocation per message.
+pub(crate) fn take_room<T>(spare: &'static LocalKey<Cell<VecDeque<T>>>, queue: &mut VecDeque<T>) {
+    if queue.capacity() == 0 {
+        *queue = spare.take();
+    }
+}
+
+/// Keeps the room of `queue` in `spare`, if it is empty and small (what a failed write left
+/// in it is dropped here, never handed on): an idle connection holds none.
+pub(crate) fn keep_room<T>(spare: &'static LocalKey<Cell<VecDeque<T>>>, queue: VecDeque<T>) {
+    if queue.is_empty() && (1..=SPARE_ROOM).contains(&queue.capacity()) {
+        spare.set(queue);
+    }
+}
 
 /// A WebSocket connection's frames (RFC 6455 section 5) over a [`Transport`], server side.
 pub(crate) struct Frames<S> {
@@ -417,9 +435,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
             payload,
         };
         self.out_bytes += out.len();
-        if self.out.capacity() == 0 {
-            self.out = SPARE_OUT.take();
-        }
+        take_room(&SPARE_OUT, &mut self.out);
         self.out.push_back(out);
     }
 
@@ -474,43 +490,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         while !self.out.is_empty() {
             let left = self.out_bytes - self.out_pos;
+            let io = Pin::new(&mut self.io);
             let n = if left <= SMALL_WRITE {
-                let (out, io) = (&self.out, Pin::new(&mut self.io));
-                let mut skip = self.out_pos;
                 let joined = JOINED.with_borrow_mut(|joined| {
                     joined.clear();
-                    for frame in out {
-                        for part in [frame.head(), &frame.payload[..]] {
-                            if skip >= part.len() {
-                                skip -= part.len();
-                                continue;
-                            }
-                            joined.extend_from_slice(&part[skip..]);
-                            skip = 0;
-                        }
-                    }
+                    each_unwritten(&self.out, self.out_pos, |part| {
+                        joined.extend_from_slice(part);
+                        true
+                    });
                     io.poll_write(cx, joined)
                 });
                 ready!(joined)?
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let mut count = 0;
-                let mut skip = self.out_pos;
-                'frames: for frame in self.out.iter() {
-                    for part in [frame.head(), &frame.payload[..]] {
-                        if skip >= part.len() {
-                            skip -= part.len();
-                            continue;
-                        }
-                        if count == MAX_SLICES {
-                            break 'frames;
-                        }
-                        slices[count] = IoSlice::new(&part[skip..]);
-                        count += 1;
-                        skip = 0;
-                    }
-                }
-                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?
+                each_unwritten(&self.out, self.out_pos, |part| {
+                    slices[count] = IoSlice::new(part);
+                    count += 1;
+                    count < MAX_SLICES
+                });
+                ready!(io.poll_write_vectored(cx, &slices[..count]))?
             };
             if n == 0 {
                 return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
@@ -528,11 +527,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
         }
         // All written: an idle connection holds no queue of frames (its room goes to the
         // thread's spare).
-        let room = std::mem::take(&mut self.out);
-        if room.capacity() != 0 && room.capacity() <= SPARE_FRAMES {
-            SPARE_OUT.set(room);
-        }
+        keep_room(&SPARE_OUT, std::mem::take(&mut self.out));
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Hands `f` the parts of `out` (each frame's header, then its payload) not written yet, the
+/// first `written` bytes being written, until `f` returns `false`.
+fn each_unwritten<'a>(
+    out: &'a VecDeque<Out>,
+    mut written: usize,
+    mut f: impl FnMut(&'a [u8]) -> bool,
+) {
+    for frame in out {
+        for part in [frame.head(), &frame.payload[..]] {
+            if written >= part.len() {
+                written -= part.len();
+                continue;
+            }
+            if !f(&part[written..]) {
+                return;
+            }
+            written = 0;
+        }
     }
 }
 

@@ -419,9 +419,7 @@ impl Connection {
             return Err((SendError::Full, msg));
         }
         queue.bytes += size;
-        if queue.messages.capacity() == 0 {
-            queue.messages = SPARE_QUEUE.take();
-        }
+        crate::frames::take_room(&SPARE_QUEUE, &mut queue.messages);
         queue.messages.push_back(msg);
         drop(queue);
         self.wake_session();
@@ -816,14 +814,19 @@ thread_local! {
 /// Hub sends must close a full recipient with 1013, not defer it to a session that is gone.
 struct ClearDeferred;
 
+impl ClearDeferred {
+    /// Takes what `on_message` deferred, which leaves [`DEFERRED`] clear.
+    fn take(self) -> Option<Deferred> {
+        std::mem::forget(self); // nothing left to clear
+        DEFERRED.with(|d| d.borrow_mut().take())
+    }
+}
+
 impl Drop for ClearDeferred {
     fn drop(&mut self) {
         let _ = DEFERRED.try_with(|d| d.borrow_mut().take());
     }
 }
-
-/// Room for at most this many messages is kept in [`SPARE_QUEUE`].
-const SPARE_MESSAGES: usize = 16;
 
 /// Queues `msg` for each of `recipients` (the Hub's sends), and returns for how many.
 ///
@@ -1235,10 +1238,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     timeout: self.limits.backpressure_timeout,
                 };
                 DEFERRED.with(|d| *d.borrow_mut() = Some(deferred));
-                let clear = ClearDeferred;
+                let scope = ClearDeferred;
                 handler.on_message(&self.conn, msg);
-                let deferred = DEFERRED.with(|d| d.borrow_mut().take());
-                drop(clear);
+                let deferred = scope.take();
                 (self.blocked, self.held) =
                     deferred.map_or_else(|| (Vec::new(), None), |d| (d.blocked, d.held));
                 if !self.blocked.is_empty() {
@@ -1314,11 +1316,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let (conn, stuck, deadline) = (&self.conn, &mut self.stuck, &mut self.deadline);
         let result = write_within(conn, stuck, deadline, &self.limits, feed).await;
-        // What a failed write left is dropped here, never handed on.
-        let room = std::mem::take(&mut self.spare);
-        if room.is_empty() && room.capacity() != 0 && room.capacity() <= SPARE_MESSAGES {
-            SPARE_QUEUE.set(room);
-        }
+        crate::frames::keep_room(&SPARE_QUEUE, std::mem::take(&mut self.spare));
         self.summary.messages_out += count;
         self.bytes_out += written as u64;
         self.unflushed = true;
