@@ -209,15 +209,22 @@ impl Conn {
         }
     }
 
-    /// Reads everything the socket has (edge-triggered: until it would block).
+    /// Reads everything the socket has. Edge-triggered, but a read that leaves room in its
+    /// buffer has emptied the socket's receive queue (TCP hands over all it holds, up to the
+    /// room): what comes after it raises a new edge, so no read that would block follows it.
     fn read_in(&mut self) {
         let input = &mut self.input;
         loop {
             input.make_room();
-            let read = match &mut self.tls {
-                Some(tls) => tls.read_tls(&mut self.sock),
-                None => self.sock.read(input.free()),
+            let mut sock = ShortRead {
+                sock: &mut self.sock,
+                short: false,
             };
+            let read = match &mut self.tls {
+                Some(tls) => tls.read_tls(&mut sock),
+                None => sock.read(input.free()),
+            };
+            let short = sock.short;
             match read {
                 Ok(0) => panic!("the server closed the connection"),
                 Ok(n) => match &mut self.tls {
@@ -238,6 +245,23 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => panic!("read: {e}"),
             }
+            if short {
+                return;
+            }
         }
+    }
+}
+
+/// The socket, noting whether its last read returned less than the room it was given.
+struct ShortRead<'a> {
+    sock: &'a mut mio::net::TcpStream,
+    short: bool,
+}
+
+impl Read for ShortRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
     }
 }
