@@ -250,7 +250,7 @@ impl<H: Handler> Server<H> {
         let dispatcher = executor.spawn(edge.clone().dispatch());
         let listener: Arc<smol::Async<std::net::TcpListener>> = listener.into();
         loop {
-            let accept = listener.read_with(|l| l.accept());
+            let accept = accept(&listener);
             let accepted = future::or(async { Some(accept.await) }, async {
                 shutdown.wait().await;
                 None
@@ -379,6 +379,26 @@ impl Refusals {
             );
             self.since_warning = 0;
             self.last_warning = Some(Instant::now());
+        }
+    }
+}
+
+/// Accepts one connection from `listener`.
+///
+/// Not async-io's `read_with`: its wait (`optimistic`) ends at its second poll whether or not
+/// the listener became readable, so each poll of the accepting task for another reason (it
+/// is [`Server::run`]'s main future, polled at every turn of the reactor) cost an `accept4`
+/// that would block and a re-arm of the listener. Here only the listener's readiness ends it.
+///
+/// # Errors
+/// `accept4`'s (too many open files, say), and the reactor's.
+async fn accept(
+    listener: &smol::Async<std::net::TcpListener>,
+) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        match listener.get_ref().accept() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => listener.readable().await?,
+            accepted => return accepted,
         }
     }
 }
