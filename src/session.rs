@@ -187,25 +187,28 @@ pub struct Connection {
     shared: Arc<Shared>,
 }
 
+#[repr(C)] // in this order: the fields each message touches share the first cache lines
 struct Shared {
-    id: ConnectionId,
-    request: Request,
-    queue: Mutex<Queue>,
-    /// The queue's cap, in bytes.
-    queue_limit: usize,
-    /// Notified as queued bytes are written, for senders waiting for room.
-    room: Event,
     /// Set when a message is queued or the queue closes (after the queue's lock is
     /// released), cleared by the session when it takes them: the session's poll looks
     /// here, not at the lock, when there is nothing to do.
     work: AtomicBool,
-    /// The session task, woken when `work` is set.
-    waker: AtomicWaker,
-    /// The hubs this connection was added to; it leaves them when its session ends.
-    hubs: Mutex<Vec<Weak<dyn Registry>>>,
     /// Set when the heartbeat timer fires (through the waker it was given, [`Shared`]'s own):
     /// the session polls its timer, and reads the clock, only then.
     tick_due: AtomicBool,
+    /// The session task, woken when `work` is set.
+    waker: AtomicWaker,
+    id: ConnectionId,
+    /// The queue's cap, in bytes.
+    queue_limit: usize,
+    /// `request.deflate`, here beside what a send reads.
+    deflate: Option<crate::deflate::Agreed>,
+    queue: Mutex<Queue>,
+    /// Notified as queued bytes are written, for senders waiting for room.
+    room: Event,
+    /// The hubs this connection was added to; it leaves them when its session ends.
+    hubs: Mutex<Vec<Weak<dyn Registry>>>,
+    request: Request,
 }
 
 /// The heartbeat timer's waker: notes the tick, then wakes the session.
@@ -843,7 +846,7 @@ pub(crate) fn send_all(recipients: Vec<Connection>, msg: &Message) -> usize {
             let waiting = deferred
                 .as_mut()
                 .and_then(|d| d.blocked.iter_mut().find(|b| b.conn.id() == conn.id()));
-            let msg = shared.get(conn.shared.request.deflate.as_ref());
+            let msg = shared.get(conn.shared.deflate.as_ref());
             if let Some(b) = waiting {
                 b.messages.push_back(msg);
                 queued += 1;
@@ -881,6 +884,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let conn = Connection {
             shared: Arc::new(Shared {
                 id,
+                deflate: request.deflate,
                 request,
                 queue: Mutex::new(Queue::default()),
                 queue_limit: limits.send_queue_bytes,
@@ -1298,7 +1302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut written = 0;
         let mut count = 0;
         let (ws, spare) = (&mut self.ws, &mut self.spare);
-        let deflate = self.conn.shared.request.deflate;
+        let deflate = self.conn.shared.deflate;
         let feed = async {
             while let Some(msg) = spare.pop_front() {
                 written += payload_len(&msg);

@@ -43,9 +43,9 @@ thread_local! {
 }
 
 /// A TLS connection over `S` after [`accept`], server side.
+#[repr(C)] // in this order: the fields each read and write touches first, rustls' state last
 pub(crate) struct TlsStream<S> {
     io: S,
-    conn: UnbufferedServerConnection,
     /// Ciphertext received and not processed: the start of a record. Empty (no
     /// allocation) between records.
     incoming: Vec<u8>,
@@ -59,13 +59,15 @@ pub(crate) struct TlsStream<S> {
     read_closed: bool,
     /// Our close_notify is queued.
     close_queued: bool,
-    /// An error found behind plaintext already read, for the next read.
-    failed: Option<io::Error>,
     /// rustls holds no decrypted records that were not taken yet (known once a read has
     /// asked it): a read with no ciphertext need not ask it again.
     drained: bool,
+    /// An error found behind plaintext already read, for the next read.
+    failed: Option<io::Error>,
     /// The host name of the ClientHello's SNI extension (RFC 6066 section 3).
     sni: Option<String>,
+    /// rustls' state: keys, sequence numbers, what it has to send.
+    conn: UnbufferedServerConnection,
 }
 
 impl<S> std::fmt::Debug for TlsStream<S> {
