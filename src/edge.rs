@@ -8,6 +8,7 @@
 //! connection's readiness is a flag that a read or write clears when the socket would block
 //! (or a read comes up short: it took all the socket had), as tokio does.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
@@ -22,6 +23,12 @@ use rustix::event::epoll;
 
 /// Events taken from the epoll instance per `epoll_wait`.
 const BATCH: usize = 256;
+
+thread_local! {
+    /// Room for a batch of events, kept by the thread that takes them: no allocation per
+    /// batch. Per thread, not in [`Edge`]: an event (it may hold a pointer) is not `Send`.
+    static EVENTS: RefCell<Vec<epoll::Event>> = const { RefCell::new(Vec::new()) };
+}
 const READABLE: u32 = 1;
 const WRITABLE: u32 = 2;
 /// Readiness words count the events delivered above the two flags.
@@ -130,18 +137,22 @@ impl Edge {
     /// Takes every event waiting in the epoll instance, without blocking, and wakes the
     /// connections they name. Returns how many there were.
     fn deliver(&self) -> rustix::io::Result<usize> {
+        EVENTS.with_borrow_mut(|events| self.deliver_into(events))
+    }
+
+    /// [`Edge::deliver`], with `events` for room.
+    fn deliver_into(&self, events: &mut Vec<epoll::Event>) -> rustix::io::Result<usize> {
         let now = rustix::event::Timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        // Made here, not held across an await: an event (it may hold a pointer) is not Send.
-        let mut events = Vec::with_capacity(BATCH);
         let mut taken = 0;
         loop {
             events.clear();
+            events.reserve_exact(BATCH); // once per thread: the room stays
             match epoll::wait(
                 self.epoll.get_ref(),
-                rustix::buffer::spare_capacity(&mut events),
+                rustix::buffer::spare_capacity(&mut *events),
                 Some(&now),
             ) {
                 Ok(_) => {}
@@ -149,7 +160,7 @@ impl Edge {
                 Err(e) => return Err(e),
             }
             let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            for event in &events {
+            for event in events.iter() {
                 let Some(slot) = slots.get(event.data.u64() as usize) else {
                     continue; // a connection that has just ended
                 };
