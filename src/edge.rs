@@ -51,17 +51,21 @@ struct Slot {
 }
 
 impl Slot {
-    /// Sets `flags` and wakes their waiters.
+    /// Sets `flags` and wakes their waiters: only for a flag that was clear, since a
+    /// waiter registers only after seeing its flag clear, and the delivery that set it
+    /// since then woke it (a socket that stays writable gets no wake-up per event).
     fn deliver(&self, flags: u32) {
-        let _ = self
+        let before = self
             .ready
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
                 Some((r | flags).wrapping_add(TICK))
-            });
-        if flags & READABLE != 0 {
+            })
+            .unwrap_or_else(|r| r);
+        let set = flags & !before;
+        if set & READABLE != 0 {
             self.reader.wake();
         }
-        if flags & WRITABLE != 0 {
+        if set & WRITABLE != 0 {
             self.writer.wake();
         }
     }
@@ -331,6 +335,38 @@ mod tests {
         let seen = slot.ready.load(Ordering::Acquire);
         slot.clear(seen, READABLE);
         assert_eq!(slot.ready.load(Ordering::Acquire) & READABLE, 0);
+    }
+
+    /// Counts its wake-ups.
+    struct Count(AtomicU32);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_waiter_is_woken_by_the_event_that_sets_its_flag_and_by_no_other() {
+        let slot = slot();
+        let count = Arc::new(Count(AtomicU32::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(slot.poll_ready(READABLE, &mut cx).is_pending());
+        slot.deliver(WRITABLE); // not what it waits for
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        slot.deliver(READABLE | WRITABLE);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(slot.poll_ready(READABLE, &mut cx).is_ready());
+        // Read to the end: the flag is cleared, the waiter registers again.
+        slot.clear(slot.ready.load(Ordering::Acquire), READABLE);
+        assert!(slot.poll_ready(READABLE, &mut cx).is_pending());
+        slot.deliver(READABLE);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        // While the flag stays set nobody waits on it: more events wake nobody.
+        slot.deliver(READABLE | WRITABLE);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(slot.poll_ready(WRITABLE, &mut cx).is_ready());
     }
 
     /// A registered connection (server side) and its client, on loopback.

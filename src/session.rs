@@ -196,8 +196,14 @@ struct Shared {
     /// Set when the heartbeat timer fires (through the waker it was given, [`Shared`]'s own):
     /// the session polls its timer, and reads the clock, only then.
     tick_due: AtomicBool,
-    /// The session task, woken when `work` is set.
+    /// The session task, woken when `work` or `tick_due` is set while it sleeps.
     waker: AtomicWaker,
+    /// Whether the session task is running (or about to): cleared just before it sleeps.
+    /// Setters of `work` and `tick_due` skip the wake-up while it is set, so a send from
+    /// the task's own callbacks costs no trip through the executor. The `SeqCst` pair (flag
+    /// set, then `awake` read here; `awake` cleared, then the flags read by the session)
+    /// makes sure one of the two sides sees the other.
+    awake: AtomicBool,
     id: ConnectionId,
     /// The queue's cap, in bytes.
     queue_limit: usize,
@@ -218,8 +224,17 @@ impl std::task::Wake for Shared {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.tick_due.store(true, Ordering::Release);
-        self.waker.wake();
+        self.tick_due.store(true, Ordering::SeqCst);
+        self.notify();
+    }
+}
+
+impl Shared {
+    /// Wakes the session task if it sleeps; called after `work` or `tick_due` was set.
+    fn notify(&self) {
+        if !self.awake.load(Ordering::SeqCst) {
+            self.waker.wake();
+        }
     }
 }
 
@@ -625,8 +640,8 @@ impl Connection {
 
     /// Tells the session there is work: a message queued, or the queue closed.
     fn wake_session(&self) {
-        self.shared.work.store(true, Ordering::Release);
-        self.shared.waker.wake();
+        self.shared.work.store(true, Ordering::SeqCst);
+        self.shared.notify();
     }
 
     /// Notes that `hub` holds this connection, so that it leaves when its session ends.
@@ -743,7 +758,8 @@ struct Session<S> {
     blocked_until: Option<Box<Timer>>,
     /// What the handler's `on_message` holds reading for ([`Connection::hold_reads`]).
     held: Option<Held>,
-    /// The queued messages taken out for writing (empty, without an allocation, between
+    /// The queued messages taken out for writing, by `poll_work` under the queue's lock
+    /// (empty, without an allocation, between
     /// drains: an idle connection holds no queue).
     spare: VecDeque<Message>,
     /// Messages were handed to the WebSocket layer and not flushed yet.
@@ -891,6 +907,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 room: Event::new(),
                 work: AtomicBool::new(false),
                 waker: AtomicWaker::new(),
+                awake: AtomicBool::new(true),
                 hubs: Mutex::new(Vec::new()),
                 // Due at first: the first poll gives the timer its waker.
                 tick_due: AtomicBool::new(true),
@@ -942,6 +959,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             queue.bytes = 0;
         }
         self.conn.shared.room.notify(usize::MAX);
+        // A `Connection` the app keeps must not keep this task's memory through its waker.
+        drop(self.conn.shared.waker.take());
         // Messages this connection sent and that wait for a full recipient are delivered
         // all the same: what was taken in is not lost because its sender left.
         for b in self.blocked.drain(..) {
@@ -1093,35 +1112,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ready
         })
         .await;
-        // Awake now: a send from this task's own callbacks must not wake it again (that
-        // would cost a trip through the executor per message). Work set from now on is
-        // seen by the next poll.
-        drop(self.conn.shared.waker.take());
         self.hot = if first { self.hot + 1 } else { 0 };
         event
     }
 
+    /// [`Session::poll_work`]; with nothing to do, registers the task's waker with
+    /// [`Shared`] and sleeps, unless work came in meanwhile (see `Shared::awake`).
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
-        let shared = &*self.conn.shared;
         loop {
-            if shared.work.load(Ordering::Acquire) {
-                let queue = self.conn.queue();
-                if !queue.messages.is_empty() {
-                    return Poll::Ready(Wake::Queued);
-                }
-                if queue.closed {
-                    return Poll::Ready(Wake::QueueClosed);
-                }
-                // Taken already: clear it under the lock, so that no push is missed.
-                shared.work.store(false, Ordering::Release);
+            self.conn.shared.awake.store(true, Ordering::Relaxed);
+            if let Poll::Ready(wake) = self.poll_work(cx) {
+                return Poll::Ready(wake);
             }
-            // Register, then look again: work set in between is not missed.
+            let shared = &*self.conn.shared;
             shared.waker.register(cx.waker());
-            if !shared.work.load(Ordering::Acquire) {
-                break;
+            shared.awake.store(false, Ordering::SeqCst);
+            if !shared.work.load(Ordering::SeqCst) && !shared.tick_due.load(Ordering::SeqCst) {
+                return Poll::Pending;
             }
         }
-        if shared.tick_due.swap(false, Ordering::AcqRel) {
+    }
+
+    /// What there is to do now, if anything: queued messages, a heartbeat tick, a frame.
+    fn poll_work(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        let shared = &*self.conn.shared;
+        if shared.work.load(Ordering::Acquire) {
+            let mut queue = self.conn.queue();
+            if !queue.messages.is_empty() {
+                // Taken here, under the one lock, for `drain` to write.
+                std::mem::swap(&mut queue.messages, &mut self.spare);
+                if !queue.closed {
+                    // Under the lock: a push after this sets it again.
+                    shared.work.store(false, Ordering::Release);
+                }
+                return Poll::Ready(Wake::Queued);
+            }
+            if queue.closed {
+                return Poll::Ready(Wake::QueueClosed);
+            }
+            // Taken already: clear it under the lock, so that no push is missed.
+            shared.work.store(false, Ordering::Release);
+        }
+        if shared.tick_due.load(Ordering::Relaxed) && shared.tick_due.swap(false, Ordering::AcqRel)
+        {
             let waker = std::task::Waker::from(self.conn.shared.clone());
             if self
                 .ticks
@@ -1286,19 +1319,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Hands what is queued to the WebSocket layer (compressed, framed, in its write
+    /// Hands what [`Session::poll_work`] took from the queue (`spare`) to the WebSocket
+    /// layer (compressed, framed, in its write
     /// buffer), under the idle timeout as a deadline when the socket is full. The flush
     /// comes later, once no frame is waiting to be read ([`Wake::Flush`]): the echoes of
     /// frames that arrived together leave in one write. Returns whether the connection goes on.
     async fn drain(&mut self) -> bool {
-        {
-            let mut queue = self.conn.queue();
-            std::mem::swap(&mut queue.messages, &mut self.spare);
-            if !queue.closed {
-                // Under the lock: a push after this sets it again.
-                self.conn.shared.work.store(false, Ordering::Release);
-            }
-        }
         let mut written = 0;
         let mut count = 0;
         let (ws, spare) = (&mut self.ws, &mut self.spare);
