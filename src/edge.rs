@@ -2,20 +2,25 @@
 //!
 //! async-io registers every socket in one-shot mode: each wait for readiness re-arms it with
 //! an `epoll_ctl`, one system call per message on a busy connection (and ten per wss
-//! handshake). Here the server's connections are registered once, edge-triggered, in an
-//! epoll instance of the server's own; that instance is one source in async-io's reactor,
-//! and one task takes its events a batch at a time and wakes the connections they name. A
-//! connection's readiness is a flag that a read or write clears when the socket would block
-//! (or a read comes up short: it took all the socket had), as tokio does.
+//! handshake). Here the server's connections (and its listener) are registered once,
+//! edge-triggered, in an epoll instance of the server's own. Under `Server::run` the
+//! executor's threads sleep in that instance when idle ([`Edge::block_on`], one thread at a
+//! time) and wake the connections its events name, as tokio's workers do with their
+//! driver: a nested epoll instance in async-io's reactor cost each wait five more system
+//! calls and a walk of the nested ready list. Under `Server::serve` (the embedder's threads)
+//! the instance is one source in async-io's reactor, and a task takes its events a batch at
+//! a time. A connection's readiness is a flag that a read or write clears when the socket
+//! would block (or a read comes up short: it took all the socket had), as tokio does.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_io::Async;
 use atomic_waker::AtomicWaker;
@@ -38,6 +43,48 @@ const TICK: u32 = 4;
 pub(crate) struct Edge {
     epoll: Async<OwnedFd>,
     slots: Mutex<slab::Slab<Arc<Slot>>>,
+    /// An eventfd in the epoll instance (edge-triggered, never read): a write ends the
+    /// `epoll_wait` of the thread parked in [`Edge::block_on`].
+    interrupt: OwnedFd,
+    /// Held by the one thread of [`Edge::block_on`] that waits in `epoll_wait`; the others
+    /// park on their thread.
+    driver: Mutex<()>,
+}
+
+/// The epoll data of [`Edge::interrupt`]: no slot's key.
+const INTERRUPT: u64 = u64::MAX;
+
+/// What wakes a thread of [`Edge::block_on`]: its state, and how to end its sleep.
+struct Parker {
+    state: AtomicU8,
+    edge: Arc<Edge>,
+    thread: std::thread::Thread,
+}
+
+/// [`Parker::state`]: running, with no wake-up since its last look.
+const RUNNING: u8 = 0;
+/// Woken while running: it polls again before it sleeps.
+const NOTIFIED: u8 = 1;
+/// Asleep in `std::thread::park`.
+const PARKED: u8 = 2;
+/// Asleep in `epoll_wait` on the server's epoll instance.
+const IN_EPOLL: u8 = 3;
+
+impl std::task::Wake for Parker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        match self.state.swap(NOTIFIED, Ordering::SeqCst) {
+            PARKED => self.thread.unpark(),
+            IN_EPOLL => {
+                // A full counter (2^64 - 2 writes) refuses the write: it is pending anyway.
+                let _ = rustix::io::write(&self.edge.interrupt, &1u64.to_ne_bytes());
+            }
+            _ => {}
+        }
+    }
 }
 
 /// One connection's readiness: the flags and a count of delivered events (so that a clear
@@ -104,11 +151,88 @@ impl Edge {
     /// # Errors
     /// When the kernel refuses an epoll instance (out of file descriptors).
     pub(crate) fn new() -> io::Result<Arc<Self>> {
+        use rustix::event::{EventfdFlags, eventfd};
         let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let interrupt = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        epoll::add(
+            &fd,
+            &interrupt,
+            epoll::EventData::new_u64(INTERRUPT),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )?;
         Ok(Arc::new(Edge {
             epoll: Async::new(fd)?,
             slots: Mutex::new(slab::Slab::new()),
+            interrupt,
+            driver: Mutex::new(()),
         }))
+    }
+
+    /// Runs `future` to completion on this thread, as `smol::block_on` does, except that
+    /// the thread sleeps in `epoll_wait` on this instance (one thread at a time; the others
+    /// park) and wakes the connections the events name itself: no task takes the events,
+    /// and async-io's reactor is not involved (its thread serves the other sources). Under
+    /// load the events are taken whenever `future` (an executor's `run`) comes back
+    /// without work, or having yielded (async-executor does every 200 tasks).
+    pub(crate) fn block_on<T>(self: &Arc<Self>, future: impl Future<Output = T>) -> T {
+        let parker = Arc::new(Parker {
+            state: AtomicU8::new(RUNNING),
+            edge: self.clone(),
+            thread: std::thread::current(),
+        });
+        let waker = std::task::Waker::from(parker.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            let state = &parker.state;
+            if state.swap(RUNNING, Ordering::SeqCst) == NOTIFIED {
+                // Woken while it ran: take what came meanwhile, and poll again.
+                if let Ok(_driver) = self.driver.try_lock() {
+                    self.take_events(Some(Duration::ZERO), || {});
+                }
+                continue;
+            }
+            match self.driver.try_lock() {
+                Ok(_driver) => {
+                    if state
+                        .compare_exchange(RUNNING, IN_EPOLL, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                    {
+                        // Events, an interrupt, or both: awake from there on, so that the
+                        // wake-ups of the connections it wakes cost no interrupt.
+                        self.take_events(None, || {
+                            state.swap(RUNNING, Ordering::SeqCst);
+                        });
+                        // The executor's notice of the connections just woken: the poll
+                        // that comes next is the one it asks for.
+                        state.store(RUNNING, Ordering::SeqCst);
+                    }
+                }
+                Err(_) => {
+                    if state
+                        .compare_exchange(RUNNING, PARKED, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                    {
+                        while state.load(Ordering::SeqCst) == PARKED {
+                            std::thread::park();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` (`None`: for ever) for events, then takes them and wakes the
+    /// connections they name. A failed `epoll_wait` (it does not fail on a valid instance)
+    /// is logged, and taken as no events.
+    fn take_events(&self, timeout: Option<Duration>, woke: impl FnOnce()) {
+        let result = EVENTS.with_borrow_mut(|events| self.deliver_after(events, timeout, woke));
+        if let Err(e) = result {
+            log::error!("connection readiness: epoll_wait failed: {e}");
+        }
     }
 
     /// Takes the epoll instance's events and wakes the connections they name, until
@@ -141,27 +265,48 @@ impl Edge {
     /// Takes every event waiting in the epoll instance, without blocking, and wakes the
     /// connections they name. Returns how many there were.
     fn deliver(&self) -> rustix::io::Result<usize> {
-        EVENTS.with_borrow_mut(|events| self.deliver_into(events))
+        EVENTS.with_borrow_mut(|events| self.deliver_into(events, Some(Duration::ZERO)))
     }
 
-    /// [`Edge::deliver`], with `events` for room.
-    fn deliver_into(&self, events: &mut Vec<epoll::Event>) -> rustix::io::Result<usize> {
-        let now = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+    /// [`Edge::deliver`], with `events` for room, waiting up to `timeout` for the first
+    /// event (`None`: for ever, or until [`Edge::interrupt`] is written).
+    fn deliver_into(
+        &self,
+        events: &mut Vec<epoll::Event>,
+        timeout: Option<Duration>,
+    ) -> rustix::io::Result<usize> {
+        self.deliver_after(events, timeout, || {})
+    }
+
+    /// [`Edge::deliver_into`], calling `woke` once the first `epoll_wait` has returned,
+    /// before any connection is woken.
+    fn deliver_after(
+        &self,
+        events: &mut Vec<epoll::Event>,
+        mut timeout: Option<Duration>,
+        woke: impl FnOnce(),
+    ) -> rustix::io::Result<usize> {
+        let mut woke = Some(woke);
         let mut taken = 0;
         loop {
             events.clear();
             events.reserve_exact(BATCH); // once per thread: the room stays
+            let wait = timeout.map(|t| rustix::event::Timespec {
+                tv_sec: t.as_secs() as i64,
+                tv_nsec: t.subsec_nanos().into(),
+            });
             match epoll::wait(
                 self.epoll.get_ref(),
                 rustix::buffer::spare_capacity(&mut *events),
-                Some(&now),
+                wait.as_ref(),
             ) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e),
+            }
+            timeout = Some(Duration::ZERO); // the batches after the first are taken at once
+            if let Some(woke) = woke.take() {
+                woke();
             }
             let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             for event in events.iter() {
@@ -186,6 +331,40 @@ impl Edge {
         }
     }
 
+    /// Registers a listening socket (made non-blocking here), edge-triggered.
+    ///
+    /// # Errors
+    /// As [`Edge::register`].
+    pub(crate) fn listen(self: &Arc<Self>, listener: TcpListener) -> io::Result<Listening> {
+        listener.set_nonblocking(true)?;
+        let listening = Listening {
+            slot: self.slot(),
+            listener,
+            edge: self.clone(),
+        };
+        epoll::add(
+            self.epoll.get_ref(),
+            &listening.listener,
+            epoll::EventData::new_u64(listening.slot.key as u64),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )?;
+        Ok(listening)
+    }
+
+    /// A new slot, ready (the first read and write try the socket).
+    fn slot(&self) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = slots.vacant_entry();
+        let slot = Arc::new(Slot {
+            key: entry.key(),
+            ready: AtomicU32::new(READABLE | WRITABLE),
+            reader: AtomicWaker::new(),
+            writer: AtomicWaker::new(),
+        });
+        entry.insert(slot.clone());
+        slot
+    }
+
     /// Registers an accepted connection (made non-blocking here), edge-triggered.
     ///
     /// # Errors
@@ -193,19 +372,7 @@ impl Edge {
     /// registration (out of memory, or `max_user_watches`).
     pub(crate) fn register(self: &Arc<Self>, stream: TcpStream) -> io::Result<Tcp> {
         stream.set_nonblocking(true)?;
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = slots.vacant_entry();
-            let slot = Arc::new(Slot {
-                key: entry.key(),
-                // Optimistic: the first read and write try the socket.
-                ready: AtomicU32::new(READABLE | WRITABLE),
-                reader: AtomicWaker::new(),
-                writer: AtomicWaker::new(),
-            });
-            entry.insert(slot.clone());
-            slot
-        };
+        let slot = self.slot();
         let key = slot.key;
         let tcp = Tcp {
             stream,
@@ -220,6 +387,41 @@ impl Edge {
             F::IN | F::OUT | F::RDHUP | F::ET,
         )?;
         Ok(tcp)
+    }
+}
+
+/// A listening socket, with its readiness from [`Edge`].
+pub(crate) struct Listening {
+    listener: TcpListener,
+    slot: Arc<Slot>,
+    edge: Arc<Edge>,
+}
+
+impl Listening {
+    /// The next connection.
+    ///
+    /// # Errors
+    /// `accept4`'s (too many open files, say).
+    pub(crate) async fn accept(&self) -> io::Result<(TcpStream, std::net::SocketAddr)> {
+        std::future::poll_fn(|cx| {
+            loop {
+                let seen = std::task::ready!(self.slot.poll_ready(READABLE, cx));
+                match self.listener.accept() {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.slot.clear(seen, READABLE)
+                    }
+                    accepted => return Poll::Ready(accepted),
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let mut slots = self.edge.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.try_remove(self.slot.key);
     }
 }
 
@@ -377,16 +579,74 @@ mod tests {
         (edge.register(server).unwrap(), client)
     }
 
-    /// Runs `test` with the edge's dispatcher beside it; fails after 10 s rather than hang.
-    fn with_edge<F: Future<Output = ()>>(test: impl FnOnce(Arc<Edge>) -> F) {
-        let ex = smol::Executor::new();
-        let edge = Edge::new().unwrap();
-        let _dispatcher = ex.spawn(edge.clone().dispatch());
-        let deadline = async {
+    /// Runs `test` three times: with the edge's dispatcher task beside it (`Server::serve`),
+    /// on [`Edge::block_on`] (`Server::run`, one thread), and on it with a second thread
+    /// running the executor too. Fails after 30 s rather than hang, whatever wake-up is lost.
+    fn with_edge<F: Future<Output = ()> + Send + 'static>(
+        test: impl Fn(Arc<Edge>) -> F + Send + Sync + 'static,
+    ) {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            in_three_ways(test);
+            done.send(()).unwrap();
+        });
+        match finished.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("hung for 30 s"),
+            Err(_) => panic!("failed: see the panic above"),
+        }
+    }
+
+    /// [`with_edge`]'s three runs; each fails after 10 s.
+    fn in_three_ways<F: Future<Output = ()> + Send + 'static>(
+        test: impl Fn(Arc<Edge>) -> F + Send + Sync + 'static,
+    ) {
+        let deadline = || async {
             smol::Timer::after(std::time::Duration::from_secs(10)).await;
             panic!("no wake-up within 10 s");
         };
-        smol::block_on(ex.run(futures_lite::future::or(test(edge), deadline)));
+        let ex = smol::Executor::new();
+        let edge = Edge::new().unwrap();
+        let _dispatcher = ex.spawn(edge.clone().dispatch());
+        let run = futures_lite::future::or(test(edge), deadline());
+        smol::block_on(ex.run(run));
+
+        let ex = Arc::new(smol::Executor::new());
+        let edge = Edge::new().unwrap();
+        edge.block_on(ex.run(futures_lite::future::or(test(edge.clone()), deadline())));
+
+        let ex = Arc::new(smol::Executor::new());
+        let edge = Edge::new().unwrap();
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let (ended, end) = std::sync::mpsc::channel();
+        {
+            let (ex, edge) = (ex.clone(), edge.clone());
+            std::thread::spawn(move || {
+                let _ = edge.block_on(ex.run(stopped.recv()));
+                ended.send(()).unwrap();
+            });
+        }
+        // On the executor, so that either thread may run it.
+        let task = ex.spawn(futures_lite::future::or(test(edge.clone()), deadline()));
+        edge.block_on(ex.run(task));
+        // Its wake-up reaches the other thread wherever it sleeps.
+        drop(stop);
+        let stopped = end.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(stopped.is_ok(), "the other thread was not woken to stop");
+    }
+
+    #[test]
+    fn a_listener_on_the_edge_accepts_a_connection_that_came_while_it_waited() {
+        with_edge(|edge| async move {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let listening = edge.listen(listener).unwrap();
+            let mut accept = std::pin::pin!(listening.accept());
+            assert!(futures_lite::future::poll_once(&mut accept).await.is_none());
+            let client = TcpStream::connect(addr).unwrap();
+            let (_, peer) = accept.await.unwrap();
+            assert_eq!(peer, client.local_addr().unwrap());
+        });
     }
 
     #[test]

@@ -19,6 +19,22 @@ impl Edge {
     /// Nothing to dispatch: async-io wakes each connection itself.
     pub(crate) async fn dispatch(self: Arc<Self>) {}
 
+    /// `smol::block_on`: async-io's reactor serves the connections.
+    pub(crate) fn block_on<T>(self: &Arc<Self>, future: impl Future<Output = T>) -> T {
+        smol::block_on(future)
+    }
+
+    /// Registers a listening socket with async-io.
+    ///
+    /// # Errors
+    /// When async-io cannot register it.
+    pub(crate) fn listen(
+        self: &Arc<Self>,
+        listener: std::net::TcpListener,
+    ) -> io::Result<Listening> {
+        Ok(Listening(async_io::Async::new(listener)?))
+    }
+
     /// Registers an accepted connection with async-io.
     ///
     /// # Errors
@@ -29,6 +45,25 @@ impl Edge {
             drained: false,
             blocked: false,
         })
+    }
+}
+
+/// A listening socket on smol's reactor (async-io).
+pub(crate) struct Listening(async_io::Async<std::net::TcpListener>);
+
+impl Listening {
+    /// The next connection. Not async-io's `read_with`: its wait ends at its second poll
+    /// whether or not the listener became readable (an `accept4` in vain each time).
+    ///
+    /// # Errors
+    /// `accept4`'s (too many open files, say), and the reactor's.
+    pub(crate) async fn accept(&self) -> io::Result<(TcpStream, std::net::SocketAddr)> {
+        loop {
+            match self.0.get_ref().accept() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.0.readable().await?,
+                accepted => return accepted,
+            }
+        }
     }
 }
 

@@ -189,18 +189,21 @@ impl<H: Handler> Server<H> {
     pub fn run(self, listener: TcpListener) -> io::Result<()> {
         let executor = Arc::new(Executor::new());
         let stop = Shutdown::default(); // ends the worker threads once serving is over
+        // The server's own epoll instance (Linux): each thread of the executor sleeps in it
+        // when idle and wakes the connections its events name (see `edge`); the listener
+        // and the connections are registered there, not with async-io.
+        let edge = crate::edge::Edge::new()?;
         for n in 1..self.threads {
-            let (executor, stop) = (executor.clone(), stop.clone());
+            let (executor, stop, edge) = (executor.clone(), stop.clone(), edge.clone());
             std::thread::Builder::new()
                 .name(format!("wssd-{n}"))
-                .spawn(move || smol::block_on(executor.run(stop.wait())))?;
+                .spawn(move || edge.block_on(executor.run(stop.wait())))?;
         }
         // The calling thread is one of the executor's: it accepts and runs connections.
-        // smol::block_on (not futures-lite's) drives the I/O reactor on the thread that
-        // waits, instead of leaving it to async-io's fallback thread: no cross-thread
-        // wakeup per readiness event. Accepting is a task like the connections; each
-        // session yields after a bounded run of work, so it is never starved.
-        let served = smol::block_on(executor.run(self.serve(listener, executor.clone())));
+        // Accepting is a task like the connections; each session yields after a bounded
+        // run of work, so it is never starved.
+        let serve = self.serve_on(listener, executor.clone(), edge.clone(), false);
+        let served = edge.block_on(executor.run(serve));
         stop.trigger();
         served
     }
@@ -232,6 +235,20 @@ impl<H: Handler> Server<H> {
         listener: TcpListener,
         executor: Arc<Executor<'static>>,
     ) -> io::Result<()> {
+        let edge = crate::edge::Edge::new()?;
+        self.serve_on(listener, executor, edge, true).await
+    }
+
+    /// [`Server::serve`] with `edge` for the connections' readiness; with `dispatch`, a
+    /// task on `executor` takes its events (through async-io's reactor), else the
+    /// executor's threads do ([`Server::run`]).
+    async fn serve_on(
+        self,
+        listener: TcpListener,
+        executor: Arc<Executor<'static>>,
+        edge: Arc<crate::edge::Edge>,
+        dispatch: bool,
+    ) -> io::Result<()> {
         let Server {
             acceptor,
             handler,
@@ -245,12 +262,14 @@ impl<H: Handler> Server<H> {
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
         let mut refusals = Refusals::default();
         // Connections are registered once, edge-triggered, in the server's own epoll
-        // instance, whose events one task takes a batch at a time (see `edge`).
-        let edge = crate::edge::Edge::new()?;
-        let dispatcher = executor.spawn(edge.clone().dispatch());
-        let listener: Arc<smol::Async<std::net::TcpListener>> = listener.into();
+        // instance, whose events one task takes a batch at a time (see `edge`) or the
+        // executor's threads do.
+        let dispatcher = dispatch.then(|| executor.spawn(edge.clone().dispatch()));
+        // A duplicate of the socket is registered: the caller may hold clones of `listener`.
+        let socket: Arc<smol::Async<std::net::TcpListener>> = listener.into();
+        let listener = edge.listen(socket.get_ref().try_clone()?)?;
         loop {
-            let accept = accept(&listener);
+            let accept = listener.accept();
             let accepted = future::or(async { Some(accept.await) }, async {
                 shutdown.wait().await;
                 None
@@ -292,7 +311,7 @@ impl<H: Handler> Server<H> {
 
         // Graceful shutdown: no new connections; each live one closes itself with 1001
         // after its queue drains (see `connection`).
-        drop(listener);
+        drop((listener, socket));
         log::info!(
             "shutting down: closing {} connections with 1001 (up to {} s)",
             open.load(Ordering::Acquire),
@@ -316,7 +335,9 @@ impl<H: Handler> Server<H> {
         } else {
             // The connections still open (on an executor that outlives this call) still
             // need their wake-ups.
-            dispatcher.detach();
+            if let Some(dispatcher) = dispatcher {
+                dispatcher.detach();
+            }
             log::warn!(
                 "shutdown timeout: {} connections still open, dropped",
                 open.load(Ordering::Acquire)
@@ -379,26 +400,6 @@ impl Refusals {
             );
             self.since_warning = 0;
             self.last_warning = Some(Instant::now());
-        }
-    }
-}
-
-/// Accepts one connection from `listener`.
-///
-/// Not async-io's `read_with`: its wait (`optimistic`) ends at its second poll whether or not
-/// the listener became readable, so each poll of the accepting task for another reason (it
-/// is [`Server::run`]'s main future, polled at every turn of the reactor) cost an `accept4`
-/// that would block and a re-arm of the listener. Here only the listener's readiness ends it.
-///
-/// # Errors
-/// `accept4`'s (too many open files, say), and the reactor's.
-async fn accept(
-    listener: &smol::Async<std::net::TcpListener>,
-) -> io::Result<(std::net::TcpStream, SocketAddr)> {
-    loop {
-        match listener.get_ref().accept() {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => listener.readable().await?,
-            accepted => return accepted,
         }
     }
 }
