@@ -184,8 +184,14 @@ impl<H: Handler> Server<H> {
     /// to the executor after a bounded run of work (64 events), so however busy clients
     /// keep every thread, new clients are accepted and their handshakes get their turn.
     ///
+    /// On Linux an idle thread sleeps in the server's own epoll instance, where the listener
+    /// and the connections are registered, and wakes the connections its events name; other
+    /// async-io sources and timers of the process (a handler's, say) are served by
+    /// async-io's own thread. Elsewhere the threads run `smol::block_on`.
+    ///
     /// # Errors
-    /// As [`Server::serve`], and when a thread cannot be started.
+    /// As [`Server::serve`], and when a thread cannot be started, or the epoll instance
+    /// cannot be made (out of file descriptors).
     pub fn run(self, listener: TcpListener) -> io::Result<()> {
         let executor = Arc::new(Executor::new());
         let stop = Shutdown::default(); // ends the worker threads once serving is over
