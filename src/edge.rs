@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use async_io::Async;
 use atomic_waker::AtomicWaker;
@@ -191,7 +190,7 @@ impl Edge {
             if state.swap(RUNNING, Ordering::SeqCst) == NOTIFIED {
                 // Woken while it ran: take what came meanwhile, and poll again.
                 if let Ok(_driver) = self.driver.try_lock() {
-                    self.take_events(Some(Duration::ZERO), || {});
+                    self.take_events(false, || {});
                 }
                 continue;
             }
@@ -203,7 +202,7 @@ impl Edge {
                     {
                         // Events, an interrupt, or both: awake from there on, so that the
                         // wake-ups of the connections it wakes cost no interrupt.
-                        self.take_events(None, || {
+                        self.take_events(true, || {
                             state.swap(RUNNING, Ordering::SeqCst);
                         });
                         // The executor's notice of the connections just woken: the poll
@@ -225,11 +224,10 @@ impl Edge {
         }
     }
 
-    /// Waits up to `timeout` (`None`: for ever) for events, then takes them and wakes the
-    /// connections they name. A failed `epoll_wait` (it does not fail on a valid instance)
-    /// is logged, and taken as no events.
-    fn take_events(&self, timeout: Option<Duration>, woke: impl FnOnce()) {
-        let result = EVENTS.with_borrow_mut(|events| self.deliver_after(events, timeout, woke));
+    /// [`Edge::take`] with the thread's room for events; a failed `epoll_wait` (it does not
+    /// fail on a valid instance) is logged, and taken as no events.
+    fn take_events(&self, block: bool, woke: impl FnOnce()) {
+        let result = EVENTS.with_borrow_mut(|events| self.take(events, block, woke));
         if let Err(e) = result {
             log::error!("connection readiness: epoll_wait failed: {e}");
         }
@@ -265,46 +263,38 @@ impl Edge {
     /// Takes every event waiting in the epoll instance, without blocking, and wakes the
     /// connections they name. Returns how many there were.
     fn deliver(&self) -> rustix::io::Result<usize> {
-        EVENTS.with_borrow_mut(|events| self.deliver_into(events, Some(Duration::ZERO)))
+        EVENTS.with_borrow_mut(|events| self.take(events, false, || {}))
     }
 
-    /// [`Edge::deliver`], with `events` for room, waiting up to `timeout` for the first
-    /// event (`None`: for ever, or until [`Edge::interrupt`] is written).
-    fn deliver_into(
+    /// Takes the events waiting in the epoll instance, with `events` for room, and wakes
+    /// the connections they name; returns how many there were. With `block`, waits for the
+    /// first (for ever, or until [`Edge::interrupt`] is written), calling `woke` once the
+    /// wait has returned, before any connection is woken.
+    fn take(
         &self,
         events: &mut Vec<epoll::Event>,
-        timeout: Option<Duration>,
-    ) -> rustix::io::Result<usize> {
-        self.deliver_after(events, timeout, || {})
-    }
-
-    /// [`Edge::deliver_into`], calling `woke` once the first `epoll_wait` has returned,
-    /// before any connection is woken.
-    fn deliver_after(
-        &self,
-        events: &mut Vec<epoll::Event>,
-        mut timeout: Option<Duration>,
+        mut block: bool,
         woke: impl FnOnce(),
     ) -> rustix::io::Result<usize> {
+        let now = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         let mut woke = Some(woke);
         let mut taken = 0;
         loop {
             events.clear();
             events.reserve_exact(BATCH); // once per thread: the room stays
-            let wait = timeout.map(|t| rustix::event::Timespec {
-                tv_sec: t.as_secs() as i64,
-                tv_nsec: t.subsec_nanos().into(),
-            });
             match epoll::wait(
                 self.epoll.get_ref(),
                 rustix::buffer::spare_capacity(&mut *events),
-                wait.as_ref(),
+                if block { None } else { Some(&now) },
             ) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e),
             }
-            timeout = Some(Duration::ZERO); // the batches after the first are taken at once
+            block = false; // the batches after the first are taken at once
             if let Some(woke) = woke.take() {
                 woke();
             }
