@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -327,32 +327,8 @@ impl Edge {
     /// As [`Edge::register`].
     pub(crate) fn listen(self: &Arc<Self>, listener: TcpListener) -> io::Result<Listening> {
         listener.set_nonblocking(true)?;
-        let listening = Listening {
-            slot: self.slot(),
-            listener,
-            edge: self.clone(),
-        };
-        epoll::add(
-            self.epoll.get_ref(),
-            &listening.listener,
-            epoll::EventData::new_u64(listening.slot.key as u64),
-            epoll::EventFlags::IN | epoll::EventFlags::ET,
-        )?;
-        Ok(listening)
-    }
-
-    /// A new slot, ready (the first read and write try the socket).
-    fn slot(&self) -> Arc<Slot> {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = slots.vacant_entry();
-        let slot = Arc::new(Slot {
-            key: entry.key(),
-            ready: AtomicU32::new(READABLE | WRITABLE),
-            reader: AtomicWaker::new(),
-            writer: AtomicWaker::new(),
-        });
-        entry.insert(slot.clone());
-        slot
+        let reg = self.add(&listener, epoll::EventFlags::IN)?;
+        Ok(Listening { reg, listener })
     }
 
     /// Registers an accepted connection (made non-blocking here), edge-triggered.
@@ -362,29 +338,79 @@ impl Edge {
     /// registration (out of memory, or `max_user_watches`).
     pub(crate) fn register(self: &Arc<Self>, stream: TcpStream) -> io::Result<Tcp> {
         stream.set_nonblocking(true)?;
-        let slot = self.slot();
-        let key = slot.key;
-        let tcp = Tcp {
-            stream,
+        use epoll::EventFlags as F;
+        let reg = self.add(&stream, F::IN | F::OUT | F::RDHUP)?;
+        Ok(Tcp { reg, stream })
+    }
+
+    /// Adds `fd` to the epoll instance for `flags`, edge-triggered, with a new slot, ready
+    /// (the first read and write try the socket).
+    fn add(self: &Arc<Self>, fd: impl AsFd, flags: epoll::EventFlags) -> io::Result<Registration> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = slots.vacant_entry();
+            let slot = Arc::new(Slot {
+                key: entry.key(),
+                ready: AtomicU32::new(READABLE | WRITABLE),
+                reader: AtomicWaker::new(),
+                writer: AtomicWaker::new(),
+            });
+            entry.insert(slot.clone());
+            slot
+        };
+        // Made first: a failed registration leaves the slab when it drops.
+        let reg = Registration {
             slot,
             edge: self.clone(),
         };
-        use epoll::EventFlags as F;
+        let data = epoll::EventData::new_u64(reg.slot.key as u64);
         epoll::add(
             self.epoll.get_ref(),
-            &tcp.stream,
-            epoll::EventData::new_u64(key as u64),
-            F::IN | F::OUT | F::RDHUP | F::ET,
+            fd,
+            data,
+            flags | epoll::EventFlags::ET,
         )?;
-        Ok(tcp)
+        Ok(reg)
+    }
+}
+
+/// A socket's place in [`Edge`]: its slot, which leaves the slab when this drops.
+struct Registration {
+    slot: Arc<Slot>,
+    edge: Arc<Edge>,
+}
+
+impl Registration {
+    /// Tries `op` once `flag` is set, until it does not find the socket would block.
+    fn poll_io<T>(
+        &self,
+        flag: u32,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut() -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            let seen = std::task::ready!(self.slot.poll_ready(flag, cx));
+            match op() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.slot.clear(seen, flag),
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // Declared before its socket: the socket leaves the epoll instance when it is
+        // closed, right after this.
+        let mut slots = self.edge.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.try_remove(self.slot.key);
     }
 }
 
 /// A listening socket, with its readiness from [`Edge`].
 pub(crate) struct Listening {
+    reg: Registration,
     listener: TcpListener,
-    slot: Arc<Slot>,
-    edge: Arc<Edge>,
 }
 
 impl Listening {
@@ -393,47 +419,20 @@ impl Listening {
     /// # Errors
     /// `accept4`'s (too many open files, say).
     pub(crate) async fn accept(&self) -> io::Result<(TcpStream, std::net::SocketAddr)> {
-        std::future::poll_fn(|cx| {
-            loop {
-                let seen = std::task::ready!(self.slot.poll_ready(READABLE, cx));
-                match self.listener.accept() {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.slot.clear(seen, READABLE)
-                    }
-                    accepted => return Poll::Ready(accepted),
-                }
-            }
-        })
-        .await
-    }
-}
-
-impl Drop for Listening {
-    fn drop(&mut self) {
-        let mut slots = self.edge.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.try_remove(self.slot.key);
+        std::future::poll_fn(|cx| self.reg.poll_io(READABLE, cx, || self.listener.accept())).await
     }
 }
 
 /// A TCP connection as a session reads and writes it, with its readiness from [`Edge`].
 pub(crate) struct Tcp {
+    reg: Registration,
     stream: TcpStream,
-    slot: Arc<Slot>,
-    edge: Arc<Edge>,
 }
 
 impl Tcp {
     /// The socket.
     pub(crate) fn get_ref(&self) -> &TcpStream {
         &self.stream
-    }
-}
-
-impl Drop for Tcp {
-    fn drop(&mut self) {
-        // The socket leaves the epoll instance when it is closed, right after this.
-        let mut slots = self.edge.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.try_remove(self.slot.key);
     }
 }
 
@@ -444,33 +443,19 @@ impl futures_io::AsyncRead for Tcp {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        let slot = &this.reg.slot;
         loop {
-            let seen = std::task::ready!(this.slot.poll_ready(READABLE, cx));
+            let seen = std::task::ready!(slot.poll_ready(READABLE, cx));
             match (&this.stream).read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.slot.clear(seen, READABLE),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.clear(seen, READABLE),
                 Ok(n) => {
+                    // Short: it took all the socket had (not with `poll_io`, for this).
                     if n > 0 && n < buf.len() {
-                        this.slot.clear(seen, READABLE);
+                        slot.clear(seen, READABLE);
                     }
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl Tcp {
-    fn poll_write_with(
-        &self,
-        cx: &mut Context<'_>,
-        mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let seen = std::task::ready!(self.slot.poll_ready(WRITABLE, cx));
-            match write(&self.stream) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.slot.clear(seen, WRITABLE),
-                done => return Poll::Ready(done),
             }
         }
     }
@@ -482,7 +467,7 @@ impl futures_io::AsyncWrite for Tcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |mut s| s.write(buf))
+        self.reg.poll_io(WRITABLE, cx, || (&self.stream).write(buf))
     }
 
     fn poll_write_vectored(
@@ -490,7 +475,8 @@ impl futures_io::AsyncWrite for Tcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |mut s| s.write_vectored(bufs))
+        self.reg
+            .poll_io(WRITABLE, cx, || (&self.stream).write_vectored(bufs))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
