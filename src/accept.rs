@@ -13,7 +13,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use crate::config::Config;
 use crate::forwarded;
 use crate::handshake::{self, Decision, Refusal};
-use crate::request::{Request, tls_info};
+use crate::request::Request;
 use crate::sniff::{self, FirstByte, ProxyHeaderError};
 use crate::transport::{MaybeTls, Transport, WebSocket};
 
@@ -288,7 +288,7 @@ impl Acceptor {
             Some(tls) => {
                 let old = old_tls_version(&buf);
                 let hello = std::mem::take(&mut buf);
-                let mut tls = crate::tls_stream::accept(tls.clone(), stream, hello)
+                let (mut tls, info) = crate::tls_stream::accept(tls.clone(), stream, hello)
                     .await
                     .map_err(|error| match old {
                         Some(offered) => AcceptError::OldTls { offered, error },
@@ -298,12 +298,10 @@ impl Acceptor {
                         },
                         None => AcceptError::Tls(error),
                     })?;
-                if tls.state().alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
-                    let name = tls.sni().map(str::to_owned);
+                if info.alpn.as_deref().map(str::as_bytes) == Some(crate::tls::ACME_TLS_ALPN) {
                     let _ = futures_lite::AsyncWriteExt::close(&mut tls).await;
-                    return Err(AcceptError::AcmeChallenge { name });
+                    return Err(AcceptError::AcmeChallenge { name: info.sni });
                 }
-                let info = tls_info(&tls);
                 (MaybeTls::Tls(Box::new(tls)), Some(info))
             }
         };

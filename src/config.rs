@@ -80,7 +80,18 @@ impl Default for Config {
 
 impl Config {
     /// Serves `wss://` with this TLS configuration.
-    pub fn tls(mut self, tls: Arc<ServerConfig>) -> Self {
+    ///
+    /// rustls runs the handshake. After it, wssd protects the records itself, with ring's
+    /// AES-GCM and ChaCha20-Poly1305 and the keys rustls hands over (RFC 8446 section 5,
+    /// RFC 5246 section 6.2): records are opened and sealed in place, with no copy and no
+    /// allocation of their own. So this sets the configuration's `enable_secret_extraction`,
+    /// which allows that (a copy of `tls` if it is shared). rustls keeps the records where
+    /// the flag is clear (in a configuration set on the [`Config::tls`] field directly), in
+    /// FIPS mode, with `max_fragment_size` set, or with a cipher suite other than those.
+    pub fn tls(mut self, mut tls: Arc<ServerConfig>) -> Self {
+        if !tls.enable_secret_extraction {
+            Arc::make_mut(&mut tls).enable_secret_extraction = true;
+        }
         self.tls = Some(tls);
         self
     }

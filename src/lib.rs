@@ -164,6 +164,7 @@ pub mod forwarded;
 mod frames;
 mod handshake;
 pub mod hub;
+mod records;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod request;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use async_tungstenite::tungstenite::http::HeaderMap;
-use futures_rustls::rustls::ProtocolVersion;
+use futures_rustls::rustls::{self, ProtocolVersion};
 
 /// The facts of one accepted request: what the client asked for, and how it connected.
 #[derive(Debug, Clone)]
@@ -96,9 +96,8 @@ pub struct TlsInfo {
     pub sni: Option<String>,
 }
 
-/// What TLS negotiated on `conn`.
-pub(crate) fn tls_info<S>(tls: &crate::tls_stream::TlsStream<S>) -> TlsInfo {
-    let conn = tls.state();
+/// What TLS negotiated on `conn`, whose client sent `sni`.
+pub(crate) fn tls_info(conn: &rustls::CommonState, sni: Option<&str>) -> TlsInfo {
     let version = match conn.protocol_version() {
         Some(ProtocolVersion::TLSv1_3) => TlsVersion::Tls13,
         _ => TlsVersion::Tls12, // rustls negotiates nothing else
@@ -108,6 +107,6 @@ pub(crate) fn tls_info<S>(tls: &crate::tls_stream::TlsStream<S>) -> TlsInfo {
         alpn: conn
             .alpn_protocol()
             .map(|p| String::from_utf8_lossy(p).into_owned()),
-        sni: tls.sni().map(str::to_owned),
+        sni: sni.map(str::to_owned),
     }
 }

@@ -357,6 +357,8 @@ pub fn resolver_config(
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // wssd's own record layer takes over after the handshake (see `Config::tls`).
+    config.enable_secret_extraction = true;
     if acme_challenges {
         config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
     }

@@ -7,6 +7,9 @@
 //! received, plaintext is waiting for a reader with a smaller buffer, or ciphertext is
 //! waiting for the socket. Outgoing records are sealed into a second buffer per thread and
 //! written at once.
+//!
+//! Once the handshake is over, [`Records`] takes over from rustls where the configuration
+//! allows it: records are then opened and sealed in those buffers, with no copy of their own.
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
@@ -20,7 +23,10 @@ use futures_rustls::rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
     WriteTraffic,
 };
-use futures_rustls::rustls::{self, ServerConfig};
+use futures_rustls::rustls::{self, AlertDescription, ServerConfig};
+
+use crate::records::{Opened, Records};
+use crate::request::{TlsInfo, tls_info};
 
 /// The largest TLS record on the wire: a 5-byte header, 2^14 bytes of plaintext and at most
 /// 2048 bytes of expansion (RFC 5246 section 6.2.3; TLS 1.3 allows less).
@@ -64,23 +70,39 @@ pub(crate) struct TlsStream<S> {
     drained: bool,
     /// An error found behind plaintext already read, for the next read.
     failed: Option<io::Error>,
-    /// The host name of the ClientHello's SNI extension (RFC 6066 section 3).
+    /// The host name of the ClientHello's SNI extension (RFC 6066 section 3), until the
+    /// handshake ends.
     sni: Option<String>,
-    /// rustls' state: keys, sequence numbers, what it has to send.
-    conn: UnbufferedServerConnection,
+    /// Who protects the records: keys, sequence numbers, what it has to send.
+    conn: Engine,
+}
+
+/// Who protects a connection's records. rustls' connection, which most connections hold
+/// only through their handshake, is on the heap; our record layer, which they hold for
+/// their life, is in place (the stream itself is boxed once).
+#[allow(clippy::large_enum_variant)]
+enum Engine {
+    /// rustls: the handshake, and what follows where [`Records`] does not serve.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// Our record layer, after the handshake.
+    Own(Records),
 }
 
 impl<S> std::fmt::Debug for TlsStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let engine = match self.conn {
+            Engine::Rustls(_) => "rustls",
+            Engine::Own(_) => "own",
+        };
         f.debug_struct("TlsStream")
-            .field("version", &self.conn.protocol_version())
-            .field("sni", &self.sni)
+            .field("records", &engine)
             .finish_non_exhaustive()
     }
 }
 
 /// Runs the TLS handshake on `io` as a server under `config`, `prefix` being bytes already
-/// read from `io` (the start of the ClientHello).
+/// read from `io` (the start of the ClientHello). Returns the connection and what it
+/// negotiated.
 ///
 /// Errors: rustls' errors as `io::ErrorKind::InvalidData` wrapping the [`rustls::Error`]
 /// (the alert it calls for is sent first, as far as the socket takes it without waiting);
@@ -89,11 +111,11 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     config: Arc<ServerConfig>,
     io: S,
     prefix: Vec<u8>,
-) -> io::Result<TlsStream<S>> {
-    let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+) -> io::Result<(TlsStream<S>, TlsInfo)> {
+    let conn = UnbufferedServerConnection::new(config.clone()).map_err(tls_error)?;
     let mut tls = TlsStream {
         io,
-        conn,
+        conn: Engine::Rustls(Box::new(conn)),
         incoming: prefix,
         plain: Vec::new(),
         plain_pos: 0,
@@ -107,24 +129,27 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     };
     std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
     tls.incoming.shrink_to_fit();
-    Ok(tls)
+    let Engine::Rustls(conn) = tls.conn else {
+        return Err(unexpected_state());
+    };
+    let info = tls_info(&conn, tls.sni.take().as_deref());
+    tls.conn = if !tls.read_closed && Records::serves(&conn, &config) {
+        tls.drained = true; // rustls holds nothing more
+        Engine::Own(take_over(*conn, &mut tls.plain, &mut tls.outgoing)?)
+    } else {
+        Engine::Rustls(conn)
+    };
+    Ok((tls, info))
 }
 
 impl<S> TlsStream<S> {
-    /// The connection's negotiated state: protocol version, ALPN, cipher suite.
-    pub(crate) fn state(&self) -> &rustls::CommonState {
-        &self.conn
-    }
-
-    /// The host name the client sent in SNI, if any.
-    pub(crate) fn sni(&self) -> Option<&str> {
-        self.sni.as_deref()
-    }
-
     /// Moves what rustls queued (handshake messages, alerts) into `outgoing`.
     fn queue_pending(&mut self) -> Result<(), rustls::Error> {
+        let Engine::Rustls(conn) = &mut self.conn else {
+            return Ok(());
+        };
         loop {
-            let UnbufferedStatus { discard, state } = self.conn.process_tls_records(&mut []);
+            let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut []);
             debug_assert_eq!(discard, 0);
             match state? {
                 ConnectionState::EncodeTlsData(mut data) => {
@@ -136,9 +161,18 @@ impl<S> TlsStream<S> {
         }
     }
 
-    /// Queues the alert rustls calls for after `error`, and returns `error` as an `io::Error`.
+    /// Queues the alert that `error` calls for, and returns `error` as an `io::Error`.
     fn fail(&mut self, error: rustls::Error) -> io::Error {
-        let _ = self.queue_pending();
+        match &mut self.conn {
+            Engine::Rustls(_) => {
+                let _ = self.queue_pending();
+            }
+            Engine::Own(records) => {
+                if let Some(alert) = Records::alert_for(&error) {
+                    let _ = records.seal_alert(&mut self.outgoing, alert);
+                }
+            }
+        }
         tls_error(error)
     }
 }
@@ -169,8 +203,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             if self.sni.is_none() {
                 self.sni = client_hello_sni(&self.incoming);
             }
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+            let Engine::Rustls(conn) = &mut self.conn else {
+                return Poll::Ready(Err(unexpected_state()));
+            };
+            let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut self.incoming);
             let state = match state {
                 Ok(state) => state,
                 Err(error) => {
@@ -220,7 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 // read through `poll_read`.
                 ConnectionState::WriteTraffic(_) | ConnectionState::ReadTraffic(_) => true,
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
-                    if self.conn.is_handshaking() {
+                    if conn.is_handshaking() {
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "tls handshake eof",
@@ -247,10 +283,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         buf: &mut [u8],
         filled: &mut usize,
     ) -> Result<usize, rustls::Error> {
+        let conn = match &mut self.conn {
+            Engine::Rustls(conn) => conn,
+            Engine::Own(records) => {
+                return open(
+                    records,
+                    data,
+                    buf,
+                    filled,
+                    &mut self.plain,
+                    &mut self.read_closed,
+                );
+            }
+        };
         let mut used = 0;
         loop {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut data[used..]);
+            let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut data[used..]);
             match state? {
                 ConnectionState::ReadTraffic(mut traffic) => {
                     while let Some(record) = traffic.next_record() {
@@ -304,9 +352,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             .filter(|b| b.len() >= total);
         OUTGOING.with_borrow_mut(|out| {
             out.clear();
-            match single {
-                Some(buf) => self.seal(&buf[..total], out)?,
-                None => JOINED.with_borrow_mut(|joined| {
+            match (&mut self.conn, single) {
+                (Engine::Own(records), _) => records.seal(out, bufs, total).map_err(tls_error)?,
+                (Engine::Rustls(_), Some(buf)) => self.seal(&buf[..total], out)?,
+                (Engine::Rustls(_), None) => JOINED.with_borrow_mut(|joined| {
                     joined.clear();
                     for buf in bufs {
                         let n = buf.len().min(total - joined.len());
@@ -344,8 +393,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> R,
     ) -> io::Result<R> {
         loop {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+            let Engine::Rustls(conn) = &mut self.conn else {
+                return Err(unexpected_state());
+            };
+            let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut self.incoming);
             let state = match state {
                 Ok(state) => state,
                 Err(error) => {
@@ -497,12 +548,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         if !this.close_queued {
             ready!(this.poll_send(cx))?;
             let mut out = Vec::new();
-            let queued = this.with_traffic(&mut out, |traffic, out| {
-                encrypt(out, RECORD_OVERHEAD, |buf| traffic.queue_close_notify(buf))
-            });
+            let queued = match &mut this.conn {
+                Engine::Own(records) => records
+                    .seal_alert(&mut out, AlertDescription::CloseNotify)
+                    .map_err(tls_error),
+                Engine::Rustls(_) => this
+                    .with_traffic(&mut out, |traffic, out| {
+                        encrypt(out, RECORD_OVERHEAD, |buf| traffic.queue_close_notify(buf))
+                    })
+                    .and_then(|queued| queued),
+            };
             this.outgoing = out;
             this.close_queued = true;
-            queued??;
+            queued?;
         }
         ready!(this.poll_send(cx))?;
         Pin::new(&mut this.io).poll_close(cx)
@@ -534,6 +592,76 @@ fn append<E>(
             },
         }
     }
+}
+
+/// Hands `conn`'s keys to our record layer, after taking what rustls still holds: the
+/// records it decrypted behind the client's Finished (to `plain`), the messages it has to
+/// send (session tickets, to `outgoing`).
+///
+/// Errors: rustls' errors, as `InvalidData`.
+fn take_over(
+    mut conn: UnbufferedServerConnection,
+    plain: &mut Vec<u8>,
+    outgoing: &mut Vec<u8>,
+) -> io::Result<Records> {
+    loop {
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut []);
+        debug_assert_eq!(discard, 0);
+        match state.map_err(tls_error)? {
+            ConnectionState::ReadTraffic(mut traffic) => {
+                while let Some(record) = traffic.next_record() {
+                    let record = record.map_err(tls_error)?;
+                    plain.extend_from_slice(record.payload);
+                }
+            }
+            ConnectionState::EncodeTlsData(mut data) => {
+                encode(outgoing, |out| data.encode(out)).map_err(tls_error)?
+            }
+            ConnectionState::TransmitTlsData(data) => data.done(),
+            ConnectionState::WriteTraffic(_) => break,
+            _ => return Err(unexpected_state()),
+        }
+    }
+    Records::take_over(conn).map_err(tls_error)
+}
+
+/// Opens the whole records at the start of `data` with `records`, copying their plaintext
+/// into `buf[*filled..]` (what does not fit goes to `plain`), up to the peer's close_notify
+/// (`closed`). Returns how many bytes of `data` are done with.
+///
+/// Errors: [`Records::open`]'s, and `PeerSentOversizedRecord` for a header that announces
+/// more than a record holds.
+fn open(
+    records: &mut Records,
+    data: &mut [u8],
+    buf: &mut [u8],
+    filled: &mut usize,
+    plain: &mut Vec<u8>,
+    closed: &mut bool,
+) -> Result<usize, rustls::Error> {
+    let mut used = 0;
+    while !*closed && data.len() - used >= 5 {
+        let len = record_len(&data[used..]);
+        if len - 5 > records.max_body() {
+            return Err(rustls::Error::PeerSentOversizedRecord);
+        }
+        let Some(record) = data.get_mut(used..used + len) else {
+            break; // the rest of the record is still to come
+        };
+        match records.open(record)? {
+            Opened::Data(range) => {
+                let content = &record[range];
+                let n = content.len().min(buf.len() - *filled);
+                buf[*filled..*filled + n].copy_from_slice(&content[..n]);
+                *filled += n;
+                plain.extend_from_slice(&content[n..]);
+            }
+            Opened::Nothing => {}
+            Opened::Closed => *closed = true,
+        }
+        used += len;
+    }
+    Ok(used)
 }
 
 /// [`append`] for handshake messages and alerts.
@@ -673,5 +801,229 @@ mod tests {
         let mut alert = record.clone();
         alert[0] = 0x15;
         assert_eq!(client_hello_sni(&alert), None);
+    }
+
+    use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+    use futures_rustls::rustls::crypto::ring::{ALL_CIPHER_SUITES, default_provider};
+    use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use futures_rustls::rustls::{CipherSuite, SupportedCipherSuite, sign};
+
+    /// One end of an in-memory connection, which flips the top bit of the byte at `flip`
+    /// (counted over all it read) as it reads it.
+    struct End {
+        reader: piper::Reader,
+        writer: piper::Writer,
+        read: usize,
+        flip: Option<usize>,
+    }
+
+    impl AsyncRead for End {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = ready!(Pin::new(&mut self.reader).poll_read(cx, buf))?;
+            if let Some(at) = self
+                .flip
+                .filter(|at| (self.read..self.read + n).contains(at))
+            {
+                buf[at - self.read] ^= 0x80;
+            }
+            self.read += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for End {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.writer).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.writer).poll_flush(cx)
+        }
+        fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.writer).poll_close(cx)
+        }
+    }
+
+    fn ends() -> (End, End) {
+        let (r1, w1) = piper::pipe(64 * 1024);
+        let (r2, w2) = piper::pipe(64 * 1024);
+        let end = |reader, writer| End {
+            reader,
+            writer,
+            read: 0,
+            flip: None,
+        };
+        (end(r1, w2), end(r2, w1))
+    }
+
+    type Client = futures_rustls::client::TlsStream<End>;
+
+    /// A server under wssd's own configuration (ECDSA P-256) and a client offering only
+    /// `suite`, after their handshake; `extract` as the server configuration's
+    /// `enable_secret_extraction`.
+    fn connect(suite: SupportedCipherSuite, extract: bool) -> (TlsStream<End>, Client) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = made.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+        let key = futures_rustls::rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
+        let mut config =
+            crate::tls::server_config(sign::CertifiedKey::new(vec![cert.clone()], key));
+        Arc::make_mut(&mut config).enable_secret_extraction = extract;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::clone(&cert)).unwrap();
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: vec![suite],
+            ..default_provider()
+        };
+        let version = match suite {
+            SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
+            SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
+        };
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = futures_rustls::TlsConnector::from(Arc::new(client));
+        let (server_end, client_end) = ends();
+        let name = ServerName::try_from("localhost").unwrap();
+        let (server, client) = future::block_on(future::zip(
+            accept(config, server_end, Vec::new()),
+            connector.connect(name, client_end),
+        ));
+        (server.unwrap().0, client.unwrap())
+    }
+
+    /// The suites a client of an ECDSA server can get: TLS 1.3's three, TLS 1.2's ECDSA ones.
+    fn suites() -> impl Iterator<Item = SupportedCipherSuite> {
+        ALL_CIPHER_SUITES.iter().copied().filter(|s| {
+            !matches!(
+                s.suite(),
+                CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+                    | CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+                    | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+            )
+        })
+    }
+
+    /// `client` sends `data`, `server` reads it whole; then the other way.
+    fn exchange(server: &mut TlsStream<End>, client: &mut Client, data: &[u8]) {
+        future::block_on(async {
+            let mut got = vec![0; data.len()];
+            let (sent, read) = future::zip(
+                async { client.write_all(data).await.and(client.flush().await) },
+                server.read_exact(&mut got),
+            )
+            .await;
+            sent.and(read).unwrap();
+            assert!(got == data, "the server read what the client sent");
+            let (sent, read) = future::zip(
+                async { server.write_all(data).await.and(server.flush().await) },
+                client.read_exact(&mut got),
+            )
+            .await;
+            sent.and(read).unwrap();
+            assert!(got == data, "the client read what the server sent");
+        })
+    }
+
+    fn message(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn our_records_serve_every_suite_both_ways_and_rustls_serves_without_the_flag() {
+        for suite in suites() {
+            for extract in [true, false] {
+                let (mut server, mut client) = connect(suite, extract);
+                let ours = matches!(server.conn, Engine::Own(_));
+                assert_eq!(ours, extract, "{suite:?}");
+                // One byte, several records (one cut short), an empty write.
+                for n in [1, 40_000, 0, 300] {
+                    exchange(&mut server, &mut client, &message(n));
+                }
+                // close_notify each way: the other side reads the end.
+                future::block_on(async {
+                    server.close().await.unwrap();
+                    assert_eq!(client.read(&mut [0; 8]).await.unwrap(), 0, "{suite:?}");
+                    client.close().await.unwrap();
+                    assert_eq!(server.read(&mut [0; 8]).await.unwrap(), 0, "{suite:?}");
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn a_client_key_update_gets_ours_and_both_sides_read_on() {
+        for suite in suites().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_))) {
+            let (mut server, mut client) = connect(suite, true);
+            for round in 0..3 {
+                // update_requested: the server must answer with its own before its data.
+                client.get_mut().1.refresh_traffic_keys().unwrap();
+                exchange(&mut server, &mut client, &message(100 + round));
+                // The server's data went out as the first record under its new key.
+                let Engine::Own(records) = &server.conn else {
+                    panic!("rustls kept {suite:?}")
+                };
+                assert_eq!(records.tx_seq(), 1, "{suite:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn at_a_keys_record_limit_tls_1_3_updates_it_and_tls_1_2_ends() {
+        for suite in suites() {
+            let (mut server, mut client) = connect(suite, true);
+            let Engine::Own(records) = &mut server.conn else {
+                panic!("rustls kept {suite:?}")
+            };
+            records.limit_after(2);
+            let written = future::block_on(async {
+                let mut written = 0;
+                for i in 0..7 {
+                    if server.write_all(&message(10 + i)).await.is_err() {
+                        break;
+                    }
+                    server.flush().await.unwrap();
+                    let mut got = vec![0; 10 + i];
+                    client.read_exact(&mut got).await.unwrap();
+                    assert_eq!(got, message(10 + i), "{suite:?}");
+                    written += 1;
+                }
+                written
+            });
+            let expected = match suite {
+                SupportedCipherSuite::Tls13(_) => 7,
+                SupportedCipherSuite::Tls12(_) => 2,
+            };
+            assert_eq!(written, expected, "{suite:?}");
+        }
+    }
+
+    #[test]
+    fn a_tampered_record_ends_the_connection_with_bad_record_mac() {
+        for suite in suites() {
+            let (mut server, mut client) = connect(suite, true);
+            server.io.flip = Some(server.io.read + 20); // in the next record's body
+            future::block_on(async {
+                client.write_all(&message(50)).await.unwrap();
+                client.flush().await.unwrap();
+                let error = server.read(&mut [0; 64]).await.unwrap_err();
+                assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{suite:?}");
+                assert!(error.to_string().contains("decrypt"), "{suite:?}: {error}");
+                let alert = client.read(&mut [0; 64]).await.unwrap_err();
+                assert!(
+                    alert.to_string().contains("BadRecordMac"),
+                    "{suite:?}: {alert}"
+                );
+            });
+        }
     }
 }
