@@ -92,7 +92,7 @@ impl Keys {
         self.seq = seq
             .checked_add(1)
             .filter(|&next| next < u64::MAX)
-            .ok_or(rustls::Error::EncryptError)?;
+            .ok_or_else(|| rustls::Error::EncryptError)?;
         Ok(seq)
     }
 }

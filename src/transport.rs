@@ -53,6 +53,13 @@ impl<S> Transport<S> {
         }
     }
 
+    /// Whether small frames are best joined into one buffer before a write: over plain TCP
+    /// one `write` beats a `writev` of their parts, while TLS copies a vectored write's
+    /// parts into its records anyway (a join would be a second copy).
+    pub(crate) fn joins_small_writes(&self) -> bool {
+        matches!(self.io, MaybeTls::Plain(_))
+    }
+
     /// Inflates compressed messages before the frame codec sees them (permessage-deflate agreed).
     pub(crate) fn inflate(&mut self, max_frame: usize, max_message: usize) {
         self.inflate = Some(Box::new(crate::deflate::Inflate::new(
