@@ -1,21 +1,32 @@
-//! The echo load: every connection on one thread, one epoll (mio, edge-triggered), rustls
-//! driven by hand, frames pre-masked once: per round trip a connection makes one write and
-//! one read, with no executor, no wakers and no WebSocket library in the way.
+//! The echo load: every connection on one thread, one epoll (mio, edge-triggered), frames
+//! pre-masked once: per round trip a connection makes one write and one read, with no
+//! executor, no wakers and no WebSocket library in the way. Over TLS, rustls runs the
+//! handshake and hands over its keys; records are then sealed and opened in place here
+//! (TLS 1.3, RFC 8446 section 5), with no copy or allocation of rustls' own per record.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_rustls::rustls::{ClientConfig, ClientConnection, pki_types::ServerName};
+use futures_rustls::rustls::client::UnbufferedClientConnection;
+use futures_rustls::rustls::unbuffered::{ConnectionState, UnbufferedStatus};
+use futures_rustls::rustls::{
+    ClientConfig, ConnectionTrafficSecrets, ProtocolVersion, pki_types::ServerName,
+};
 use mio::{Events, Interest, Poll, Token};
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 
 use crate::{Input, find};
 
 /// One connection, set up (TCP, TLS, opening handshake) and then driven by [`run`].
 pub struct Conn {
     sock: mio::net::TcpStream,
-    tls: Option<ClientConnection>,
+    tls: Option<Records>,
+    /// Ciphertext read and not yet opened (the start of a record), over TLS.
+    cipher: Input,
+    /// Where records are sealed before they are written.
+    sealed: Vec<u8>,
     /// Plaintext read and not yet parsed.
     input: Input,
     /// Encrypted or plain bytes not yet taken by the socket (only when it was full).
@@ -30,52 +41,193 @@ pub struct Conn {
 pub fn connect(addr: &str, host: &str, path: &str, tls: Option<&Arc<ClientConfig>>) -> Conn {
     let mut sock = TcpStream::connect(addr).expect("connect");
     sock.set_nodelay(true).unwrap();
-    let mut tls = tls.map(|config| {
-        let name = ServerName::try_from(host.to_string()).unwrap();
-        let mut tls = ClientConnection::new(config.clone(), name).unwrap();
-        while tls.is_handshaking() {
-            tls.complete_io(&mut sock).expect("TLS handshake");
+    let (tls, leftover) = match tls {
+        Some(config) => {
+            let (records, leftover) = handshake(config, host, &mut sock);
+            (Some(records), leftover)
         }
-        // A round (depth x size) may exceed rustls' default 64 KiB of buffered records:
-        // `queue` takes any round whole and keeps what the socket refuses in `out`.
-        tls.set_buffer_limit(None);
-        tls
-    });
+        None => (None, Vec::new()),
+    };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 4096];
-    {
-        let mut stream: Box<dyn ReadWrite> = match &mut tls {
-            Some(tls) => Box::new(futures_rustls::rustls::Stream::new(tls, &mut sock)),
-            None => Box::new(&mut sock),
-        };
-        stream.write_all(request.as_bytes()).expect("write");
-        stream.flush().expect("flush");
-        while find(&head, b"\r\n\r\n").is_none() {
-            let n = stream.read(&mut chunk).expect("read");
-            assert!(n > 0, "the server closed the connection during the upgrade");
-            head.extend_from_slice(&chunk[..n]);
-        }
-    }
-    let head_end = find(&head, b"\r\n\r\n").unwrap() + 4;
-    crate::check_upgrade(&head[..head_end]);
-    sock.set_nonblocking(true).unwrap();
-    Conn {
-        sock: mio::net::TcpStream::from_std(sock),
+    let mut conn = Conn {
+        sock: mio::net::TcpStream::from_std(sock.try_clone().unwrap()),
         tls,
-        input: Input::new(64 * 1024, &head[head_end..]),
+        cipher: Input::new(64 * 1024, &leftover),
+        sealed: Vec::new(),
+        input: Input::new(64 * 1024, &[]),
         out: Vec::new(),
         awaited: 0,
         got: 0,
         sent: Instant::now(),
+    };
+    // The upgrade, blocking: the socket is still in blocking mode.
+    conn.queue(request.as_bytes());
+    assert!(conn.out.is_empty(), "the request was written whole");
+    while find(conn.input.unparsed(), b"\r\n\r\n").is_none() {
+        conn.open_records();
+        if find(conn.input.unparsed(), b"\r\n\r\n").is_some() {
+            break;
+        }
+        conn.cipher.make_room();
+        let into = if conn.tls.is_some() {
+            conn.cipher.free()
+        } else {
+            conn.input.make_room();
+            conn.input.free()
+        };
+        let n = sock.read(into).expect("read");
+        assert!(n > 0, "the server closed the connection during the upgrade");
+        if conn.tls.is_some() {
+            conn.cipher.end += n;
+        } else {
+            conn.input.end += n;
+        }
+    }
+    let head_end = find(conn.input.unparsed(), b"\r\n\r\n").unwrap() + 4;
+    crate::check_upgrade(&conn.input.unparsed()[..head_end]);
+    conn.input.start += head_end;
+    sock.set_nonblocking(true).unwrap();
+    conn
+}
+
+/// Runs the TLS handshake on `sock` (blocking) with rustls' unbuffered client and takes its
+/// keys; returns them and the ciphertext read past the handshake.
+fn handshake(config: &Arc<ClientConfig>, host: &str, sock: &mut TcpStream) -> (Records, Vec<u8>) {
+    let name = ServerName::try_from(host.to_string()).unwrap();
+    let mut conn = UnbufferedClientConnection::new(config.clone(), name).unwrap();
+    let (mut incoming, mut outgoing) = (Vec::new(), Vec::new());
+    loop {
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut incoming);
+        let done = match state.expect("TLS handshake") {
+            ConnectionState::EncodeTlsData(mut data) => {
+                let mut buf = vec![0; 16 * 1024];
+                let n = data
+                    .encode(&mut buf)
+                    .expect("a handshake message in 16 KiB");
+                outgoing.extend_from_slice(&buf[..n]);
+                false
+            }
+            ConnectionState::TransmitTlsData(data) => {
+                sock.write_all(&outgoing).expect("write");
+                outgoing.clear();
+                data.done();
+                false
+            }
+            ConnectionState::BlockedHandshake => {
+                let mut chunk = [0u8; 16 * 1024];
+                let n = sock.read(&mut chunk).expect("read");
+                assert!(
+                    n > 0,
+                    "the server closed the connection during the TLS handshake"
+                );
+                incoming.extend_from_slice(&chunk[..n]);
+                false
+            }
+            ConnectionState::WriteTraffic(_) => true,
+            other => panic!("unexpected TLS state in the handshake: {other:?}"),
+        };
+        incoming.drain(..discard);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        conn.protocol_version(),
+        Some(ProtocolVersion::TLSv1_3),
+        "the lean load speaks TLS 1.3"
+    );
+    let (secrets, _) = conn
+        .dangerous_into_kernel_connection()
+        .expect("rustls hands over the keys");
+    let records = Records {
+        tx: Keys::new(secrets.tx),
+        rx: Keys::new(secrets.rx),
+    };
+    (records, incoming)
+}
+
+/// A TLS 1.3 connection's record protection: key, IV and sequence number each way.
+struct Records {
+    tx: Keys,
+    rx: Keys,
+}
+
+struct Keys {
+    key: LessSafeKey,
+    iv: [u8; 12],
+    seq: u64,
+}
+
+impl Keys {
+    fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Keys {
+        let (algorithm, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => panic!("a cipher suite the lean load does not speak"),
+        };
+        Keys {
+            key: LessSafeKey::new(UnboundKey::new(algorithm, key.as_ref()).unwrap()),
+            iv: iv.as_ref().try_into().unwrap(),
+            seq,
+        }
+    }
+
+    /// The next record's nonce (the IV XOR the sequence number), and the step to the next.
+    fn nonce(&mut self) -> Nonce {
+        let mut nonce = self.iv;
+        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *n ^= s;
+        }
+        self.seq += 1;
+        Nonce::assume_unique_for_key(nonce)
     }
 }
 
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
+impl Records {
+    /// Appends `plain` to `out` as application-data records.
+    fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) {
+        for chunk in plain.chunks(16_384) {
+            let start = out.len();
+            let len = chunk.len() + 1 + 16; // content type, tag
+            let header = [23, 3, 3, (len >> 8) as u8, len as u8];
+            out.extend_from_slice(&header);
+            out.extend_from_slice(chunk);
+            out.push(23);
+            let nonce = self.tx.nonce();
+            let tag = self
+                .tx
+                .key
+                .seal_in_place_separate_tag(nonce, Aad::from(header), &mut out[start + 5..])
+                .unwrap();
+            out.extend_from_slice(tag.as_ref());
+        }
+    }
+
+    /// Opens `record` in place: the range of its application data, or `None` for a
+    /// handshake message (a session ticket).
+    fn open(&mut self, record: &mut [u8]) -> Option<std::ops::Range<usize>> {
+        let (header, body) = record.split_at_mut(5);
+        let nonce = self.rx.nonce();
+        let plain = self
+            .rx
+            .key
+            .open_in_place(nonce, Aad::from(&header[..]), body)
+            .expect("a record that authenticates");
+        let end = plain.iter().rposition(|&b| b != 0).expect("a content type");
+        match plain[end] {
+            23 => Some(5..5 + end),
+            22 => None,
+            21 => panic!("the server sent an alert: {:?}", &plain[..end]),
+            other => panic!("a record of content type {other}"),
+        }
+    }
+}
 
 /// What [`run`] measured in its window.
 pub struct Measured {
@@ -164,37 +316,49 @@ impl Conn {
         self.queue(frames);
     }
 
-    /// Encrypts (for wss) and writes `bytes`, keeping what the socket does not take.
+    /// Seals (for wss) and writes `bytes`, keeping what the socket does not take.
     fn queue(&mut self, bytes: &[u8]) {
-        match &mut self.tls {
+        let mut sealed = std::mem::take(&mut self.sealed);
+        let bytes = match &mut self.tls {
             Some(tls) => {
-                tls.writer().write_all(bytes).unwrap();
-                // The records go to `out` only if the socket refuses them.
-                while tls.wants_write() && self.out.is_empty() {
-                    match tls.write_tls(&mut self.sock) {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            tls.write_tls(&mut self.out).unwrap();
-                        }
-                        Err(e) => panic!("write: {e}"),
-                    }
-                }
-                if !self.out.is_empty() {
-                    while tls.wants_write() {
-                        tls.write_tls(&mut self.out).unwrap();
-                    }
-                }
+                sealed.clear();
+                tls.seal(bytes, &mut sealed);
+                &sealed[..]
             }
-            None if self.out.is_empty() => match self.sock.write(bytes) {
+            None => bytes,
+        };
+        match () {
+            () if self.out.is_empty() => match self.sock.write(bytes) {
                 Ok(n) => self.out.extend_from_slice(&bytes[n..]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.out.extend_from_slice(bytes)
                 }
                 Err(e) => panic!("write: {e}"),
             },
-            None => self.out.extend_from_slice(bytes),
+            () => self.out.extend_from_slice(bytes),
         }
+        self.sealed = sealed;
         self.write_out();
+    }
+
+    /// Opens the whole records in `cipher` into `input`.
+    fn open_records(&mut self) {
+        let Some(tls) = &mut self.tls else { return };
+        let cipher = &mut self.cipher;
+        while let [_, _, _, hi, lo, ..] = *cipher.unparsed() {
+            let len = 5 + usize::from(u16::from_be_bytes([hi, lo]));
+            if cipher.unparsed().len() < len {
+                break;
+            }
+            let record = &mut cipher.buf[cipher.start..cipher.start + len];
+            if let Some(range) = tls.open(record) {
+                let plain = &record[range];
+                self.input.reserve(plain.len());
+                self.input.buf[self.input.end..self.input.end + plain.len()].copy_from_slice(plain);
+                self.input.end += plain.len();
+            }
+            cipher.start += len;
+        }
     }
 
     fn write_out(&mut self) {
@@ -213,55 +377,29 @@ impl Conn {
     /// buffer has emptied the socket's receive queue (TCP hands over all it holds, up to the
     /// room): what comes after it raises a new edge, so no read that would block follows it.
     fn read_in(&mut self) {
-        let input = &mut self.input;
         loop {
-            input.make_room();
-            let mut sock = ShortRead {
-                sock: &mut self.sock,
-                short: false,
+            let tls = self.tls.is_some();
+            let into = if tls {
+                &mut self.cipher
+            } else {
+                &mut self.input
             };
-            let read = match &mut self.tls {
-                Some(tls) => tls.read_tls(&mut sock),
-                None => sock.read(input.free()),
-            };
-            let short = sock.short;
-            match read {
+            into.make_room();
+            let room = into.free().len();
+            match self.sock.read(into.free()) {
                 Ok(0) => panic!("the server closed the connection"),
-                Ok(n) => match &mut self.tls {
-                    None => input.end += n,
-                    Some(tls) => {
-                        tls.process_new_packets().expect("TLS");
-                        loop {
-                            input.make_room();
-                            match tls.reader().read(input.free()) {
-                                Ok(0) => panic!("the server closed TLS"),
-                                Ok(n) => input.end += n,
-                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                                Err(e) => panic!("read: {e}"),
-                            }
-                        }
+                Ok(n) => {
+                    into.end += n;
+                    if tls {
+                        self.open_records();
                     }
-                },
+                    if n < room {
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => panic!("read: {e}"),
             }
-            if short {
-                return;
-            }
         }
-    }
-}
-
-/// The socket, noting whether its last read returned less than the room it was given.
-struct ShortRead<'a> {
-    sock: &'a mut mio::net::TcpStream,
-    short: bool,
-}
-
-impl Read for ShortRead<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.sock.read(buf)?;
-        self.short = n < buf.len();
-        Ok(n)
     }
 }
