@@ -35,6 +35,12 @@ const KEY_UPDATE: u8 = 24;
 /// The AEAD tag every suite served here adds: 16 bytes.
 const TAG: usize = 16;
 
+/// KeyUpdates taken with no application data between them before the connection ends, and
+/// warning alerts taken in all: each KeyUpdate costs a key derivation for a 27-byte record
+/// (BoringSSL's and rustls' limits).
+const KEY_UPDATES: u8 = 32;
+const WARNINGS: u8 = 4;
+
 /// What a record opened with [`Records::open`] held for the reader.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Opened {
@@ -111,6 +117,10 @@ pub(crate) struct Records {
     tx_limit: u64,
     /// The peer asked for our KeyUpdate, due before our next application data.
     update_due: bool,
+    /// KeyUpdates the peer may still send before its next application data.
+    key_updates_left: u8,
+    /// Warning alerts the peer may still send.
+    warnings_left: u8,
     /// rustls' key schedule, for KeyUpdate (on the heap: it is seldom used and not small).
     kernel: Box<KernelConnection<ServerConnectionData>>,
 }
@@ -164,6 +174,8 @@ impl Records {
             explicit: if tls12 && aes { 8 } else { 0 },
             tx_limit,
             update_due: false,
+            key_updates_left: KEY_UPDATES,
+            warnings_left: WARNINGS,
             kernel: Box::new(kernel),
         })
     }
@@ -245,12 +257,24 @@ impl Records {
         let content = &opened[..len];
         match typ {
             APPLICATION_DATA if len == 0 => Ok(Opened::Nothing),
-            APPLICATION_DATA => Ok(Opened::Data(5..5 + len)),
+            APPLICATION_DATA => {
+                self.key_updates_left = KEY_UPDATES;
+                Ok(Opened::Data(5..5 + len))
+            }
             ALERT => match *content {
                 [_, 0] => Ok(Opened::Closed), // close_notify
-                // user_canceled (TLS 1.3), any warning (TLS 1.2): nothing to do.
-                [_, 90] => Ok(Opened::Nothing),
-                [1, _] if self.tls12 => Ok(Opened::Nothing),
+                // user_canceled (TLS 1.3), any warning (TLS 1.2): nothing to do, a few times.
+                [1, _] | [_, 90] if self.warnings_left == 0 => {
+                    Err(unexpected("more warning alerts than a connection takes"))
+                }
+                [_, 90] => {
+                    self.warnings_left -= 1;
+                    Ok(Opened::Nothing)
+                }
+                [1, _] if self.tls12 => {
+                    self.warnings_left -= 1;
+                    Ok(Opened::Nothing)
+                }
                 [_, description] => Err(rustls::Error::AlertReceived(description.into())),
                 _ => Err(unexpected("an alert record that is not one whole alert")),
             },
@@ -259,7 +283,11 @@ impl Records {
             )),
             // A KeyUpdate, alone in its record (RFC 8446 section 4.6.3, section 5.1).
             HANDSHAKE => match *content {
+                [KEY_UPDATE, 0, 0, 1, _] if self.key_updates_left == 0 => Err(unexpected(
+                    "more KeyUpdates than a connection takes without application data between them",
+                )),
                 [KEY_UPDATE, 0, 0, 1, request @ (0 | 1)] => {
+                    self.key_updates_left -= 1;
                     self.rx = Keys::new(self.kernel.update_rx_secret()?)?;
                     self.update_due |= request == 1;
                     Ok(Opened::Nothing)

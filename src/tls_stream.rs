@@ -766,6 +766,10 @@ fn client_hello_sni(data: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+    use futures_rustls::rustls::crypto::ring::{ALL_CIPHER_SUITES, default_provider};
+    use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use futures_rustls::rustls::{CipherSuite, SupportedCipherSuite, sign};
 
     #[test]
     fn sni_is_read_from_a_client_hello_and_nothing_else() {
@@ -802,11 +806,6 @@ mod tests {
         alert[0] = 0x15;
         assert_eq!(client_hello_sni(&alert), None);
     }
-
-    use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-    use futures_rustls::rustls::crypto::ring::{ALL_CIPHER_SUITES, default_provider};
-    use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    use futures_rustls::rustls::{CipherSuite, SupportedCipherSuite, sign};
 
     /// One end of an in-memory connection, which flips the top bit of the byte at `flip`
     /// (counted over all it read) as it reads it.
@@ -974,6 +973,23 @@ mod tests {
                 };
                 assert_eq!(records.tx_seq(), 1, "{suite:?}");
             }
+            // 32 KeyUpdates with no data between them are taken; the 33rd ends the connection.
+            for _ in 0..32 {
+                client.get_mut().1.refresh_traffic_keys().unwrap();
+            }
+            exchange(&mut server, &mut client, &message(10));
+            for _ in 0..33 {
+                client.get_mut().1.refresh_traffic_keys().unwrap();
+            }
+            future::block_on(async {
+                client.write_all(b"late").await.unwrap();
+                client.flush().await.unwrap();
+                let error = server.read(&mut [0; 64]).await.unwrap_err();
+                assert!(
+                    error.to_string().contains("KeyUpdates"),
+                    "{suite:?}: {error}"
+                );
+            });
         }
     }
 
