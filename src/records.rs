@@ -128,7 +128,8 @@ pub(crate) struct Records {
 impl Records {
     /// Whether [`Records::take_over`] serves `conn` under `config`: `config` lets secrets
     /// out (`enable_secret_extraction`), is not in FIPS mode (ring's AEADs would stand in for
-    /// the provider's) and keeps full-size records; the suite is one of those above.
+    /// the provider's) and keeps full-size records; the suite is one of the nine below (AES-GCM
+    /// or ChaCha20-Poly1305, TLS 1.3 or TLS 1.2 with ECDHE).
     pub(crate) fn serves(conn: &UnbufferedServerConnection, config: &ServerConfig) -> bool {
         use CipherSuite::*;
         config.enable_secret_extraction
