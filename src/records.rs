@@ -199,7 +199,8 @@ impl Records {
         self.tx.seq
     }
 
-    /// Opens `record` (header and body, whole) in place.
+    /// Opens `record` (header and body, whole, the body at most [`Records::max_body`] bytes:
+    /// the caller checks the header before it waits for the rest) in place.
     ///
     /// Errors: `DecryptError` for a record that does not authenticate, `PeerSentOversizedRecord`,
     /// `AlertReceived` for the peer's fatal alert, and a general error naming what else is
@@ -207,9 +208,7 @@ impl Records {
     /// connection is over after any of them; [`Records::alert_for`] says which alert to send.
     pub(crate) fn open(&mut self, record: &mut [u8]) -> Result<Opened, rustls::Error> {
         let (header, body) = record.split_at_mut(5);
-        if body.len() > self.max_body() {
-            return Err(rustls::Error::PeerSentOversizedRecord);
-        }
+        debug_assert!(body.len() <= self.max_body());
         let mut typ = header[0];
         let valid = if self.tls12 {
             matches!(typ, ALERT | HANDSHAKE | APPLICATION_DATA)

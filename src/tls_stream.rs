@@ -914,23 +914,25 @@ mod tests {
 
     /// `client` sends `data`, `server` reads it whole; then the other way.
     fn exchange(server: &mut TlsStream<End>, client: &mut Client, data: &[u8]) {
-        future::block_on(async {
-            let mut got = vec![0; data.len()];
-            let (sent, read) = future::zip(
-                async { client.write_all(data).await.and(client.flush().await) },
-                server.read_exact(&mut got),
-            )
-            .await;
-            sent.and(read).unwrap();
-            assert!(got == data, "the server read what the client sent");
-            let (sent, read) = future::zip(
-                async { server.write_all(data).await.and(server.flush().await) },
-                client.read_exact(&mut got),
-            )
-            .await;
-            sent.and(read).unwrap();
-            assert!(got == data, "the client read what the server sent");
-        })
+        let got = pass(client, server, data);
+        assert!(got == data, "the server read what the client sent");
+        let got = pass(server, client, data);
+        assert!(got == data, "the client read what the server sent");
+    }
+
+    /// `from` writes and flushes `data` while `to` reads as many bytes; returns them.
+    fn pass(
+        from: &mut (impl AsyncWrite + Unpin),
+        to: &mut (impl AsyncRead + Unpin),
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut got = vec![0; data.len()];
+        let (sent, read) = future::block_on(future::zip(
+            async { from.write_all(data).await.and(from.flush().await) },
+            to.read_exact(&mut got),
+        ));
+        sent.and(read).unwrap();
+        got
     }
 
     fn message(n: usize) -> Vec<u8> {

@@ -66,25 +66,9 @@ pub fn connect(addr: &str, host: &str, path: &str, tls: Option<&Arc<ClientConfig
     // The upgrade, blocking: the socket is still in blocking mode.
     conn.queue(request.as_bytes());
     assert!(conn.out.is_empty(), "the request was written whole");
+    conn.open_records(); // what came behind the TLS handshake
     while find(conn.input.unparsed(), b"\r\n\r\n").is_none() {
-        conn.open_records();
-        if find(conn.input.unparsed(), b"\r\n\r\n").is_some() {
-            break;
-        }
-        conn.cipher.make_room();
-        let into = if conn.tls.is_some() {
-            conn.cipher.free()
-        } else {
-            conn.input.make_room();
-            conn.input.free()
-        };
-        let n = sock.read(into).expect("read");
-        assert!(n > 0, "the server closed the connection during the upgrade");
-        if conn.tls.is_some() {
-            conn.cipher.end += n;
-        } else {
-            conn.input.end += n;
-        }
+        conn.read_in();
     }
     let head_end = find(conn.input.unparsed(), b"\r\n\r\n").unwrap() + 4;
     crate::check_upgrade(&conn.input.unparsed()[..head_end]);
