@@ -331,13 +331,12 @@ impl Edge {
         Ok(Listening { reg, listener })
     }
 
-    /// Registers an accepted connection (made non-blocking here), edge-triggered.
+    /// Registers an accepted connection, non-blocking already ([`Listening::accept`]),
+    /// edge-triggered.
     ///
     /// # Errors
-    /// When the socket cannot be made non-blocking or the kernel refuses the
-    /// registration (out of memory, or `max_user_watches`).
+    /// When the kernel refuses the registration (out of memory, or `max_user_watches`).
     pub(crate) fn register(self: &Arc<Self>, stream: TcpStream) -> io::Result<Tcp> {
-        stream.set_nonblocking(true)?;
         use epoll::EventFlags as F;
         let reg = self.add(&stream, F::IN | F::OUT | F::RDHUP)?;
         Ok(Tcp { reg, stream })
@@ -414,12 +413,21 @@ pub(crate) struct Listening {
 }
 
 impl Listening {
-    /// The next connection.
+    /// The next connection, non-blocking (`accept4` with `SOCK_NONBLOCK`: no `ioctl` after it).
     ///
     /// # Errors
     /// `accept4`'s (too many open files, say).
     pub(crate) async fn accept(&self) -> io::Result<(TcpStream, std::net::SocketAddr)> {
-        std::future::poll_fn(|cx| self.reg.poll_io(READABLE, cx, || self.listener.accept())).await
+        use rustix::net::{SocketFlags, acceptfrom_with};
+        let accept = || -> io::Result<_> {
+            let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+            let (fd, peer) = acceptfrom_with(&self.listener, flags)?;
+            let peer = peer
+                .and_then(|peer| std::net::SocketAddr::try_from(peer).ok())
+                .ok_or_else(|| io::Error::other("accept4 gave no IP peer address"))?;
+            Ok((TcpStream::from(fd), peer))
+        };
+        std::future::poll_fn(|cx| self.reg.poll_io(READABLE, cx, accept)).await
     }
 }
 
@@ -552,6 +560,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
         (edge.register(server).unwrap(), client)
     }
 

@@ -23,7 +23,7 @@ use futures_rustls::rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
     WriteTraffic,
 };
-use futures_rustls::rustls::{self, AlertDescription, ServerConfig};
+use futures_rustls::rustls::{self, AlertDescription, ProtocolVersion, ServerConfig};
 
 use crate::records::{Opened, Records};
 use crate::request::{TlsInfo, tls_info};
@@ -65,6 +65,10 @@ pub(crate) struct TlsStream<S> {
     read_closed: bool,
     /// Our close_notify is queued.
     close_queued: bool,
+    /// `outgoing` holds only TLS 1.3 session tickets (RFC 8446 section 4.6.1), which no
+    /// client waits for: they go out with our next write (the opening handshake's answer)
+    /// rather than in a segment of their own.
+    tickets_held: bool,
     /// rustls holds no decrypted records that were not taken yet (known once a read has
     /// asked it): a read with no ciphertext need not ask it again.
     drained: bool,
@@ -123,6 +127,7 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         out_pos: 0,
         read_closed: false,
         close_queued: false,
+        tickets_held: false,
         failed: None,
         drained: false,
         sni: None,
@@ -189,6 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         }
         self.outgoing = Vec::new(); // sent: free it
         self.out_pos = 0;
+        self.tickets_held = false;
         Poll::Ready(Ok(()))
     }
 
@@ -270,6 +276,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             };
             self.incoming.drain(..discard);
             if done {
+                // TLS 1.3: the client's Finished was the last flight; what rustls queued
+                // behind it is session tickets. TLS 1.2: our Finished, which the client waits for.
+                if conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
+                    self.tickets_held = self.out_pos < self.outgoing.len();
+                    return Poll::Ready(Ok(()));
+                }
                 return self.poll_send(cx);
             }
         }
@@ -338,7 +350,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     /// Seals `bufs` (up to [`MAX_WRITE`] bytes) and writes the records, keeping in
     /// `outgoing` what the socket does not take now. Returns the plaintext bytes taken.
     fn poll_seal(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        ready!(self.poll_send(cx))?;
+        if !self.tickets_held {
+            ready!(self.poll_send(cx))?;
+        }
         if self.close_queued {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
@@ -352,6 +366,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             .filter(|b| b.len() >= total);
         OUTGOING.with_borrow_mut(|out| {
             out.clear();
+            if self.tickets_held {
+                // The session tickets first, in the same write.
+                out.extend_from_slice(&self.outgoing[self.out_pos..]);
+                self.outgoing = Vec::new();
+                self.out_pos = 0;
+                self.tickets_held = false;
+            }
             match (&mut self.conn, single) {
                 (Engine::Own(records), _) => records.seal(out, bufs, total).map_err(tls_error)?,
                 (Engine::Rustls(_), Some(buf)) => self.seal(&buf[..total], out)?,
@@ -512,7 +533,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
                 this.incoming = scratch[..have].to_vec();
             }
             // What rustls answered with (a KeyUpdate, an alert) goes out as far as it can.
-            if this.out_pos < this.outgoing.len() {
+            if this.out_pos < this.outgoing.len() && !this.tickets_held {
                 this.try_send(cx);
             }
             result.map_ok(|()| filled)
@@ -808,12 +829,13 @@ mod tests {
     }
 
     /// One end of an in-memory connection, which flips the top bit of the byte at `flip`
-    /// (counted over all it read) as it reads it.
+    /// (counted over all it read) as it reads it, and keeps the size of each write.
     struct End {
         reader: piper::Reader,
         writer: piper::Writer,
         read: usize,
         flip: Option<usize>,
+        writes: Vec<usize>,
     }
 
     impl AsyncRead for End {
@@ -840,7 +862,9 @@ mod tests {
             cx: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.writer).poll_write(cx, buf)
+            let n = ready!(Pin::new(&mut self.writer).poll_write(cx, buf))?;
+            self.writes.push(n);
+            Poll::Ready(Ok(n))
         }
         fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             Pin::new(&mut self.writer).poll_flush(cx)
@@ -858,6 +882,7 @@ mod tests {
             writer,
             read: 0,
             flip: None,
+            writes: Vec::new(),
         };
         (end(r1, w2), end(r2, w1))
     }
@@ -957,6 +982,26 @@ mod tests {
                     client.close().await.unwrap();
                     assert_eq!(server.read(&mut [0; 8]).await.unwrap(), 0, "{suite:?}");
                 });
+            }
+        }
+    }
+
+    #[test]
+    fn tls13_session_tickets_go_out_with_the_first_write_not_alone() {
+        for suite in suites() {
+            let (mut server, mut client) = connect(suite, true);
+            let tls13 = matches!(suite, SupportedCipherSuite::Tls13(_));
+            // TLS 1.2: the flight ending with our Finished, sent within the handshake.
+            let handshake_writes = server.io.writes.len();
+            assert_eq!(handshake_writes, if tls13 { 1 } else { 2 }, "{suite:?}");
+            let data = message(10);
+            exchange(&mut server, &mut client, &data);
+            let after = &server.io.writes[handshake_writes..];
+            assert_eq!(after.len(), 1, "{suite:?}: {after:?}");
+            if tls13 {
+                // Two tickets (rustls' default) ahead of the data record, in that one write.
+                let data_record = 5 + data.len() + 1 + 16;
+                assert!(after[0] > data_record + 2 * 60, "{suite:?}: {after:?}");
             }
         }
     }
