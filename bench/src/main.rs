@@ -439,22 +439,6 @@ impl Input {
         }
     }
 
-    /// Makes room for `n` more bytes after `end`: moves unparsed bytes to the front, then
-    /// grows the buffer if that is not enough.
-    fn reserve(&mut self, n: usize) {
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        }
-        if self.buf.len() - self.end < n && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.buf.len() - self.end < n {
-            self.buf.resize(self.end + n, 0);
-        }
-    }
-
     /// The next frame if all of it is here: its header and its payload's range in `buf`.
     fn next_frame(&mut self) -> Option<(Header, std::ops::Range<usize>)> {
         let h = parse_header(self.unparsed())?;
