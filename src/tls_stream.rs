@@ -6,7 +6,8 @@
 //! (`crate::frames`): a connection keeps bytes of its own only while a record is partly
 //! received, plaintext is waiting for a reader with a smaller buffer, or ciphertext is
 //! waiting for the socket. Outgoing records are sealed into a second buffer per thread and
-//! written at once.
+//! written at once. A TLS 1.3 handshake's session tickets wait for the connection's first
+//! write (the opening handshake's answer) and go out in it.
 //!
 //! Once the handshake is over, [`Records`] takes over from rustls where the configuration
 //! allows it: records are then opened and sealed in those buffers, with no copy of their own.
@@ -138,12 +139,14 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(unexpected_state());
     };
     let info = tls_info(&conn, tls.sni.take().as_deref());
+    let tls13 = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
     tls.conn = if !tls.read_closed && Records::serves(&conn, &config) {
         tls.drained = true; // rustls holds nothing more
         Engine::Own(take_over(*conn, &mut tls.plain, &mut tls.outgoing)?)
     } else {
         Engine::Rustls(conn)
     };
+    tls.tickets_held = tls13 && tls.out_pos < tls.outgoing.len();
     Ok((tls, info))
 }
 
@@ -279,8 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 // TLS 1.3: the client's Finished was the last flight; what rustls queued
                 // behind it is session tickets. TLS 1.2: our Finished, which the client waits for.
                 if conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
-                    self.tickets_held = self.out_pos < self.outgoing.len();
-                    return Poll::Ready(Ok(()));
+                    return Poll::Ready(Ok(())); // `accept` holds them
                 }
                 return self.poll_send(cx);
             }
