@@ -146,7 +146,12 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         Engine::Rustls(conn)
     };
+    // TLS 1.3: the client's Finished was the last flight, and what rustls queued behind it
+    // is session tickets. TLS 1.2: our Finished, which the client waits for.
     tls.tickets_held = tls13 && tls.out_pos < tls.outgoing.len();
+    if !tls.tickets_held {
+        std::future::poll_fn(|cx| tls.poll_send(cx)).await?;
+    }
     Ok((tls, info))
 }
 
@@ -279,12 +284,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             };
             self.incoming.drain(..discard);
             if done {
-                // TLS 1.3: the client's Finished was the last flight; what rustls queued
-                // behind it is session tickets. TLS 1.2: our Finished, which the client waits for.
-                if conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
-                    return Poll::Ready(Ok(())); // `accept` holds them
-                }
-                return self.poll_send(cx);
+                return Poll::Ready(Ok(())); // what rustls queued last: `accept` sends or holds it
             }
         }
     }
