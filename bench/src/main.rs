@@ -14,9 +14,9 @@
 //! (then msgs/s measures this tool, not the server). Certificates are not verified.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod dial;
 mod lean;
 
 use argh::FromArgs;
@@ -108,13 +108,13 @@ struct Idle {
 
 fn main() {
     let args: Args = argh::from_env();
-    // The echo load runs its own event loop (`lean`); handshakes and idle connections run
-    // as tasks on this thread, which also waits on the sockets: no hand-off between a
-    // reactor thread and executor threads.
+    // The echo and handshake loads run event loops of their own (`lean`, `dial`); idle
+    // connections run as tasks on this thread, which also waits on the sockets: no hand-off
+    // between a reactor thread and executor threads.
     let ex = smol::LocalExecutor::new();
     let report = match args.mode {
         Mode::Echo(m) => echo(m),
-        Mode::Handshakes(m) => smol::block_on(ex.run(handshakes(&ex, m))),
+        Mode::Handshakes(m) => handshakes(m),
         Mode::Idle(m) => smol::block_on(ex.run(idle(&ex, m))),
     };
     if args.json {
@@ -170,30 +170,21 @@ fn echo(m: Echo) -> serde_json::Value {
     report
 }
 
-async fn handshakes(ex: &smol::LocalExecutor<'_>, m: Handshakes) -> serde_json::Value {
-    let connector = Arc::new(Connector::new(&m.url));
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let cpu = Cpu::start(m.pid);
-    let tasks: Vec<_> = (0..m.concurrency)
-        .map(|_| {
-            let (connector, stop, count) = (connector.clone(), stop.clone(), count.clone());
-            ex.spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let mut ws = connector.connect().await;
-                    count.fetch_add(1, Ordering::Relaxed);
-                    ws.close().await;
-                }
-            })
-        })
-        .collect();
-    smol::Timer::after(Duration::from_secs(m.secs)).await;
-    let done = count.load(Ordering::Relaxed);
-    let cpu = cpu.stop(done);
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await;
-    }
+fn handshakes(m: Handshakes) -> serde_json::Value {
+    let connector = Connector::new(&m.url);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(connector.addr.as_str())
+        .expect("the server's address")
+        .next()
+        .expect("an address");
+    let (done, cpu) = dial::run(
+        addr,
+        &connector.host,
+        &connector.path,
+        connector.config.as_ref(),
+        m.concurrency,
+        Duration::from_secs(m.secs),
+        m.pid,
+    );
     let mut report = serde_json::json!({
         "mode": "handshakes", "concurrency": m.concurrency,
         "handshakes_per_s": (done as f64 / cpu.elapsed).round(),
@@ -513,15 +504,6 @@ impl Ws {
             }
             self.fill().await;
         }
-    }
-
-    /// Sends a close frame (1000) and lets the connection go.
-    async fn close(&mut self) {
-        let _ = self
-            .io
-            .write_all(&masked_frame(0x8, &1000u16.to_be_bytes()))
-            .await;
-        let _ = self.io.flush().await;
     }
 }
 
