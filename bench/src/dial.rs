@@ -56,10 +56,7 @@ pub fn run(
     window: Duration,
     pid: Option<u32>,
 ) -> (u64, crate::CpuUse) {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
+    let request = crate::upgrade_request(path, host);
     let close = crate::masked_frame(0x8, &1000u16.to_be_bytes());
     let name = ServerName::try_from(host.to_string()).expect("a server name");
     let mut poll = Poll::new().unwrap();

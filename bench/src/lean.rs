@@ -53,10 +53,7 @@ pub fn connect(addr: &str, host: &str, path: &str, tls: Option<&Arc<ClientConfig
         }
         None => (None, Vec::new()),
     };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
+    let request = crate::upgrade_request(path, host);
     let mut conn = Conn {
         sock: mio::net::TcpStream::from_std(sock.try_clone().unwrap()),
         tls,

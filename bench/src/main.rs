@@ -580,11 +580,7 @@ impl Connector {
             io,
             input: Input::new(16 * 1024, &[]),
         };
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            self.path, self.host
-        );
+        let request = upgrade_request(&self.path, &self.host);
         ws.io.write_all(request.as_bytes()).await.expect("write");
         ws.io.flush().await.expect("flush");
         let head_end = loop {
@@ -597,6 +593,15 @@ impl Connector {
         ws.input.start = head_end;
         ws
     }
+}
+
+/// The opening handshake's request (RFC 6455 section 4.1), always with the same key: the
+/// answer [`check_upgrade`] expects.
+fn upgrade_request(path: &str, host: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
 }
 
 /// Checks the server's answer to the upgrade request: a `101` with the accept value for
