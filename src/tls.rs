@@ -615,8 +615,37 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     hex.join(":")
 }
 
+/// rustls' `ring` provider, with the handshake's public random values drawn in user space.
 fn provider() -> CryptoProvider {
-    default_provider()
+    CryptoProvider {
+        secure_random: &ThreadRandom,
+        ..default_provider()
+    }
+}
+
+/// The random values a rustls server sends in its handshake: the server random (RFC 8446
+/// section 4.1.3, RFC 5246 section 7.4.1.3), TLS 1.2 session IDs, and TLS 1.3 tickets'
+/// nonces, age offsets and IDs (RFC 8446 section 4.6.1). None is a key: each is sent to
+/// the client, or stands for a session the way a session ID does.
+///
+/// They come from rand's thread-local generator (ChaCha12, reseeded from the operating
+/// system's `getrandom` after every 64 KiB), as OpenSSL's and BoringSSL's come from a
+/// user-space DRBG, instead of one `getrandom` system call per value: a TLS 1.3 handshake
+/// with its two tickets made seven. Key-exchange private keys and ECDSA nonces still come
+/// from `ring`, one `getrandom` call each.
+///
+/// The generator is not reseeded when a process forks: a child would draw the values its
+/// parent draws next. wssd does not fork; nor do its TLS connections cross a fork.
+#[derive(Debug)]
+struct ThreadRandom;
+
+impl rustls::crypto::SecureRandom for ThreadRandom {
+    /// Never fails: rand panics if the operating system cannot seed it, which Linux does
+    /// only before its entropy pool is first ready, at boot.
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        rand::Rng::fill_bytes(&mut rand::rng(), buf);
+        Ok(())
+    }
 }
 
 fn read_pem_file(path: &Path, key: bool) -> Result<Vec<u8>, TlsError> {
