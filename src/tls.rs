@@ -641,7 +641,8 @@ fn provider() -> CryptoProvider {
 /// from `ring`, one `getrandom` call each.
 ///
 /// The generator is not reseeded when a process forks: a child would draw the values its
-/// parent draws next. wssd does not fork; nor do its TLS connections cross a fork.
+/// parent draws next. The `wssd` binary never forks; an application that forks and accepts
+/// TLS connections in the child reseeds there first (`rand::rng().reseed()`).
 #[derive(Debug)]
 struct ThreadRandom;
 
