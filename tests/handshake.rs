@@ -121,6 +121,43 @@ fn wss_handshake_and_echo() {
     assert_eq!(summary.messages_in, 1);
 }
 
+/// Each wss connection leaves its client one TLS 1.3 ticket (RFC 8446 section 4.6.1), so a
+/// client that reconnects again and again resumes every time.
+#[test]
+fn a_reconnecting_client_resumes_its_tls_session_each_time() {
+    let certs = wssd::tls::SelfSigned::generate().unwrap();
+    let acceptor = Acceptor::new(Config::default().tls(certs.server_config().unwrap()));
+    let handler = Recorder::default();
+    let connector = tls_connector(&certs.ca_pem);
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let (server_end, client_end) = duplex();
+        let client = async {
+            let tls = connector
+                .connect(common::localhost(), client_end)
+                .await
+                .unwrap();
+            let kind = tls.get_ref().1.handshake_kind();
+            let (mut ws, _) = async_tungstenite::client_async("wss://localhost/wss", tls)
+                .await
+                .unwrap();
+            ws.send(Message::text("tom")).await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("tom"));
+            ws.close(None).await.unwrap();
+            while ws.next().await.is_some() {}
+            kind
+        };
+        let (served, kind) = future::block_on(future::zip(
+            serve_one(&acceptor, server_end, &handler),
+            client,
+        ));
+        served.unwrap();
+        kinds.push(kind);
+    }
+    use rustls::HandshakeKind::{Full, Resumed};
+    assert_eq!(kinds, [Some(Full), Some(Resumed), Some(Resumed)]);
+}
+
 #[test]
 fn wss_messages_of_every_size_cross_records_and_a_narrow_pipe() {
     // Messages from one byte to several TLS records (16 KiB of plaintext each), sent
