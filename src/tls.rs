@@ -636,9 +636,10 @@ fn provider() -> CryptoProvider {
 ///
 /// They come from rand's thread-local generator (ChaCha12, reseeded from the operating
 /// system's `getrandom` after every 64 KiB), as OpenSSL's and BoringSSL's come from a
-/// user-space DRBG, instead of one `getrandom` system call per value: a TLS 1.3 handshake
-/// with its two tickets made seven. Key-exchange private keys and ECDSA nonces still come
-/// from `ring`, one `getrandom` call each.
+/// user-space DRBG, instead of one `getrandom` system call per value: a resumed TLS 1.3
+/// handshake with rustls' two tickets made seven, with wssd's one it would make four.
+/// Key-exchange private keys and signatures' nonces still come from `ring`, one `getrandom`
+/// call each.
 ///
 /// The generator is not reseeded when a process forks: a child would draw the values its
 /// parent draws next. The `wssd` binary never forks; an application that forks and accepts
@@ -647,8 +648,9 @@ fn provider() -> CryptoProvider {
 struct ThreadRandom;
 
 impl rustls::crypto::SecureRandom for ThreadRandom {
-    /// Never fails: rand panics if the operating system cannot seed it, which Linux does
-    /// only before its entropy pool is first ready, at boot.
+    /// Never returns an error: rand panics if the operating system refuses to seed it (a
+    /// seccomp filter that denies `getrandom`, say), where ring's own calls for the key
+    /// exchange would fail every handshake anyway.
     fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
         rand::Rng::fill_bytes(&mut rand::rng(), buf);
         Ok(())
