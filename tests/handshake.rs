@@ -101,13 +101,7 @@ fn wss_handshake_and_echo() {
             .connect(common::localhost(), client_end)
             .await
             .unwrap();
-        let (mut ws, _) = async_tungstenite::client_async("wss://localhost/wss", tls)
-            .await
-            .unwrap();
-        ws.send(Message::text("tom")).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("tom"));
-        ws.close(None).await.unwrap();
-        while ws.next().await.is_some() {}
+        common::echo_once("wss://localhost/wss", tls).await;
     };
     let (served, ()) = future::block_on(future::zip(
         serve_one(&acceptor, server_end, &handler),
@@ -138,13 +132,7 @@ fn a_reconnecting_client_resumes_its_tls_session_each_time() {
                 .await
                 .unwrap();
             let kind = tls.get_ref().1.handshake_kind();
-            let (mut ws, _) = async_tungstenite::client_async("wss://localhost/wss", tls)
-                .await
-                .unwrap();
-            ws.send(Message::text("tom")).await.unwrap();
-            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("tom"));
-            ws.close(None).await.unwrap();
-            while ws.next().await.is_some() {}
+            common::echo_once("wss://localhost/wss", tls).await;
             kind
         };
         let (served, kind) = future::block_on(future::zip(

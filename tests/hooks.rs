@@ -210,13 +210,7 @@ fn the_smol_server_asks_admit_before_the_101() {
             other => panic!("expected 401, got {other:?}"),
         }
         let tcp = smol::net::TcpStream::connect(addr).await.unwrap();
-        let (mut ws, _) = async_tungstenite::client_async(format!("ws://{addr}/?token=good"), tcp)
-            .await
-            .unwrap();
-        ws.send(Message::text("tom")).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("tom"));
-        ws.close(None).await.unwrap();
-        while ws.next().await.is_some() {}
+        common::echo_once(&format!("ws://{addr}/?token=good"), tcp).await;
     }));
     shutdown.trigger();
     running.join().unwrap().unwrap();

@@ -147,6 +147,18 @@ pub async fn read_until_101<S: AsyncRead + AsyncWrite + Unpin>(raw: &mut S) {
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
 }
 
+/// A WebSocket client on `stream`: the opening handshake to `url`, one text message sent
+/// and its echo checked, then the closing handshake to its end.
+pub async fn echo_once<S: AsyncRead + AsyncWrite + Unpin>(url: &str, stream: S) {
+    use async_tungstenite::tungstenite::Message;
+    use futures_util::StreamExt;
+    let (mut ws, _) = async_tungstenite::client_async(url, stream).await.unwrap();
+    ws.send(Message::text("tom")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("tom"));
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+}
+
 /// A peer address for in-memory connections.
 pub fn peer() -> SocketAddr {
     "127.0.0.1:40000".parse().unwrap()
