@@ -14,8 +14,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_rustls::rustls::client::UnbufferedClientConnection;
-use futures_rustls::rustls::unbuffered::{AppDataRecord, ConnectionState, UnbufferedStatus};
+use futures_rustls::rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use futures_rustls::rustls::unbuffered::{
+    AppDataRecord, ConnectionState, EncodeTlsData, UnbufferedStatus,
+};
 use futures_rustls::rustls::{ClientConfig, pki_types::ServerName};
 use mio::{Events, Interest, Poll, Token};
 
@@ -163,14 +165,7 @@ impl Dialer {
             let mut wait = false;
             let mut finished = false;
             match state.expect("TLS") {
-                ConnectionState::EncodeTlsData(mut data) => {
-                    let at = outgoing.len();
-                    outgoing.resize(at + 16 * 1024, 0);
-                    let n = data
-                        .encode(&mut outgoing[at..])
-                        .expect("a handshake message in 16 KiB");
-                    outgoing.truncate(at + n);
-                }
+                ConnectionState::EncodeTlsData(data) => encode(data, outgoing),
                 ConnectionState::TransmitTlsData(data) => {
                     // What the socket does not take now goes at its next writable event,
                     // before anything else.
@@ -240,8 +235,19 @@ fn flush(sock: &mut mio::net::TcpStream, outgoing: &mut Vec<u8>) -> bool {
     true
 }
 
-/// Reads what the socket has into `into`; whether anything came (else it would block).
-fn read(sock: &mut mio::net::TcpStream, into: &mut Vec<u8>) -> bool {
+/// Appends a handshake message's record to `outgoing`.
+pub fn encode(mut data: EncodeTlsData<'_, ClientConnectionData>, outgoing: &mut Vec<u8>) {
+    let at = outgoing.len();
+    outgoing.resize(at + 16 * 1024, 0);
+    let n = data
+        .encode(&mut outgoing[at..])
+        .expect("a handshake message in 16 KiB");
+    outgoing.truncate(at + n);
+}
+
+/// Reads what the socket has into `into`; whether anything came (`false`: it would block,
+/// which a blocking socket never does).
+pub fn read(sock: &mut impl Read, into: &mut Vec<u8>) -> bool {
     let mut chunk = [0u8; 16 * 1024];
     match sock.read(&mut chunk) {
         Ok(0) => panic!("the server closed the connection"),

@@ -89,12 +89,8 @@ fn handshake(config: &Arc<ClientConfig>, host: &str, sock: &mut TcpStream) -> (R
     loop {
         let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut incoming);
         let done = match state.expect("TLS handshake") {
-            ConnectionState::EncodeTlsData(mut data) => {
-                let mut buf = vec![0; 16 * 1024];
-                let n = data
-                    .encode(&mut buf)
-                    .expect("a handshake message in 16 KiB");
-                outgoing.extend_from_slice(&buf[..n]);
+            ConnectionState::EncodeTlsData(data) => {
+                crate::dial::encode(data, &mut outgoing);
                 false
             }
             ConnectionState::TransmitTlsData(data) => {
@@ -104,13 +100,7 @@ fn handshake(config: &Arc<ClientConfig>, host: &str, sock: &mut TcpStream) -> (R
                 false
             }
             ConnectionState::BlockedHandshake => {
-                let mut chunk = [0u8; 16 * 1024];
-                let n = sock.read(&mut chunk).expect("read");
-                assert!(
-                    n > 0,
-                    "the server closed the connection during the TLS handshake"
-                );
-                incoming.extend_from_slice(&chunk[..n]);
+                crate::dial::read(sock, &mut incoming);
                 false
             }
             ConnectionState::WriteTraffic(_) => true,
