@@ -79,20 +79,44 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Serves `wss://` with this TLS configuration.
+    /// Serves `wss://` with this TLS configuration, as it is: rustls runs the handshake and
+    /// protects the records (RFC 8446, RFC 5246).
     ///
-    /// rustls runs the handshake. After it, wssd protects the records itself, with ring's
-    /// AES-GCM and ChaCha20-Poly1305 and the keys rustls hands over (RFC 8446 section 5,
-    /// RFC 5246 section 6.2): records are opened and sealed in place, with no copy and no
-    /// allocation of their own. So this sets the configuration's `enable_secret_extraction`,
-    /// which allows that (a copy of `tls` if it is shared). rustls keeps the records where
-    /// the flag is clear (in a configuration set on the [`Config::tls`] field directly), in
-    /// FIPS mode, with `max_fragment_size` set, or with a cipher suite other than those.
-    pub fn tls(mut self, mut tls: Arc<ServerConfig>) -> Self {
-        if !tls.enable_secret_extraction {
-            Arc::make_mut(&mut tls).enable_secret_extraction = true;
-        }
+    /// See [`Config::own_records`] for wssd's own record layer, an opt-in.
+    pub fn tls(mut self, tls: Arc<ServerConfig>) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Opts in to wssd's own TLS record layer, or out of it (the default): after the
+    /// handshake, once rustls holds nothing of the client's, records are opened and sealed in
+    /// place with ring's AES-GCM and ChaCha20-Poly1305 and the keys rustls hands over (RFC
+    /// 8446 section 5, RFC 5246 section 6.2), with no copy and no allocation of their own.
+    ///
+    /// This sets `enable_secret_extraction` on the TLS configuration set by [`Config::tls`]
+    /// (on a copy of it if it is shared), which is what lets rustls hand its keys over; call it
+    /// after [`Config::tls`]. Setting that flag on a configuration yourself opts in the same
+    /// way. rustls keeps the records in FIPS mode, with `max_fragment_size` set, or with other
+    /// cipher suites. Without a TLS configuration this does nothing.
+    ///
+    /// It is an opt-in because it is not yet shown as correct as rustls' own records: it
+    /// differs from rustls on a KeyUpdate split over two records (refused, RFC 8446 section
+    /// 5.1 allows it) and a TLS 1.2 renegotiation attempt (a fatal `unexpected_message`, not a
+    /// `no_renegotiation` warning). It saves CPU per message (README, "Speed and footprint").
+    ///
+    /// ```
+    /// # #[cfg(feature = "self-signed")] {
+    /// # let tls = wssd::tls::SelfSigned::generate().unwrap().server_config().unwrap();
+    /// let config = wssd::Config::default().tls(tls).own_records(true);
+    /// assert!(config.tls.unwrap().enable_secret_extraction);
+    /// # }
+    /// ```
+    pub fn own_records(mut self, on: bool) -> Self {
+        if let Some(tls) = &mut self.tls
+            && tls.enable_secret_extraction != on
+        {
+            Arc::make_mut(tls).enable_secret_extraction = on;
+        }
         self
     }
 

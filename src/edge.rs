@@ -35,8 +35,23 @@ thread_local! {
 }
 const READABLE: u32 = 1;
 const WRITABLE: u32 = 2;
-/// Readiness words count the events delivered above the two flags.
-const TICK: u32 = 4;
+/// The peer ended its side, or the connection hung up or failed (`EPOLLRDHUP`, `EPOLLHUP`,
+/// `EPOLLERR`). Never cleared: a read that comes up short clears [`READABLE`], and the end
+/// of stream that came with the last data must still wake the next read, since no event
+/// will announce it again.
+const READ_CLOSED: u32 = 4;
+/// The connection hung up or failed (`EPOLLHUP`, `EPOLLERR`); never cleared.
+const WRITE_CLOSED: u32 = 8;
+/// Readiness words count the events delivered above the four flags.
+const TICK: u32 = 16;
+
+/// The sticky flag that also makes `flag` ready.
+fn closed_for(flag: u32) -> u32 {
+    match flag {
+        READABLE => READ_CLOSED,
+        _ => WRITE_CLOSED,
+    }
+}
 
 /// The server's epoll instance and the connections registered in it.
 pub(crate) struct Edge {
@@ -96,6 +111,25 @@ struct Slot {
     writer: AtomicWaker,
 }
 
+/// The readiness flags an epoll event sets.
+fn readiness(flags: epoll::EventFlags) -> u32 {
+    use epoll::EventFlags as F;
+    let mut ready = 0;
+    if flags.intersects(F::IN) {
+        ready |= READABLE;
+    }
+    if flags.intersects(F::RDHUP | F::HUP | F::ERR) {
+        ready |= READABLE | READ_CLOSED;
+    }
+    if flags.intersects(F::OUT) {
+        ready |= WRITABLE;
+    }
+    if flags.intersects(F::HUP | F::ERR) {
+        ready |= WRITABLE | WRITE_CLOSED;
+    }
+    ready
+}
+
 impl Slot {
     /// Sets `flags` and wakes their waiters: only for a flag that was clear, since a
     /// waiter registers only after seeing its flag clear, and the delivery that set it
@@ -108,10 +142,10 @@ impl Slot {
             })
             .unwrap_or_else(|r| r);
         let set = flags & !before;
-        if set & READABLE != 0 {
+        if set & (READABLE | READ_CLOSED) != 0 {
             self.reader.wake();
         }
-        if set & WRITABLE != 0 {
+        if set & (WRITABLE | WRITE_CLOSED) != 0 {
             self.writer.wake();
         }
     }
@@ -125,10 +159,12 @@ impl Slot {
             });
     }
 
-    /// The readiness word if `flag` is set; otherwise `cx` waits for it.
+    /// The readiness word if `flag` (or the sticky end that goes with it) is set;
+    /// otherwise `cx` waits for it.
     fn poll_ready(&self, flag: u32, cx: &mut Context<'_>) -> Poll<u32> {
+        let want = flag | closed_for(flag);
         let r = self.ready.load(Ordering::Acquire);
-        if r & flag != 0 {
+        if r & want != 0 {
             return Poll::Ready(r);
         }
         match flag {
@@ -137,7 +173,7 @@ impl Slot {
         }
         // An event delivered before the waker was in place: not lost.
         let r = self.ready.load(Ordering::Acquire);
-        match r & flag != 0 {
+        match r & want != 0 {
             true => Poll::Ready(r),
             false => Poll::Pending,
         }
@@ -303,15 +339,7 @@ impl Edge {
                 let Some(slot) = slots.get(event.data.u64() as usize) else {
                     continue; // a connection that has just ended
                 };
-                let flags = event.flags;
-                let (mut ready, closed) = (0, epoll::EventFlags::ERR | epoll::EventFlags::HUP);
-                if flags.intersects(epoll::EventFlags::IN | epoll::EventFlags::RDHUP | closed) {
-                    ready |= READABLE;
-                }
-                if flags.intersects(epoll::EventFlags::OUT | closed) {
-                    ready |= WRITABLE;
-                }
-                slot.deliver(ready);
+                slot.deliver(readiness(event.flags));
             }
             drop(slots);
             taken += events.len();
@@ -523,6 +551,23 @@ mod tests {
         assert_eq!(slot.ready.load(Ordering::Acquire) & READABLE, 0);
     }
 
+    #[test]
+    fn a_short_read_keeps_the_end_of_stream_that_came_with_the_last_data() {
+        use epoll::EventFlags as F;
+        for flags in [F::IN | F::RDHUP, F::IN | F::HUP | F::ERR | F::RDHUP] {
+            let slot = slot();
+            slot.deliver(readiness(flags)); // the last data and the FIN (or RST): one event
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            let Poll::Ready(seen) = slot.poll_ready(READABLE, &mut cx) else {
+                panic!("not readable after {flags:?}")
+            };
+            slot.clear(seen, READABLE); // the read came up short: it took all the data
+            // No event will come again: the next read must go to the socket for the end.
+            assert!(slot.poll_ready(READABLE, &mut cx).is_ready(), "{flags:?}");
+        }
+    }
+
     /// Counts its wake-ups.
     struct Count(AtomicU32);
 
@@ -652,6 +697,47 @@ mod tests {
             drop(client);
             assert_eq!(read.await.unwrap(), 0, "the peer's close reads as the end");
         });
+    }
+
+    #[test]
+    fn an_end_of_stream_that_came_with_the_last_data_is_not_lost_by_a_short_read() {
+        for reset in [false, true] {
+            with_edge(move |edge| async move {
+                let (mut tcp, client) = pair(&edge);
+                std::io::Write::write_all(&mut &client, b"partial frame").unwrap();
+                if reset {
+                    // SO_LINGER 0: the close sends RST.
+                    rustix::net::sockopt::set_socket_linger(
+                        &client,
+                        Some(std::time::Duration::ZERO),
+                    )
+                    .unwrap();
+                    drop(client);
+                } else {
+                    client.shutdown(std::net::Shutdown::Write).unwrap();
+                }
+                // Data and end both in the socket before anything reads it: one event.
+                let fd = tcp.get_ref().as_fd();
+                let mut fds = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::RDHUP,
+                )];
+                rustix::event::poll(&mut fds, None).unwrap();
+                let mut buf = [0u8; 64];
+                let first = tcp.read(&mut buf).await;
+                if !reset {
+                    assert_eq!(first.unwrap(), 13, "the data first");
+                }
+                // A short read took all the socket had; the end must still be read.
+                let mut outcome = Ok(1);
+                while let Ok(1..) = outcome {
+                    outcome = tcp.read(&mut buf).await;
+                }
+                if !reset {
+                    assert_eq!(outcome.unwrap(), 0, "the end of stream");
+                }
+            });
+        }
     }
 
     #[test]

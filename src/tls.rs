@@ -363,8 +363,6 @@ pub fn resolver_config(
     // entry in the server's session cache (256 of them), so one each lets twice as many
     // clients resume, and the handshake makes half the tickets.
     config.send_tls13_tickets = 1;
-    // wssd's own record layer takes over after the handshake (see `Config::tls`).
-    config.enable_secret_extraction = true;
     if acme_challenges {
         config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
     }

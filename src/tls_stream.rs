@@ -75,6 +75,11 @@ pub(crate) struct TlsStream<S> {
     drained: bool,
     /// An error found behind plaintext already read, for the next read.
     failed: Option<io::Error>,
+    /// Our record layer takes over from rustls at the first moment rustls holds nothing of
+    /// the peer's ([`Records::serves`]: the opt-in, `enable_secret_extraction`).
+    own_wanted: bool,
+    /// rustls decrypted application data that came with the client's Finished.
+    data_behind_finished: bool,
     /// The host name of the ClientHello's SNI extension (RFC 6066 section 3), until the
     /// handshake ends.
     sni: Option<String>,
@@ -91,6 +96,8 @@ enum Engine {
     Rustls(Box<UnbufferedServerConnection>),
     /// Our record layer, after the handshake.
     Own(Records),
+    /// Neither: the handover failed and the connection is over.
+    Gone,
 }
 
 impl<S> std::fmt::Debug for TlsStream<S> {
@@ -98,6 +105,7 @@ impl<S> std::fmt::Debug for TlsStream<S> {
         let engine = match self.conn {
             Engine::Rustls(_) => "rustls",
             Engine::Own(_) => "own",
+            Engine::Gone => "none",
         };
         f.debug_struct("TlsStream")
             .field("records", &engine)
@@ -131,24 +139,28 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         tickets_held: false,
         failed: None,
         drained: false,
+        own_wanted: false,
+        data_behind_finished: false,
         sni: None,
     };
     std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
     tls.incoming.shrink_to_fit();
-    let Engine::Rustls(conn) = tls.conn else {
+    let Engine::Rustls(conn) = &tls.conn else {
         return Err(unexpected_state());
     };
-    let info = tls_info(&conn, tls.sni.take().as_deref());
+    let info = tls_info(conn, tls.sni.take().as_deref());
     let tls13 = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
-    tls.conn = if !tls.read_closed && Records::serves(&conn, &config) {
-        tls.drained = true; // rustls holds nothing more
-        Engine::Own(take_over(*conn, &mut tls.plain, &mut tls.outgoing)?)
-    } else {
-        Engine::Rustls(conn)
-    };
+    // Our record layer takes over at the first moment rustls holds nothing of the peer's
+    // (`take_over_if_idle`), not here: bytes behind the client's Finished (a KeyUpdate, the
+    // start of a record) may be in rustls' hands now.
+    tls.own_wanted = Records::serves(conn, &config);
     // TLS 1.3: the client's Finished was the last flight, and what rustls queued behind it
-    // is session tickets. TLS 1.2: our Finished, which the client waits for.
-    tls.tickets_held = tls13 && tls.out_pos < tls.outgoing.len();
+    // is session tickets. They wait for our first write (the opening handshake's answer)
+    // when the client's request came with its Finished; otherwise they go now, so that a
+    // client with Nagle's algorithm on gets its Finished answered at once rather than holding
+    // its request for our delayed ACK. TLS 1.2: our Finished, which the client waits for.
+    let data_behind = tls.data_behind_finished || !tls.incoming.is_empty();
+    tls.tickets_held = tls13 && tls.out_pos < tls.outgoing.len() && data_behind;
     if !tls.tickets_held {
         std::future::poll_fn(|cx| tls.poll_send(cx)).await?;
     }
@@ -156,37 +168,65 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 impl<S> TlsStream<S> {
-    /// Moves what rustls queued (handshake messages, alerts) into `outgoing`.
-    fn queue_pending(&mut self) -> Result<(), rustls::Error> {
+    /// Moves what rustls queued (handshake messages, alerts) into `outgoing`. `data` is the
+    /// ciphertext rustls has not let go of yet (what follows its last `discard`): rustls may
+    /// hold ranges of it (a handshake message split over records), so it is handed back,
+    /// never an empty buffer in its place.
+    fn queue_pending(&mut self, data: &mut [u8]) -> Result<(), rustls::Error> {
         let Engine::Rustls(conn) = &mut self.conn else {
             return Ok(());
         };
+        let mut used = 0;
         loop {
-            let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut []);
-            debug_assert_eq!(discard, 0);
+            let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut data[used..]);
+            used += discard;
             match state? {
                 ConnectionState::EncodeTlsData(mut data) => {
                     encode(&mut self.outgoing, |out| data.encode(out))?
                 }
-                ConnectionState::TransmitTlsData(data) => data.done(),
+                // All that was queued is encoded: no more records are processed (after an
+                // error there is nothing more to take from the peer).
+                ConnectionState::TransmitTlsData(data) => {
+                    data.done();
+                    return Ok(());
+                }
                 _ => return Ok(()),
             }
         }
     }
 
-    /// Queues the alert that `error` calls for, and returns `error` as an `io::Error`.
-    fn fail(&mut self, error: rustls::Error) -> io::Error {
+    /// Queues the alert that `error` calls for, and returns `error` as an `io::Error`. `data`
+    /// as for [`TlsStream::queue_pending`].
+    fn fail(&mut self, error: rustls::Error, data: &mut [u8]) -> io::Error {
         match &mut self.conn {
             Engine::Rustls(_) => {
-                let _ = self.queue_pending();
+                let _ = self.queue_pending(data);
             }
             Engine::Own(records) => {
                 if let Some(alert) = Records::alert_for(&error) {
                     let _ = records.seal_alert(&mut self.outgoing, alert);
                 }
             }
+            Engine::Gone => {}
         }
         tls_error(error)
+    }
+
+    /// Hands the keys to our record layer ([`Records`]) if that was asked for and rustls
+    /// holds nothing of the peer's: no ciphertext it has not let go of (so no part of a
+    /// handshake message), no plaintext, nothing to send (a KeyUpdate's answer goes out with
+    /// rustls' last write, which this follows).
+    fn take_over_if_idle(&mut self) -> io::Result<()> {
+        if !self.own_wanted || !self.incoming.is_empty() || self.read_closed || self.close_queued {
+            return Ok(());
+        }
+        self.own_wanted = false;
+        let Engine::Rustls(conn) = std::mem::replace(&mut self.conn, Engine::Gone) else {
+            return Ok(());
+        };
+        self.conn = Engine::Own(take_over(*conn, &mut self.plain, &mut self.outgoing)?);
+        self.drained = true; // rustls held nothing more
+        Ok(())
     }
 }
 
@@ -225,7 +265,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 Ok(state) => state,
                 Err(error) => {
                     self.incoming.drain(..discard);
-                    let error = self.fail(error);
+                    let mut rest = std::mem::take(&mut self.incoming);
+                    let error = self.fail(error, &mut rest);
                     self.try_send(cx);
                     return Poll::Ready(Err(error));
                 }
@@ -268,7 +309,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 }
                 // Finished: what follows (the request, app data that came early) is
                 // read through `poll_read`.
-                ConnectionState::WriteTraffic(_) | ConnectionState::ReadTraffic(_) => true,
+                ConnectionState::WriteTraffic(_) => true,
+                ConnectionState::ReadTraffic(_) => {
+                    self.data_behind_finished = true;
+                    true
+                }
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
                     if conn.is_handshaking() {
                         return Poll::Ready(Err(io::Error::new(
@@ -291,12 +336,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
 
     /// Processes the whole records of `data`, copying their plaintext into `buf[*filled..]`
     /// (what does not fit goes to `plain`). Returns how many bytes of `data` are done with.
+    ///
+    /// Errors: the TLS error, with where the ciphertext rustls has not let go of starts.
     fn decrypt(
         &mut self,
         data: &mut [u8],
         buf: &mut [u8],
         filled: &mut usize,
-    ) -> Result<usize, rustls::Error> {
+    ) -> Result<usize, (rustls::Error, usize)> {
         let conn = match &mut self.conn {
             Engine::Rustls(conn) => conn,
             Engine::Own(records) => {
@@ -307,16 +354,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                     filled,
                     &mut self.plain,
                     &mut self.read_closed,
-                );
+                )
+                .map_err(|e| (e, data.len()));
             }
+            Engine::Gone => return Err((rustls::Error::General(GONE.into()), data.len())),
         };
         let mut used = 0;
         loop {
             let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut data[used..]);
-            match state? {
+            let state = state.map_err(|e| (e, used + discard))?;
+            match state {
                 ConnectionState::ReadTraffic(mut traffic) => {
                     while let Some(record) = traffic.next_record() {
-                        let record = record?;
+                        let record = record.map_err(|e| (e, used))?;
                         let n = record.payload.len().min(buf.len() - *filled);
                         buf[*filled..*filled + n].copy_from_slice(&record.payload[..n]);
                         *filled += n;
@@ -331,7 +381,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
-                    encode(&mut self.outgoing, |out| data.encode(out))?
+                    encode(&mut self.outgoing, |out| data.encode(out))
+                        .map_err(|e| (e, used + discard))?
                 }
                 ConnectionState::TransmitTlsData(data) => data.done(),
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
@@ -343,7 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                     self.drained = true;
                     return Ok(used + discard);
                 }
-                _ => return Err(rustls::Error::General(UNEXPECTED.into())),
+                _ => return Err((rustls::Error::General(UNEXPECTED.into()), used + discard)),
             }
             used += discard;
         }
@@ -377,6 +428,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             }
             match (&mut self.conn, single) {
                 (Engine::Own(records), _) => records.seal(out, bufs, total).map_err(tls_error)?,
+                (Engine::Gone, _) => return Err(io::ErrorKind::BrokenPipe.into()),
                 (Engine::Rustls(_), Some(buf)) => self.seal(&buf[..total], out)?,
                 (Engine::Rustls(_), None) => JOINED.with_borrow_mut(|joined| {
                     joined.clear();
@@ -396,6 +448,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             self.outgoing.extend_from_slice(&out[written..]);
             Ok(())
         })?;
+        self.take_over_if_idle()?;
         Poll::Ready(Ok(total))
     }
 
@@ -424,7 +477,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 Ok(state) => state,
                 Err(error) => {
                     self.incoming.drain(..discard);
-                    return Err(self.fail(error));
+                    let mut rest = std::mem::take(&mut self.incoming);
+                    return Err(self.fail(error, &mut rest));
                 }
             };
             match state {
@@ -497,8 +551,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
                         scratch.copy_within(used..have, 0);
                         have -= used;
                     }
-                    Err(error) => {
-                        let error = this.fail(error);
+                    Err((error, held)) => {
+                        let error = this.fail(error, &mut scratch[held.min(have)..have]);
                         this.try_send(cx);
                         have = 0;
                         if filled == 0 {
@@ -580,6 +634,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
                         encrypt(out, RECORD_OVERHEAD, |buf| traffic.queue_close_notify(buf))
                     })
                     .and_then(|queued| queued),
+                Engine::Gone => Err(io::ErrorKind::BrokenPipe.into()),
             };
             this.outgoing = out;
             this.close_queued = true;
@@ -729,6 +784,9 @@ fn record_len(data: &[u8]) -> usize {
 fn tls_error(error: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
+
+/// What a connection whose keys could not be handed over says.
+const GONE: &str = "the TLS connection ended when its keys were handed over";
 
 /// What rustls asks of us that a server under wssd's configuration never meets.
 const UNEXPECTED: &str = "unexpected TLS state: TLS early data (0-RTT) is not served, leave ServerConfig::max_early_data_size at 0";
@@ -895,13 +953,22 @@ mod tests {
     /// `suite`, after their handshake; `extract` as the server configuration's
     /// `enable_secret_extraction`.
     fn connect(suite: SupportedCipherSuite, extract: bool) -> (TlsStream<End>, Client) {
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let cert = made.cert.der().clone();
-        let key = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
-        let key = futures_rustls::rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
-        let mut config =
-            crate::tls::server_config(sign::CertifiedKey::new(vec![cert.clone()], key));
-        Arc::make_mut(&mut config).enable_secret_extraction = extract;
+        let (config, cert) = server_config(extract);
+        let connector = connector(suite, cert);
+        let (server_end, client_end) = ends();
+        let name = ServerName::try_from("localhost").unwrap();
+        let (server, client) = future::block_on(future::zip(
+            accept(config, server_end, Vec::new()),
+            connector.connect(name, client_end),
+        ));
+        (server.unwrap().0, client.unwrap())
+    }
+
+    /// A client offering only `suite` and trusting `cert`.
+    fn connector(
+        suite: SupportedCipherSuite,
+        cert: CertificateDer<'static>,
+    ) -> futures_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::clone(&cert)).unwrap();
         let provider = rustls::crypto::CryptoProvider {
@@ -917,14 +984,18 @@ mod tests {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let connector = futures_rustls::TlsConnector::from(Arc::new(client));
-        let (server_end, client_end) = ends();
-        let name = ServerName::try_from("localhost").unwrap();
-        let (server, client) = future::block_on(future::zip(
-            accept(config, server_end, Vec::new()),
-            connector.connect(name, client_end),
-        ));
-        (server.unwrap().0, client.unwrap())
+        futures_rustls::TlsConnector::from(Arc::new(client))
+    }
+
+    /// [`connect`] with our record layer, after the first exchange that hands it the keys.
+    fn connect_own(suite: SupportedCipherSuite) -> (TlsStream<End>, Client) {
+        let (mut server, mut client) = connect(suite, true);
+        exchange(&mut server, &mut client, b"first");
+        assert!(
+            matches!(server.conn, Engine::Own(_)),
+            "rustls kept {suite:?}"
+        );
+        (server, client)
     }
 
     /// The suites a client of an ECDSA server can get: TLS 1.3's three, TLS 1.2's ECDSA ones.
@@ -966,16 +1037,86 @@ mod tests {
         (0..n).map(|i| (i % 251) as u8).collect()
     }
 
+    /// A server under wssd's configuration, with `extract` as its
+    /// `enable_secret_extraction`.
+    fn server_config(extract: bool) -> (Arc<ServerConfig>, CertificateDer<'static>) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = made.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+        let key = futures_rustls::rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
+        let mut config =
+            crate::tls::server_config(sign::CertifiedKey::new(vec![cert.clone()], key));
+        Arc::make_mut(&mut config).enable_secret_extraction = extract;
+        (config, cert)
+    }
+
+    /// `bytes` from a client, then its end of stream; what the server's accept returned.
+    fn accept_bytes(bytes: &[u8]) -> io::Result<()> {
+        let (server_end, mut client_end) = ends();
+        let (config, _) = server_config(false);
+        let (accepted, ()) =
+            future::block_on(future::zip(accept(config, server_end, Vec::new()), async {
+                client_end.write_all(bytes).await.unwrap();
+                client_end.close().await.unwrap();
+                // Whatever the server answers (an alert) is read and dropped.
+                let _ = client_end.read_to_end(&mut Vec::new()).await;
+            }));
+        accepted.map(drop)
+    }
+
+    #[test]
+    fn the_start_of_a_client_hello_then_another_record_type_is_refused_not_a_panic() {
+        // The 12-byte probe: a handshake record with 2 bytes of a ClientHello, then in the
+        // same write a record of another type. rustls holds the 2 bytes as part of a
+        // message; the error path must hand it back the buffer they are in.
+        let start = [0x16, 0x03, 0x01, 0x00, 0x02, 0x01, 0x00];
+        let behind: [&[u8]; 5] = [
+            &[0x17, 0x03, 0x03, 0x00, 0x00],             // empty application_data
+            &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28], // plaintext alert
+            &[0x14, 0x03, 0x03, 0x00, 0x01, 0x01],       // ChangeCipherSpec
+            &[0x18, 0x03, 0x03, 0x00, 0x01, 0x00],       // heartbeat
+            &[0x16, 0x03, 0x03, 0x00, 0x01],             // a cut handshake record
+        ];
+        for record in behind {
+            let bytes = [&start[..], record].concat();
+            let result = std::panic::catch_unwind(|| accept_bytes(&bytes));
+            let accepted = result.unwrap_or_else(|_| panic!("panicked on {bytes:02x?}"));
+            assert!(accepted.is_err(), "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn a_client_hello_of_16_kib_or_more_or_a_huge_claim_is_refused_not_a_panic() {
+        // A ClientHello message of 20,000 bytes over two records, then nonsense; and a
+        // handshake message that claims 16 MiB.
+        let mut hello = vec![0x01, 0x00, 0x4e, 0x20];
+        hello.extend(std::iter::repeat_n(0x41, 20_000));
+        let mut bytes = Vec::new();
+        for chunk in hello.chunks(16_384) {
+            bytes.extend_from_slice(&[0x16, 0x03, 0x01]);
+            bytes.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(chunk);
+        }
+        bytes.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x00]);
+        let claim = [0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0xff, 0xff, 0xff];
+        for bytes in [&bytes[..], &claim] {
+            let result = std::panic::catch_unwind(|| accept_bytes(bytes));
+            assert!(matches!(result, Ok(Err(_))), "{:02x?}", &bytes[..9]);
+        }
+    }
+
     #[test]
     fn our_records_serve_every_suite_both_ways_and_rustls_serves_without_the_flag() {
         for suite in suites() {
             for extract in [true, false] {
                 let (mut server, mut client) = connect(suite, extract);
-                let ours = matches!(server.conn, Engine::Own(_));
-                assert_eq!(ours, extract, "{suite:?}");
+                // rustls' records until its first write, after which it holds nothing.
+                assert!(matches!(server.conn, Engine::Rustls(_)), "{suite:?}");
                 // One byte, several records (one cut short), an empty write.
                 for n in [1, 40_000, 0, 300] {
                     exchange(&mut server, &mut client, &message(n));
+                    let ours = matches!(server.conn, Engine::Own(_));
+                    assert_eq!(ours, extract, "{suite:?}");
                 }
                 // close_notify each way: the other side reads the end.
                 future::block_on(async {
@@ -989,31 +1130,87 @@ mod tests {
     }
 
     #[test]
-    fn tls13_session_tickets_go_out_with_the_first_write_not_alone() {
+    fn tls13_session_tickets_go_out_with_the_answer_to_a_request_that_came_with_the_finished() {
         for suite in suites() {
-            let (mut server, mut client) = connect(suite, true);
             let tls13 = matches!(suite, SupportedCipherSuite::Tls13(_));
+            let request = message(10);
+            let (mut server, mut client) = connect_with(suite, false, &request);
             // TLS 1.2: the flight ending with our Finished, sent within the handshake.
             let handshake_writes = server.io.writes.len();
             assert_eq!(handshake_writes, if tls13 { 1 } else { 2 }, "{suite:?}");
-            let data = message(10);
-            exchange(&mut server, &mut client, &data);
+            let got = pass(&mut server, &mut client, &request);
+            assert_eq!(got, request);
             let after = &server.io.writes[handshake_writes..];
             assert_eq!(after.len(), 1, "{suite:?}: {after:?}");
             if tls13 {
                 // One ticket (`tls::resolver_config`), a record of about 100 bytes, ahead of
                 // the data record, in that one write.
-                let data_record = 5 + data.len() + 1 + 16;
+                let data_record = 5 + request.len() + 1 + 16;
                 let tickets = after[0] - data_record;
                 assert!((60..160).contains(&tickets), "{suite:?}: {after:?}");
             }
         }
     }
 
+    /// A handshake whose client sends `then` (a request, a KeyUpdate first) right behind its
+    /// Finished, as browsers send their request; the server has read that request.
+    fn connect_with(
+        suite: SupportedCipherSuite,
+        key_update: bool,
+        request: &[u8],
+    ) -> (TlsStream<End>, Client) {
+        let (config, cert) = server_config(true);
+        let (server_end, client_end) = ends();
+        let connector = connector(suite, cert);
+        let name = ServerName::try_from("localhost").unwrap();
+        let (server, client) =
+            future::block_on(future::zip(accept(config, server_end, Vec::new()), async {
+                let mut client = connector.connect(name, client_end).await?;
+                if key_update {
+                    client.get_mut().1.refresh_traffic_keys().unwrap();
+                }
+                client.write_all(request).await?;
+                client.flush().await?;
+                Ok::<_, io::Error>(client)
+            }));
+        let (mut server, client) = (server.unwrap().0, client.unwrap());
+        let mut got = vec![0; request.len()];
+        future::block_on(server.read_exact(&mut got)).unwrap();
+        assert_eq!(got, request);
+        (server, client)
+    }
+
+    #[test]
+    fn a_key_update_that_came_with_the_finished_is_answered_before_our_data() {
+        // rustls answers it and holds its answer for its next write: our records must not
+        // take over before that write, or the client reads our data under a key it lacks.
+        for suite in suites().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_))) {
+            let (mut server, mut client) = connect_with(suite, true, b"request");
+            for n in [10, 20_000, 5] {
+                let got = pass(&mut server, &mut client, &message(n));
+                assert!(got == message(n), "{suite:?}");
+                exchange(&mut server, &mut client, &message(n));
+            }
+            assert!(matches!(server.conn, Engine::Own(_)), "{suite:?}");
+        }
+    }
+
+    #[test]
+    fn tls13_session_tickets_go_out_at_once_when_the_finished_came_alone() {
+        // A client with Nagle's algorithm on holds a small request until its Finished is
+        // acknowledged: the ticket answers the Finished at once.
+        for suite in suites().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_))) {
+            let (mut server, mut client) = connect(suite, true);
+            assert_eq!(server.io.writes.len(), 2, "{suite:?}");
+            exchange(&mut server, &mut client, &message(10));
+            assert_eq!(server.io.writes.len(), 3, "{suite:?}");
+        }
+    }
+
     #[test]
     fn a_client_key_update_gets_ours_and_both_sides_read_on() {
         for suite in suites().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_))) {
-            let (mut server, mut client) = connect(suite, true);
+            let (mut server, mut client) = connect_own(suite);
             for round in 0..3 {
                 // update_requested: the server must answer with its own before its data.
                 client.get_mut().1.refresh_traffic_keys().unwrap();
@@ -1047,7 +1244,7 @@ mod tests {
     #[test]
     fn at_a_keys_record_limit_tls_1_3_updates_it_and_tls_1_2_ends() {
         for suite in suites() {
-            let (mut server, mut client) = connect(suite, true);
+            let (mut server, mut client) = connect_own(suite);
             let Engine::Own(records) = &mut server.conn else {
                 panic!("rustls kept {suite:?}")
             };
@@ -1077,7 +1274,7 @@ mod tests {
     #[test]
     fn a_tampered_record_ends_the_connection_with_bad_record_mac() {
         for suite in suites() {
-            let (mut server, mut client) = connect(suite, true);
+            let (mut server, mut client) = connect_own(suite);
             server.io.flip = Some(server.io.read + 20); // in the next record's body
             future::block_on(async {
                 client.write_all(&message(50)).await.unwrap();
