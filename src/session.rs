@@ -952,13 +952,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             peer_close = self.main_loop(handler).await;
         }
         // No more sends; what is still queued is freed now.
-        {
-            let mut queue = self.conn.queue();
-            queue.closed = true;
-            queue.messages = VecDeque::new();
-            queue.bytes = 0;
-        }
-        self.conn.shared.room.notify(usize::MAX);
+        self.close_queue();
         // A `Connection` the app keeps must not keep this task's memory through its waker.
         drop(self.conn.shared.waker.take());
         // Messages this connection sent and that wait for a full recipient are delivered
@@ -977,18 +971,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.publish_stats();
         handler.on_close(&self.conn, peer_close.as_ref());
         // Leaves every Hub it was added to, whether or not the handler removed it.
-        let hubs = std::mem::take(
-            &mut *self
-                .conn
-                .shared
-                .hubs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for hub in hubs.iter().filter_map(Weak::upgrade) {
-            hub.forget(self.conn.id());
-        }
-        self.summary
+        self.leave_hubs();
+        std::mem::take(&mut self.summary)
     }
 
     /// Adds to the process-wide counters what this session counted since it last did: at
@@ -1536,6 +1520,44 @@ fn write_within<'t, F: Future>(
 }
 
 /// Whether `e` only says the peer went away without a closing handshake.
+impl<S> Session<S> {
+    /// Closes the send queue: no more sends, and what is still queued is freed.
+    fn close_queue(&mut self) {
+        {
+            let mut queue = self.conn.queue();
+            queue.closed = true;
+            queue.messages = VecDeque::new();
+            queue.bytes = 0;
+        }
+        self.conn.shared.room.notify(usize::MAX);
+    }
+
+    /// Leaves every Hub the connection was added to.
+    fn leave_hubs(&mut self) {
+        let hubs = std::mem::take(
+            &mut *self
+                .conn
+                .shared
+                .hubs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for hub in hubs.iter().filter_map(Weak::upgrade) {
+            hub.forget(self.conn.id());
+        }
+    }
+}
+
+impl<S> Drop for Session<S> {
+    /// A session that ends before the end of its loop (a panic in a handler, say, caught
+    /// at the connection boundary) still closes its queue and leaves its hubs: no sender
+    /// waits on it, no hub names it. After a normal end both are done already.
+    fn drop(&mut self) {
+        self.close_queue();
+        self.leave_hubs();
+    }
+}
+
 fn is_disconnect(e: &tungstenite::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     match e {

@@ -457,14 +457,16 @@ fn connection<H: Handler>(
         // room in an async fn's state until its scope ends, moved out or not).
         let (serving, id, opened) = {
             let opening = Box::pin(open(stream, peer, &acceptor, &*watched.inner));
-            let Some((accepted, opened)) = opening.await else {
+            let Some((accepted, opened)) = contained(peer, opening).await.flatten() else {
                 return drop(guard);
             };
             let id = accepted.id();
             // On shutdown, the session closes itself with 1001 once its queue is written.
             (accepted.serve(&watched), id, opened)
         };
-        let summary = serving.await;
+        // A panic in the session (a handler's, say) ends this connection alone: the session's
+        // drop leaves its hubs, and what follows here runs as after any other end.
+        let summary = contained(peer, serving).await.unwrap_or_default();
         shutdown.forget(id);
         crate::stats::OPEN.fetch_sub(1, Ordering::Relaxed);
         crate::stats::closed(summary.close_code.map(u16::from));
@@ -485,6 +487,32 @@ fn connection<H: Handler>(
             );
         }
         drop(guard);
+    }
+}
+
+/// Runs `work`, one connection's, catching a panic in it: the panic ends that connection
+/// alone (its state is dropped, which closes its socket), with one error line naming the
+/// peer and the panic's message, escaped. `None` after a panic.
+///
+/// The release profile unwinds (`panic = "unwind"`), so that a bug reached by one client's
+/// input never takes down the others.
+pub(crate) async fn contained<T>(peer: SocketAddr, work: impl Future<Output = T>) -> Option<T> {
+    use futures_lite::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(done) => Some(done),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            log::error!(
+                "{peer}: a panic in this connection's handling closed it (a bug: please report it): {}",
+                crate::text::escape(message)
+            );
+            crate::stats::PANICS.fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
 }
 

@@ -15,6 +15,9 @@ pub(crate) static HANDSHAKES_OK: AtomicU64 = AtomicU64::new(0);
 pub(crate) static HANDSHAKES_REFUSED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static HANDSHAKES_FAILED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static OPEN: AtomicU64 = AtomicU64::new(0);
+/// Connections ended by a panic in their handling (caught at the connection boundary).
+#[cfg_attr(not(feature = "smol"), allow(dead_code))] // smol::Server catches them
+pub(crate) static PANICS: AtomicU64 = AtomicU64::new(0);
 /// Closes by code: 1000 to 1015 at their offset, 3000 to 4999 (apps') in the next slot,
 /// anything else and no close frame (a dropped connection) in the last.
 pub(crate) static CLOSES: [AtomicU64; 18] = [const { AtomicU64::new(0) }; 18];
@@ -46,6 +49,9 @@ pub struct Stats {
     pub closes: Vec<(Option<u16>, u64)>,
     /// Clients closed with 1013 because their send queue stayed full.
     pub slow_consumers_closed: u64,
+    /// Connections ended by a panic in their handling, caught at the connection boundary
+    /// ([`smol::Server`](crate::smol::Server)): each is a bug, logged with the peer.
+    pub panics: u64,
 }
 
 /// Reads every counter.
@@ -74,6 +80,7 @@ pub fn snapshot() -> Stats {
         bytes_out: BYTES_OUT.load(Relaxed),
         closes,
         slow_consumers_closed: crate::hub::slow_consumers_closed(),
+        panics: PANICS.load(Relaxed),
     }
 }
 

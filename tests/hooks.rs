@@ -269,3 +269,58 @@ fn choose_subprotocol_puts_an_offered_one_in_the_101() {
         assert!(head.ends_with("\r\n\r\n"), "{head}");
     }));
 }
+
+/// Echoes, but panics on the text `panic`: a bug that one client's input reaches.
+struct Fragile;
+
+impl Handler for Fragile {
+    fn on_message(&self, conn: &Connection, msg: Message) {
+        if matches!(&msg, Message::Text(text) if text.as_str() == "panic") {
+            panic!("injected: a handler bug reached by one client's message");
+        }
+        let _ = conn.try_send(msg);
+    }
+}
+
+#[test]
+fn a_panic_in_one_connection_closes_it_alone_and_the_server_serves_on() {
+    use async_tungstenite::tungstenite::Message as Ws;
+    let listener = smol::block_on(smol::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = wssd::smol::Shutdown::default();
+    // One thread: the panicking connection and the echoing one share it.
+    let server = wssd::smol::Server::new(Acceptor::new(Config::default()), Arc::new(Fragile))
+        .threads(1)
+        .shutdown(shutdown.clone());
+    let before = wssd::stats::snapshot();
+    let running = std::thread::spawn(move || server.run(listener));
+    smol::block_on(common::bounded(async {
+        let url = format!("ws://{addr}/");
+        let tcp = smol::net::TcpStream::connect(addr).await.unwrap();
+        let (mut echoing, _) = async_tungstenite::client_async(&url, tcp).await.unwrap();
+        echoing.send(Ws::text("before")).await.unwrap();
+        assert_eq!(echoing.next().await.unwrap().unwrap(), Ws::text("before"));
+
+        let tcp = smol::net::TcpStream::connect(addr).await.unwrap();
+        let (mut fragile, _) = async_tungstenite::client_async(&url, tcp).await.unwrap();
+        fragile.send(Ws::text("panic")).await.unwrap();
+        // Its connection ends (no close frame: the session did not get that far).
+        loop {
+            match fragile.next().await {
+                None | Some(Err(_)) => break,
+                Some(Ok(Ws::Close(_))) => {}
+                Some(Ok(other)) => panic!("the panicking connection answered {other:?}"),
+            }
+        }
+        // The other connection, on the same thread, echoes on; new clients are served.
+        echoing.send(Ws::text("after")).await.unwrap();
+        assert_eq!(echoing.next().await.unwrap().unwrap(), Ws::text("after"));
+        echoing.close(None).await.unwrap();
+        while echoing.next().await.is_some() {}
+        let tcp = smol::net::TcpStream::connect(addr).await.unwrap();
+        common::echo_once(&url, tcp).await;
+    }));
+    shutdown.trigger();
+    running.join().unwrap().unwrap();
+    assert_eq!(wssd::stats::snapshot().panics, before.panics + 1);
+}

@@ -375,6 +375,12 @@ impl Api {
             "Clients closed with 1013 because they read too slowly.",
             &[("", s.slow_consumers_closed)],
         );
+        metric(
+            "wssd_connection_panics_total",
+            "counter",
+            "Connections ended by a panic in their handling (a bug; the log names the peer).",
+            &[("", s.panics)],
+        );
         let app = self.app.stats();
         metric(
             "wssd_app_events_total",
