@@ -272,6 +272,9 @@ fn fail(e: InflateError) -> io::Error {
 /// they are; each frame of a compressed message (RSV1 on its first frame) is collected,
 /// inflated, and passed on as the same frame uncompressed (RSV1 clear, masked with a zero
 /// key, as a client frame must be).
+/// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask key.
+const MAX_HEADER: usize = 14;
+
 #[derive(Debug)]
 pub(crate) struct Inflate {
     max_frame: usize,
@@ -385,7 +388,10 @@ impl Inflate {
             // A control frame is never compressed: with RSV1 set, the frame codec refuses it (1002).
             _ => false,
         };
-        if !compressed_frame || !masked {
+        // RSV2 or RSV3 beside RSV1: no extension agreed gives them a meaning, so the frame is
+        // passed on as it is, for the frame codec to refuse (1002, RFC 6455 section 5.2).
+        let reserved = h[0] & 0x30 != 0;
+        if !compressed_frame || !masked || reserved {
             self.out.extend_from_slice(&h[..header_len]);
             self.left = len;
             self.collecting = false;
@@ -399,7 +405,8 @@ impl Inflate {
         self.opcode = opcode;
         self.collecting = true;
         self.left = len;
-        self.payload = Vec::with_capacity(len as usize);
+        // Grown as the payload arrives, not reserved at the size the header announced.
+        self.payload = Vec::new();
         if len == 0 {
             self.inflate_frame()?;
         }
@@ -419,22 +426,36 @@ impl Inflate {
                 .unwrap_or_else(|| Decompress::new_with_window_bits(false, 15))
         });
         let room = self.max_message - self.inflated.min(self.max_message);
-        let mut plain = Vec::with_capacity((input.len() * 4).clamp(64, room.max(64)));
+        // Inflated straight behind room for the frame's header in `out` when nothing waits
+        // there (the usual case), else in a buffer of its own: the message is held once.
+        let mut plain = if self.pos == self.out.len() {
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
+            self.pos = 0;
+            out
+        } else {
+            Vec::new()
+        };
+        plain.extend_from_slice(&[0; MAX_HEADER]);
+        let base = MAX_HEADER;
+        plain.reserve_exact((input.len() * 4).clamp(64, room.max(64)));
         let start_in = inflater.total_in();
         loop {
             if plain.capacity() - plain.len() < 64 {
-                if plain.len() > room {
+                if plain.len() - base > room {
                     return Err(fail(InflateError::TooBig(self.max_message)));
                 }
                 // Never more than one byte past the room: a bomb stops here.
-                let more = plain.capacity().max(64).min(room + 1 - plain.len());
+                let more = (plain.capacity() - base)
+                    .max(64)
+                    .min(room + 1 - (plain.len() - base));
                 plain.reserve_exact(more);
             }
             let consumed = (inflater.total_in() - start_in) as usize;
             let status = inflater
                 .decompress_vec(&input[consumed..], &mut plain, FlushDecompress::Sync)
                 .map_err(|_| fail(InflateError::Corrupt))?;
-            if plain.len() > room {
+            if plain.len() - base > room {
                 return Err(fail(InflateError::TooBig(self.max_message)));
             }
             if status == flate2::Status::StreamEnd {
@@ -450,7 +471,8 @@ impl Inflate {
                 return Err(fail(InflateError::Corrupt));
             }
         }
-        self.inflated += plain.len();
+        let len = plain.len() - base;
+        self.inflated += len;
         if self.fin {
             let mut inflater = self.inflater.take().expect("in use");
             inflater.reset(false);
@@ -463,19 +485,29 @@ impl Inflate {
             self.compressed = false;
         }
         // The same frame, uncompressed: FIN and opcode kept, RSV bits clear, masked with 0.
-        self.out.push((u8::from(self.fin) << 7) | self.opcode);
-        let len = plain.len();
-        if len < 126 {
-            self.out.push(0x80 | len as u8);
+        let mut head = [0u8; MAX_HEADER];
+        head[0] = (u8::from(self.fin) << 7) | self.opcode;
+        let head_len = if len < 126 {
+            head[1] = 0x80 | len as u8;
+            2
         } else if len <= usize::from(u16::MAX) {
-            self.out.push(0x80 | 126);
-            self.out.extend_from_slice(&(len as u16).to_be_bytes());
+            head[1] = 0x80 | 126;
+            head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
         } else {
-            self.out.push(0x80 | 127);
-            self.out.extend_from_slice(&(len as u64).to_be_bytes());
+            head[1] = 0x80 | 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        } + 4; // the zero mask key
+        if self.out.is_empty() {
+            // `plain` is `out`: the header goes right before the payload.
+            plain[base - head_len..base].copy_from_slice(&head[..head_len]);
+            self.pos = base - head_len;
+            self.out = plain;
+        } else {
+            self.out.extend_from_slice(&head[..head_len]);
+            self.out.extend_from_slice(&plain[base..]);
         }
-        self.out.extend_from_slice(&[0; 4]);
-        self.out.extend_from_slice(&plain);
         Ok(())
     }
 }
@@ -626,5 +658,32 @@ mod tests {
             e.get_ref().unwrap().downcast_ref(),
             Some(InflateError::Corrupt)
         ));
+    }
+
+    #[test]
+    fn a_compressed_frame_header_that_announces_a_mebibyte_costs_what_came() {
+        // The header of a compressed frame announcing 1 MiB, and 1 KiB of its payload.
+        let mut bytes = vec![0xc2, 0x80 | 127];
+        bytes.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        bytes.extend_from_slice(&[0x55; 1024]);
+        let mut inflate = Inflate::new(1 << 20, 1 << 20);
+        inflate.feed(&bytes).unwrap();
+        let held = inflate.payload.capacity() + inflate.out.capacity();
+        assert!(held <= 4096, "{held} bytes held for 1 KiB sent");
+    }
+
+    #[test]
+    fn rsv2_or_rsv3_beside_rsv1_is_passed_on_for_the_codec_to_refuse() {
+        // "Hello" compressed (RFC 7692 section 7.2.3.1), with RSV2, then with RSV3.
+        for first in [0xe1, 0xd1] {
+            let mut frame = vec![first, 0x87, 0, 0, 0, 0];
+            frame.extend_from_slice(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+            let mut inflate = Inflate::new(1 << 20, 1 << 20);
+            inflate.feed(&frame).unwrap();
+            let mut out = [0u8; 64];
+            let n = inflate.take(&mut out);
+            assert_eq!(&out[..n], &frame[..], "passed on as it came");
+        }
     }
 }

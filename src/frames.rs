@@ -284,11 +284,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
                     }
                 }
                 // What is left (a partial frame, frames behind the one handed out, or the
-                // frame that failed) is kept until next time; a partial frame gets room
-                // for all of it (its payload is unmasked there and handed out, not copied).
+                // frame that failed) is kept until next time; a partial frame gets room for
+                // more of it, as much as came (`room`), up to all of it (its payload is then
+                // unmasked there and handed out, not copied).
                 buf.clear();
                 if event.is_none() && !data.is_empty() {
-                    buf.reserve_exact(rx.wanted(data));
+                    buf.reserve_exact(room(rx.wanted(data), data.len()));
                 }
                 buf.extend_from_slice(data);
                 Poll::Ready(Ok((n, event)))
@@ -328,11 +329,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
             self.end -= self.start;
             self.start = 0;
         }
-        // Room for the frame, exactly, once its header is here (frames behind it are read
-        // next time, into the thread's buffer); else for the header and more.
+        // Room for more of the frame once its header is here, as much as came, up to the
+        // frame exactly (frames behind it are read next time, into the thread's buffer);
+        // else for the header and more.
         let wanted = self.rx.wanted(&self.buf[..self.end]);
         let want = if wanted > self.end {
-            wanted
+            room(wanted, self.end)
         } else {
             self.end + self.read_size
         };
@@ -752,6 +754,18 @@ enum Payload<'a> {
 
 /// An unmasked frame's header (RFC 6455 section 5.2) for first byte `first` (FIN, RSV,
 /// opcode) and a payload of `len` bytes, and its length: 2, 4 or 10 bytes.
+/// The room a partly received frame of `wanted` bytes (header and payload) gets when `have`
+/// of them are here: twice what came, at least [`MIN_ROOM`], at most the frame. So what a
+/// peer makes the server hold follows what it sent, not what its header announced: a header
+/// announcing 1 MiB followed by nothing costs 4 KiB, and a frame that does arrive grows its
+/// buffer by doubling (a few reallocations, each copying what came).
+fn room(wanted: usize, have: usize) -> usize {
+    wanted.min(have.saturating_mul(2).max(MIN_ROOM))
+}
+
+/// The least room a partly received frame gets: 4 KiB.
+const MIN_ROOM: usize = 4096;
+
 fn frame_head(first: u8, len: usize) -> ([u8; 10], u8) {
     let mut head = [0u8; 10];
     head[0] = first;
@@ -863,11 +877,13 @@ mod tests {
     }
 
     /// A client's bytes, handed out `chunk` bytes at most per read (however large the
-    /// reader's buffer); writes are taken and dropped.
+    /// reader's buffer), then the end of stream (or, `waits`, nothing more: pending);
+    /// writes are taken and dropped.
     struct Chunked {
         data: Vec<u8>,
         at: usize,
         chunk: usize,
+        waits: bool,
     }
 
     impl AsyncRead for Chunked {
@@ -877,6 +893,9 @@ mod tests {
             buf: &mut [u8],
         ) -> Poll<io::Result<usize>> {
             let n = buf.len().min(self.chunk).min(self.data.len() - self.at);
+            if n == 0 && self.waits && !buf.is_empty() {
+                return Poll::Pending;
+            }
             buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
             self.at += n;
             Poll::Ready(Ok(n))
@@ -938,6 +957,7 @@ mod tests {
                 data: wire.clone(),
                 at: 0,
                 chunk,
+                waits: false,
             };
             let transport = Transport::new(crate::transport::MaybeTls::Plain(io), 1024);
             let mut frames = Frames::new(transport, Vec::new(), &Limits::default());
@@ -955,6 +975,34 @@ mod tests {
             assert_eq!(got.len(), expected.len(), "reads of {chunk} bytes");
             for (n, (got, want)) in got.iter().zip(&expected).enumerate() {
                 assert!(got == want, "message {n}, reads of {chunk} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_header_that_announces_a_mebibyte_costs_what_came_not_what_it_announced() {
+        let limits = Limits::default();
+        let payload = vec![0x41; limits.max_frame_size];
+        let wire = client_frame(true, 2, &payload, 1);
+        // The 14-byte header and one byte; then 100 KB of it; then all of it.
+        for (sent, bound) in [(15, MIN_ROOM), (100_000, 200_000)] {
+            for chunk in [15, 4096, usize::MAX] {
+                let io = Chunked {
+                    data: wire[..sent].to_vec(),
+                    at: 0,
+                    chunk,
+                    waits: true,
+                };
+                let transport = Transport::new(crate::transport::MaybeTls::Plain(io), 1024);
+                let mut frames = Frames::new(transport, Vec::new(), &limits);
+                let waker = std::task::Waker::noop();
+                let pending = frames.poll_next(&mut Context::from_waker(waker));
+                assert!(pending.is_pending());
+                let held = frames.buf.capacity();
+                assert!(
+                    held <= bound,
+                    "{sent} bytes in reads of {chunk}: {held} held"
+                );
             }
         }
     }
