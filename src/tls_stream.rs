@@ -6,11 +6,14 @@
 //! (`crate::frames`): a connection keeps bytes of its own only while a record is partly
 //! received, plaintext is waiting for a reader with a smaller buffer, or ciphertext is
 //! waiting for the socket. Outgoing records are sealed into a second buffer per thread and
-//! written at once. A TLS 1.3 handshake's session tickets wait for the connection's first
-//! write (the opening handshake's answer) and go out in it.
+//! written at once. The handshake ends with what answers the client's Finished written
+//! (TLS 1.3's session tickets, TLS 1.2's Finished); records behind the Finished are left to
+//! the reader.
 //!
-//! Once the handshake is over, [`Records`] takes over from rustls where the configuration
-//! allows it: records are then opened and sealed in those buffers, with no copy of their own.
+//! rustls protects the records. Where the configuration opts in (`enable_secret_extraction`,
+//! [`Config::own_records`](crate::Config::own_records)), [`Records`] takes over from rustls
+//! at the first moment rustls holds nothing of the peer's: records are then opened and sealed
+//! in those buffers, with no copy of their own.
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
@@ -24,7 +27,7 @@ use futures_rustls::rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
     WriteTraffic,
 };
-use futures_rustls::rustls::{self, AlertDescription, ProtocolVersion, ServerConfig};
+use futures_rustls::rustls::{self, AlertDescription, ServerConfig};
 
 use crate::records::{Opened, Records};
 use crate::request::{TlsInfo, tls_info};
@@ -66,10 +69,6 @@ pub(crate) struct TlsStream<S> {
     read_closed: bool,
     /// Our close_notify is queued.
     close_queued: bool,
-    /// `outgoing` holds only TLS 1.3 session tickets (RFC 8446 section 4.6.1), which no
-    /// client waits for: they go out with our next write (the opening handshake's answer)
-    /// rather than in a segment of their own.
-    tickets_held: bool,
     /// rustls holds no decrypted records that were not taken yet (known once a read has
     /// asked it): a read with no ciphertext need not ask it again.
     drained: bool,
@@ -78,8 +77,6 @@ pub(crate) struct TlsStream<S> {
     /// Our record layer takes over from rustls at the first moment rustls holds nothing of
     /// the peer's ([`Records::serves`]: the opt-in, `enable_secret_extraction`).
     own_wanted: bool,
-    /// rustls decrypted application data that came with the client's Finished.
-    data_behind_finished: bool,
     /// The host name of the ClientHello's SNI extension (RFC 6066 section 3), until the
     /// handshake ends.
     sni: Option<String>,
@@ -136,11 +133,9 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         out_pos: 0,
         read_closed: false,
         close_queued: false,
-        tickets_held: false,
         failed: None,
         drained: false,
         own_wanted: false,
-        data_behind_finished: false,
         sni: None,
     };
     std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
@@ -149,58 +144,49 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(unexpected_state());
     };
     let info = tls_info(conn, tls.sni.take().as_deref());
-    let tls13 = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
     // Our record layer takes over at the first moment rustls holds nothing of the peer's
     // (`take_over_if_idle`), not here: bytes behind the client's Finished (a KeyUpdate, the
     // start of a record) may be in rustls' hands now.
     tls.own_wanted = Records::serves(conn, &config);
-    // TLS 1.3: the client's Finished was the last flight, and what rustls queued behind it
-    // is session tickets. They wait for our first write (the opening handshake's answer)
-    // when the client's request came with its Finished; otherwise they go now, so that a
-    // client with Nagle's algorithm on gets its Finished answered at once rather than holding
-    // its request for our delayed ACK. TLS 1.2: our Finished, which the client waits for.
-    let data_behind = tls.data_behind_finished || !tls.incoming.is_empty();
-    tls.tickets_held = tls13 && tls.out_pos < tls.outgoing.len() && data_behind;
-    if !tls.tickets_held {
-        std::future::poll_fn(|cx| tls.poll_send(cx)).await?;
-    }
+    // What answers the client's Finished goes now, as rustls' own connections send it: TLS
+    // 1.3's session tickets (RFC 8446 section 4.6.1), TLS 1.2's Finished. Holding the tickets
+    // for our first write saved a write per handshake, but a client that waits for them
+    // (tlsfuzzer's conversations) then waited for ever, and one with Nagle's algorithm on
+    // held its request for our delayed ACK.
+    std::future::poll_fn(|cx| tls.poll_send(cx)).await?;
     Ok((tls, info))
 }
 
 impl<S> TlsStream<S> {
-    /// Moves what rustls queued (handshake messages, alerts) into `outgoing`. `data` is the
-    /// ciphertext rustls has not let go of yet (what follows its last `discard`): rustls may
-    /// hold ranges of it (a handshake message split over records), so it is handed back,
+    /// Moves the alert rustls queued for the error it just returned into `outgoing`. `data`
+    /// is the ciphertext rustls has not let go of (what follows its last `discard`): rustls
+    /// may hold ranges of it (a handshake message split over records), so it is handed back,
     /// never an empty buffer in its place.
-    fn queue_pending(&mut self, data: &mut [u8]) -> Result<(), rustls::Error> {
+    ///
+    /// rustls is asked once: it hands out what it queued before it looks at `data` again,
+    /// and a second look would read the record that failed a second time (and, for a record
+    /// that does not decrypt, queue a second alert, which rustls asserts never happens). An
+    /// error that queued no alert (a handshake message interleaved with another record
+    /// type) gets none, as with rustls' own connections. A KeyUpdate answer rustls still held
+    /// goes out ahead of the alert, and the alert is then not sent.
+    fn queue_alert(&mut self, data: &mut [u8]) -> Result<(), rustls::Error> {
         let Engine::Rustls(conn) = &mut self.conn else {
             return Ok(());
         };
-        let mut used = 0;
-        loop {
-            let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut data[used..]);
-            used += discard;
-            match state? {
-                ConnectionState::EncodeTlsData(mut data) => {
-                    encode(&mut self.outgoing, |out| data.encode(out))?
-                }
-                // All that was queued is encoded: no more records are processed (after an
-                // error there is nothing more to take from the peer).
-                ConnectionState::TransmitTlsData(data) => {
-                    data.done();
-                    return Ok(());
-                }
-                _ => return Ok(()),
+        match conn.process_tls_records(data).state? {
+            ConnectionState::EncodeTlsData(mut data) => {
+                encode(&mut self.outgoing, |out| data.encode(out))
             }
+            _ => Ok(()),
         }
     }
 
     /// Queues the alert that `error` calls for, and returns `error` as an `io::Error`. `data`
-    /// as for [`TlsStream::queue_pending`].
+    /// as for [`TlsStream::queue_alert`].
     fn fail(&mut self, error: rustls::Error, data: &mut [u8]) -> io::Error {
         match &mut self.conn {
             Engine::Rustls(_) => {
-                let _ = self.queue_pending(data);
+                let _ = self.queue_alert(data);
             }
             Engine::Own(records) => {
                 if let Some(alert) = Records::alert_for(&error) {
@@ -210,6 +196,14 @@ impl<S> TlsStream<S> {
             Engine::Gone => {}
         }
         tls_error(error)
+    }
+
+    /// Whether rustls is still in the handshake.
+    fn handshaking(&self) -> bool {
+        match &self.conn {
+            Engine::Rustls(conn) => conn.is_handshaking(),
+            _ => false,
+        }
     }
 
     /// Hands the keys to our record layer ([`Records`]) if that was asked for and rustls
@@ -242,7 +236,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         }
         self.outgoing = Vec::new(); // sent: free it
         self.out_pos = 0;
-        self.tickets_held = false;
         Poll::Ready(Ok(()))
     }
 
@@ -278,7 +271,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 }
                 ConnectionState::TransmitTlsData(data) => {
                     data.done(); // `outgoing` is written before the next read
-                    false
+                    // The handshake is over once what answers the client's Finished is
+                    // queued (session tickets; TLS 1.2's Finished): records behind it are
+                    // left to the reader, as a connection that had read no further would
+                    // find them, so that what goes wrong with them comes after our flight.
+                    !self.handshaking()
                 }
                 ConnectionState::BlockedHandshake => {
                     self.incoming.drain(..discard);
@@ -309,11 +306,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 }
                 // Finished: what follows (the request, app data that came early) is
                 // read through `poll_read`.
-                ConnectionState::WriteTraffic(_) => true,
-                ConnectionState::ReadTraffic(_) => {
-                    self.data_behind_finished = true;
-                    true
-                }
+                ConnectionState::WriteTraffic(_) | ConnectionState::ReadTraffic(_) => true,
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
                     if conn.is_handshaking() {
                         return Poll::Ready(Err(io::Error::new(
@@ -403,9 +396,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     /// Seals `bufs` (up to [`MAX_WRITE`] bytes) and writes the records, keeping in
     /// `outgoing` what the socket does not take now. Returns the plaintext bytes taken.
     fn poll_seal(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        if !self.tickets_held {
-            ready!(self.poll_send(cx))?;
-        }
+        ready!(self.poll_send(cx))?;
         if self.close_queued {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
@@ -419,13 +410,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             .filter(|b| b.len() >= total);
         OUTGOING.with_borrow_mut(|out| {
             out.clear();
-            if self.tickets_held {
-                // The session tickets first, in the same write.
-                out.extend_from_slice(&self.outgoing[self.out_pos..]);
-                self.outgoing = Vec::new();
-                self.out_pos = 0;
-                self.tickets_held = false;
-            }
             match (&mut self.conn, single) {
                 (Engine::Own(records), _) => records.seal(out, bufs, total).map_err(tls_error)?,
                 (Engine::Gone, _) => return Err(io::ErrorKind::BrokenPipe.into()),
@@ -589,7 +573,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
                 this.incoming = scratch[..have].to_vec();
             }
             // What rustls answered with (a KeyUpdate, an alert) goes out as far as it can.
-            if this.out_pos < this.outgoing.len() && !this.tickets_held {
+            if this.out_pos < this.outgoing.len() {
                 this.try_send(cx);
             }
             result.map_ok(|()| filled)
@@ -1129,29 +1113,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tls13_session_tickets_go_out_with_the_answer_to_a_request_that_came_with_the_finished() {
-        for suite in suites() {
-            let tls13 = matches!(suite, SupportedCipherSuite::Tls13(_));
-            let request = message(10);
-            let (mut server, mut client) = connect_with(suite, false, &request);
-            // TLS 1.2: the flight ending with our Finished, sent within the handshake.
-            let handshake_writes = server.io.writes.len();
-            assert_eq!(handshake_writes, if tls13 { 1 } else { 2 }, "{suite:?}");
-            let got = pass(&mut server, &mut client, &request);
-            assert_eq!(got, request);
-            let after = &server.io.writes[handshake_writes..];
-            assert_eq!(after.len(), 1, "{suite:?}: {after:?}");
-            if tls13 {
-                // One ticket (`tls::resolver_config`), a record of about 100 bytes, ahead of
-                // the data record, in that one write.
-                let data_record = 5 + request.len() + 1 + 16;
-                let tickets = after[0] - data_record;
-                assert!((60..160).contains(&tickets), "{suite:?}: {after:?}");
-            }
-        }
-    }
-
     /// A handshake whose client sends `then` (a request, a KeyUpdate first) right behind its
     /// Finished, as browsers send their request; the server has read that request.
     fn connect_with(
@@ -1196,14 +1157,28 @@ mod tests {
     }
 
     #[test]
-    fn tls13_session_tickets_go_out_at_once_when_the_finished_came_alone() {
-        // A client with Nagle's algorithm on holds a small request until its Finished is
-        // acknowledged: the ticket answers the Finished at once.
-        for suite in suites().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_))) {
-            let (mut server, mut client) = connect(suite, true);
-            assert_eq!(server.io.writes.len(), 2, "{suite:?}");
-            exchange(&mut server, &mut client, &message(10));
-            assert_eq!(server.io.writes.len(), 3, "{suite:?}");
+    fn what_answers_the_finished_goes_out_before_the_handshake_ends() {
+        // A client may wait for its session ticket (tlsfuzzer's conversations do), and one
+        // with Nagle's algorithm on holds a small request until its Finished is acknowledged:
+        // the ticket answers the Finished at once, whether or not a request came with it.
+        for suite in suites() {
+            let tls13 = matches!(suite, SupportedCipherSuite::Tls13(_));
+            for request in [false, true] {
+                let (mut server, mut client) = if request {
+                    connect_with(suite, false, b"request")
+                } else {
+                    connect(suite, true)
+                };
+                // TLS 1.3: ServerHello's flight, then the ticket. TLS 1.2: ServerHello's
+                // flight, then the one ending with our Finished.
+                assert_eq!(server.io.writes.len(), 2, "{suite:?}");
+                if tls13 {
+                    let ticket = server.io.writes[1];
+                    assert!((60..160).contains(&ticket), "{suite:?}: {ticket}");
+                }
+                exchange(&mut server, &mut client, &message(10));
+                assert_eq!(server.io.writes.len(), 3, "{suite:?}");
+            }
         }
     }
 
