@@ -481,6 +481,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
         self.flush().await
     }
 
+    /// Ends our side of the connection once the closing handshake is over: over TLS our
+    /// close_notify (RFC 8446 section 6.1), then TCP's FIN, after what is still queued.
+    ///
+    /// # Errors
+    /// The I/O error of the write.
+    pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_close(cx)).await
+    }
+
     /// [`Frames::flush`], polled.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         ready!(self.poll_write_out(cx))?;

@@ -951,6 +951,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if Box::pin(self.open(handler)).await {
             peer_close = self.main_loop(handler).await;
         }
+        // Our side ends with TLS's close_notify (RFC 8446 section 6.1) and TCP's FIN, within
+        // the close timeout (a peer that reads nothing does not hold us).
+        {
+            let limit = self.limits.close_timeout;
+            let ws = &mut self.ws;
+            let _ = Box::pin(within(&mut self.deadline, limit, ws.shutdown())).await;
+        }
         // No more sends; what is still queued is freed now.
         self.close_queue();
         // A `Connection` the app keeps must not keep this task's memory through its waker.

@@ -93,7 +93,7 @@ enum Engine {
     Rustls(Box<UnbufferedServerConnection>),
     /// Our record layer, after the handshake.
     Own(Records),
-    /// Neither: the handover failed and the connection is over.
+    /// Neither: a fatal error (or a failed handover) ended the connection.
     Gone,
 }
 
@@ -195,6 +195,9 @@ impl<S> TlsStream<S> {
             }
             Engine::Gone => {}
         }
+        // The alert was the last word: nothing more is asked of rustls (whose state after an
+        // error is not to be driven further) or of our records.
+        self.conn = Engine::Gone;
         tls_error(error)
     }
 
@@ -618,7 +621,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
                         encrypt(out, RECORD_OVERHEAD, |buf| traffic.queue_close_notify(buf))
                     })
                     .and_then(|queued| queued),
-                Engine::Gone => Err(io::ErrorKind::BrokenPipe.into()),
+                // A fatal alert was the last word.
+                Engine::Gone => Ok(()),
             };
             this.outgoing = out;
             this.close_queued = true;
@@ -769,8 +773,8 @@ fn tls_error(error: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
-/// What a connection whose keys could not be handed over says.
-const GONE: &str = "the TLS connection ended when its keys were handed over";
+/// What a connection says once a fatal error (or a failed handover of its keys) ended it.
+const GONE: &str = "the TLS connection has ended";
 
 /// What rustls asks of us that a server under wssd's configuration never meets.
 const UNEXPECTED: &str = "unexpected TLS state: TLS early data (0-RTT) is not served, leave ServerConfig::max_early_data_size at 0";

@@ -709,3 +709,35 @@ fn a_head_request_gets_426_headers_and_no_body() {
     assert!(answer.starts_with("HTTP/1.1 426 "), "{answer}");
     assert!(answer.ends_with("\r\n\r\n"), "a body followed: {answer:?}");
 }
+
+/// RFC 8446 section 6.1: a wss session that ends (here after the closing handshake) ends its
+/// TLS side with close_notify, so that the client reads a clean end of stream rather than a
+/// truncation (rustls' clients report `UnexpectedEof` without it).
+#[test]
+fn a_wss_session_ends_with_close_notify() {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let certs = wssd::tls::SelfSigned::generate().unwrap();
+    let acceptor = Acceptor::new(Config::default().tls(certs.server_config().unwrap()));
+    let handler = Recorder::default();
+    let (server_end, client_end) = duplex();
+    let client = async {
+        let mut tls = tls_connector(&certs.ca_pem)
+            .connect(common::localhost(), client_end)
+            .await
+            .unwrap();
+        common::read_until_101(&mut tls).await;
+        tls.write_all(&common::masked(0x88, [1, 2, 3, 4], &1000u16.to_be_bytes()))
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        let mut rest = Vec::new();
+        let end = tls.read_to_end(&mut rest).await;
+        assert_eq!(&rest[..2], &[0x88, 2], "the close reply");
+        assert!(end.is_ok(), "no close_notify: {end:?}");
+    };
+    let (served, ()) = future::block_on(common::bounded(future::zip(
+        serve_one(&acceptor, server_end, &handler),
+        client,
+    )));
+    assert_eq!(served.unwrap().1.close_code, Some(CloseCode::Normal));
+}
