@@ -41,6 +41,13 @@ const TAG: usize = 16;
 const KEY_UPDATES: u8 = 32;
 const WARNINGS: u8 = 4;
 
+/// Empty records taken in a row (no content: application data of length 0) before the
+/// connection ends, as rustls and OpenSSL allow: each costs a decryption for no data.
+const EMPTY_RECORDS: u8 = 32;
+
+/// The handshake message type of a ClientHello (RFC 5246 section 7.4).
+const CLIENT_HELLO: u8 = 1;
+
 /// What a record opened with [`Records::open`] held for the reader.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Opened {
@@ -121,6 +128,10 @@ pub(crate) struct Records {
     key_updates_left: u8,
     /// Warning alerts the peer may still send.
     warnings_left: u8,
+    /// Empty records the peer may still send before its next non-empty one.
+    empties_left: u8,
+    /// A warning alert due before our next record (TLS 1.2's `no_renegotiation`).
+    warning_due: Option<AlertDescription>,
     /// rustls' key schedule, for KeyUpdate (on the heap: it is seldom used and not small).
     kernel: Box<KernelConnection<ServerConnectionData>>,
 }
@@ -177,6 +188,8 @@ impl Records {
             update_due: false,
             key_updates_left: KEY_UPDATES,
             warnings_left: WARNINGS,
+            empties_left: EMPTY_RECORDS,
+            warning_due: None,
             kernel: Box::new(kernel),
         })
     }
@@ -191,6 +204,20 @@ impl Records {
     #[cfg(test)]
     pub(crate) fn limit_after(&mut self, records: u64) {
         self.tx_limit = self.tx.seq + records;
+    }
+
+    /// Seals the warning alert due (TLS 1.2's `no_renegotiation`), if any, appended to
+    /// `out`: it answers what the peer sent, and goes before our next data.
+    ///
+    /// Errors: as [`Records::seal`].
+    pub(crate) fn seal_warning_due(&mut self, out: &mut Vec<u8>) -> Result<(), rustls::Error> {
+        if self.warning_due.is_some() {
+            // `begin` seals the warning, then starts a record (taking no sequence number
+            // yet), which is dropped.
+            let start = self.begin(out)?;
+            out.truncate(start);
+        }
+        Ok(())
     }
 
     /// The sequence number of the next record sealed, for tests.
@@ -243,6 +270,11 @@ impl Records {
             )
             .map_err(|_| rustls::Error::DecryptError)?;
         let mut len = opened.len();
+        if !self.tls12 && len > MAX_FRAGMENT + 1 {
+            // TLSInnerPlaintext, content type and padding included, over 2^14 + 1 bytes
+            // (RFC 8446 section 5.4).
+            return Err(rustls::Error::PeerSentOversizedRecord);
+        }
         if !self.tls12 {
             // TLSInnerPlaintext: content, its type, zeros (RFC 8446 section 5.2).
             len = opened
@@ -255,6 +287,15 @@ impl Records {
             return Err(rustls::Error::PeerSentOversizedRecord);
         }
         let content = &opened[..len];
+        if len > 0 {
+            self.empties_left = EMPTY_RECORDS;
+        } else if self.empties_left == 0 {
+            return Err(unexpected(
+                "more empty records in a row than a connection takes",
+            ));
+        } else {
+            self.empties_left -= 1;
+        }
         match typ {
             APPLICATION_DATA if len == 0 => Ok(Opened::Nothing),
             APPLICATION_DATA => {
@@ -278,6 +319,18 @@ impl Records {
                 [_, description] => Err(rustls::Error::AlertReceived(description.into())),
                 _ => Err(unexpected("an alert record that is not one whole alert")),
             },
+            // A renegotiation attempt: refused with a warning, the connection goes on (RFC
+            // 5246 section 7.2.2, RFC 5746 section 4.4), a few times.
+            HANDSHAKE if self.tls12 && content.first() == Some(&CLIENT_HELLO) => {
+                if self.warnings_left == 0 {
+                    return Err(unexpected(
+                        "more renegotiation attempts than a connection takes",
+                    ));
+                }
+                self.warnings_left -= 1;
+                self.warning_due = Some(AlertDescription::NoRenegotiation);
+                Ok(Opened::Nothing)
+            }
             HANDSHAKE if self.tls12 => Err(unexpected(
                 "a handshake message after the TLS 1.2 handshake (renegotiation is not served)",
             )),
@@ -292,6 +345,14 @@ impl Records {
                     self.update_due |= request == 1;
                     Ok(Opened::Nothing)
                 }
+                // request_update neither 0 nor 1 (RFC 8446 section 4.6.3).
+                [KEY_UPDATE, 0, 0, 1, _] => Err(rustls::Error::InvalidMessage(
+                    rustls::InvalidMessage::InvalidKeyUpdate,
+                )),
+                // A KeyUpdate whose length is not 1, or that is not whole in its record.
+                [KEY_UPDATE, ..] => Err(rustls::Error::InvalidMessage(
+                    rustls::InvalidMessage::TrailingData("KeyUpdate"),
+                )),
                 _ => Err(unexpected(
                     "a handshake message after the TLS 1.3 handshake that is not a KeyUpdate alone in its record",
                 )),
@@ -364,6 +425,10 @@ impl Records {
         match error {
             rustls::Error::DecryptError => Some(AlertDescription::BadRecordMac),
             rustls::Error::PeerSentOversizedRecord => Some(AlertDescription::RecordOverflow),
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidKeyUpdate) => {
+                Some(AlertDescription::IllegalParameter)
+            }
+            rustls::Error::InvalidMessage(_) => Some(AlertDescription::DecodeError),
             rustls::Error::AlertReceived(_) => None,
             _ => Some(AlertDescription::UnexpectedMessage),
         }
@@ -389,6 +454,11 @@ impl Records {
     /// Starts a record at the end of `out`, after the KeyUpdate due first (the peer's
     /// request, or this key's record limit); returns where it starts.
     fn begin(&mut self, out: &mut Vec<u8>) -> Result<usize, rustls::Error> {
+        if let Some(description) = self.warning_due.take() {
+            let start = self.begin(out)?;
+            out.extend_from_slice(&[1, description.into()]);
+            self.finish(out, start, ALERT)?;
+        }
         if self.tx.seq >= self.tx_limit || self.update_due {
             if self.tls12 {
                 return Err(rustls::Error::General(format!(
@@ -440,4 +510,52 @@ impl Records {
 
 fn unexpected(what: &str) -> rustls::Error {
     rustls::Error::General(format!("the client sent {what}"))
+}
+
+/// A TLS 1.3 client's record protection, for tests: it seals records with any inner
+/// plaintext (content, type and padding as given), which a rustls client never sends, and
+/// opens the server's.
+#[cfg(test)]
+pub(crate) struct Peer {
+    tx: Keys,
+    rx: Keys,
+}
+
+#[cfg(test)]
+impl Peer {
+    /// The keys a client handed over.
+    pub(crate) fn new(secrets: rustls::ExtractedSecrets) -> Peer {
+        Peer {
+            tx: Keys::new(secrets.tx).unwrap(),
+            rx: Keys::new(secrets.rx).unwrap(),
+        }
+    }
+
+    /// A record whose TLSInnerPlaintext is `inner` (RFC 8446 section 5.2).
+    pub(crate) fn seal(&mut self, inner: &[u8]) -> Vec<u8> {
+        let len = (inner.len() + TAG) as u16;
+        let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+        let nonce = Nonce::assume_unique_for_key(self.tx.nonce());
+        self.tx.next().unwrap();
+        let mut body = inner.to_vec();
+        let tag = self
+            .tx
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut body)
+            .unwrap();
+        [&header[..], &body, tag.as_ref()].concat()
+    }
+
+    /// The TLSInnerPlaintext of the server's `record`.
+    pub(crate) fn open(&mut self, record: &mut [u8]) -> Vec<u8> {
+        let (header, body) = record.split_at_mut(5);
+        let nonce = Nonce::assume_unique_for_key(self.rx.nonce());
+        self.rx.next().unwrap();
+        let plain = self
+            .rx
+            .key
+            .open_in_place(nonce, Aad::from(&*header), body)
+            .unwrap();
+        plain.to_vec()
+    }
 }

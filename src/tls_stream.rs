@@ -349,6 +349,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                     buf,
                     filled,
                     &mut self.plain,
+                    &mut self.outgoing,
                     &mut self.read_closed,
                 )
                 .map_err(|e| (e, data.len()));
@@ -693,7 +694,8 @@ fn take_over(
 
 /// Opens the whole records at the start of `data` with `records`, copying their plaintext
 /// into `buf[*filled..]` (what does not fit goes to `plain`), up to the peer's close_notify
-/// (`closed`). Returns how many bytes of `data` are done with.
+/// (`closed`); a warning they call for is sealed into `outgoing`. Returns how many bytes of
+/// `data` are done with.
 ///
 /// Errors: [`Records::open`]'s, and `PeerSentOversizedRecord` for a header that announces
 /// more than a record holds.
@@ -703,6 +705,7 @@ fn open(
     buf: &mut [u8],
     filled: &mut usize,
     plain: &mut Vec<u8>,
+    outgoing: &mut Vec<u8>,
     closed: &mut bool,
 ) -> Result<usize, rustls::Error> {
     let mut used = 0;
@@ -722,7 +725,7 @@ fn open(
                 *filled += n;
                 plain.extend_from_slice(&content[n..]);
             }
-            Opened::Nothing => {}
+            Opened::Nothing => records.seal_warning_due(outgoing)?,
             Opened::Closed => *closed = true,
         }
         used += len;
@@ -967,11 +970,13 @@ mod tests {
             SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
             SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
         };
-        let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[version])
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        // A test may take the keys to send records a rustls client never sends.
+        client.enable_secret_extraction = true;
         futures_rustls::TlsConnector::from(Arc::new(client))
     }
 
@@ -1268,5 +1273,97 @@ mod tests {
                 );
             });
         }
+    }
+
+    /// A TLS 1.3 connection served by our records, its client's keys in a raw peer that
+    /// seals what a rustls client never sends, and the client's end of the pipe.
+    fn raw_peer() -> (TlsStream<End>, crate::records::Peer, End) {
+        let suite = suites()
+            .find(|s| s.suite() == CipherSuite::TLS13_AES_128_GCM_SHA256)
+            .unwrap();
+        let (server, client) = connect_own(suite);
+        let (end, conn) = client.into_inner();
+        let peer = crate::records::Peer::new(conn.dangerous_extract_secrets().unwrap());
+        (server, peer, end)
+    }
+
+    /// What `records` makes (sealed by a raw client) go to the server; returns its read's
+    /// error and the alert it sent.
+    fn refused(records: impl FnOnce(&mut crate::records::Peer) -> Vec<Vec<u8>>) -> (io::Error, u8) {
+        let (mut server, mut peer, mut end) = raw_peer();
+        let records = records(&mut peer).concat();
+        future::block_on(async {
+            end.write_all(&records).await.unwrap();
+            // Then the end of stream: a server that takes the records reads it, not an error.
+            end.close().await.unwrap();
+            let error = loop {
+                match server.read(&mut [0; 64]).await {
+                    Ok(n) => assert!(n > 0, "the stream ended without an error"),
+                    Err(e) => break e,
+                }
+            };
+            // The server's side ends too: what it sent is all there is to read.
+            let _ = server.close().await;
+            let mut record = vec![0; 5];
+            end.read_exact(&mut record).await.unwrap();
+            record.resize(record_len(&record), 0);
+            end.read_exact(&mut record[5..]).await.unwrap();
+            let alert = peer.open(&mut record);
+            assert_eq!(
+                (alert.len(), alert[0], alert[2]),
+                (3, 2, 21),
+                "a fatal alert: {alert:?}"
+            );
+            (error, alert[1])
+        })
+    }
+
+    /// `records` go to the server, which reads `expected` from them.
+    fn taken(records: impl FnOnce(&mut crate::records::Peer) -> Vec<Vec<u8>>, expected: &[u8]) {
+        let (mut server, mut peer, mut end) = raw_peer();
+        let records = records(&mut peer).concat();
+        future::block_on(async {
+            end.write_all(&records).await.unwrap();
+            end.flush().await.unwrap();
+            let mut got = vec![0; expected.len()];
+            server.read_exact(&mut got).await.unwrap();
+            assert!(got == expected);
+        });
+    }
+
+    #[test]
+    fn our_records_refuse_inner_plaintext_over_its_limit_with_record_overflow() {
+        // 2^14 bytes of content and its type: the most a TLSInnerPlaintext holds (RFC 8446
+        // section 5.4). One byte of padding more is too much.
+        let mut inner = vec![b'a'; 16_384];
+        inner.push(23);
+        taken(|peer| vec![peer.seal(&inner)], &inner[..16_384]);
+        inner.push(0);
+        let (_, alert) = refused(|peer| vec![peer.seal(&inner)]);
+        assert_eq!(alert, 22, "record_overflow");
+    }
+
+    #[test]
+    fn our_records_take_32_empty_records_in_a_row_not_33() {
+        taken(
+            |peer| {
+                let mut records: Vec<_> = (0..32).map(|_| peer.seal(&[23])).collect();
+                records.push(peer.seal(b"ok\x17"));
+                records
+            },
+            b"ok",
+        );
+        let (error, alert) = refused(|peer| (0..33).map(|_| peer.seal(&[23])).collect());
+        assert_eq!(alert, 10, "unexpected_message: {error}");
+    }
+
+    #[test]
+    fn a_malformed_key_update_gets_illegal_parameter_or_decode_error() {
+        // request_update 2 (RFC 8446 section 4.6.3): illegal_parameter.
+        let (_, alert) = refused(|peer| vec![peer.seal(&[24, 0, 0, 1, 2, 22])]);
+        assert_eq!(alert, 47, "illegal_parameter");
+        // A KeyUpdate of two bytes: decode_error.
+        let (_, alert) = refused(|peer| vec![peer.seal(&[24, 0, 0, 2, 0, 0, 22])]);
+        assert_eq!(alert, 50, "decode_error");
     }
 }

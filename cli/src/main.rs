@@ -206,6 +206,12 @@ struct Args {
     #[argh(option, default = "128")]
     deflate_min_size: usize,
 
+    /// protect TLS records with wssd's own record layer after the handshake instead of
+    /// rustls' (less CPU per message; an opt-in until it is shown as correct as rustls':
+    /// see the README, "TLS records"; default off)
+    #[argh(switch)]
+    own_records: bool,
+
     /// seconds for the TLS and WebSocket handshakes, against slowloris (default 10)
     #[argh(option, default = "10")]
     handshake_timeout: u64,
@@ -504,6 +510,7 @@ fn run(args: Args) -> Result<(), String> {
             config.certificate_notes.clone(),
         )?);
     }
+    config = config.own_records(args.own_records);
 
     // Signals are watched before the server says it is up.
     let shutdown = Shutdown::default();
