@@ -3,8 +3,10 @@
 //! Run: `cargo run --example smol_echo -- 127.0.0.1:8282 dev-ca`
 //! then trust `dev-ca/ca.pem` and connect to `wss://localhost:8282`.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures_lite::FutureExt;
 use wssd::{Acceptor, Config, Connection, Handler, Message};
 
 /// The recipe's example: every message is answered with `ok`.
@@ -33,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         loop {
             let (stream, peer) = listener.accept().await?;
             let (acceptor, handler) = (acceptor.clone(), handler.clone());
-            smol::spawn(async move {
+            let connection = async move {
                 match acceptor.accept(stream, peer).await {
                     // The handshake timeout applies inside accept; serve applies every
                     // other limit of the acceptor.
@@ -41,6 +43,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         accepted.serve(&*handler).await;
                     }
                     Err(e) => eprintln!("{peer}: {e}"),
+                }
+            };
+            // A panic in one connection's handling ends that connection alone.
+            smol::spawn(async move {
+                if AssertUnwindSafe(connection).catch_unwind().await.is_err() {
+                    eprintln!("{peer}: a panic closed this connection");
                 }
             })
             .detach();

@@ -98,15 +98,33 @@ fn acceptable<'a>(params: impl Iterator<Item = &'a str>) -> Option<Option<u8>> {
     let mut seen = Vec::new();
     let mut window = None;
     for param in params.filter(|p| !p.is_empty()) {
+        // `token [ "=" ( token | quoted-string ) ]`, no space around "=" (RFC 6455 section
+        // 9.1); a quoted value is read unquoted (RFC 7692 section 7.1).
         let (name, value) = match param.split_once('=') {
-            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+            Some((n, v)) => (
+                n,
+                Some(
+                    v.strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(v),
+                ),
+            ),
             None => (param, None),
         };
         let name = name.to_ascii_lowercase();
         if seen.contains(&name) {
             return None;
         }
-        let bits = |v: &str| v.parse::<u8>().ok().filter(|b| (8..=15).contains(b));
+        // A decimal integer from 8 to 15 without leading zeros (RFC 7692 section 7.1.2.1): no
+        // sign, no space, no "09".
+        let bits = |v: &str| {
+            let digits =
+                !v.is_empty() && !v.starts_with('0') && v.bytes().all(|b| b.is_ascii_digit());
+            digits
+                .then(|| v.parse::<u8>().ok())
+                .flatten()
+                .filter(|b| (8..=15).contains(b))
+        };
         match (name.as_str(), value) {
             ("server_no_context_takeover" | "client_no_context_takeover", None) => {}
             ("server_max_window_bits", Some(v)) => window = Some(bits(v)?),
@@ -538,6 +556,8 @@ mod tests {
         let (agreed, answer) = offer("permessage-deflate; server_max_window_bits=10").unwrap();
         assert!(answer.ends_with("; server_max_window_bits=10"), "{answer}");
         assert_eq!(agreed.window_bits, 10);
+        let (agreed, _) = offer("permessage-deflate; server_max_window_bits=\"11\"").unwrap();
+        assert_eq!(agreed.window_bits, 11, "a quoted value");
         // Declined: window 8 (zlib cannot), unknown or repeated parameters, bad values.
         for bad in [
             "permessage-deflate; server_max_window_bits=8",
@@ -547,6 +567,11 @@ mod tests {
             "permessage-deflate; mystery",
             "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
             "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; client_max_window_bits=09",
+            "permessage-deflate; client_max_window_bits=+9",
+            "permessage-deflate; client_max_window_bits= 9",
+            "permessage-deflate; client_max_window_bits =9",
+            "permessage-deflate; server_max_window_bits=\"010\"",
             "x-webkit-deflate-frame",
         ] {
             assert!(offer(bad).is_none(), "{bad}");

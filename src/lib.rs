@@ -86,7 +86,9 @@
 //! #     reply
 //! # });
 //! let handler = Arc::new(ReplyOk);
-//! // One connection here; a server loops, spawning a task per connection.
+//! // One connection here; a server loops, spawning a task per connection, and runs it as
+//! // `AssertUnwindSafe(task).catch_unwind()` so that a panic ends that connection alone
+//! // (wssd::smol::Server does; tokio's spawn keeps a task's panic in its JoinHandle).
 //! let (stream, peer) = listener.accept().await?;
 //! // accept applies the handshake timeout; serve applies every other limit of the acceptor.
 //! let summary = acceptor.accept(stream, peer).await?.serve(&*handler).await;
@@ -138,7 +140,8 @@
 //!   cap, threads and graceful shutdown.
 //! - `self-signed`: [`tls::SelfSigned`], a local CA and leaf from rcgen.
 //! - `redis`: [`redis::link`], cross-instance fan-out for the [`Hub`].
-//! - `fuzzing`: exposes the internal first-byte and PROXY header parsers to the fuzz targets.
+//! - `fuzzing`: exposes the internal first-byte and PROXY header parsers to the fuzz targets
+//!   (the others go through the public accept path).
 //!
 //! With default features a dependent builds about 75 crates, none of them tokio; without
 //! them, about 55 (no async-io, no smol).

@@ -495,24 +495,50 @@ fn connection<H: Handler>(
 /// peer and the panic's message, escaped. `None` after a panic.
 ///
 /// The release profile unwinds (`panic = "unwind"`), so that a bug reached by one client's
-/// input never takes down the others.
-pub(crate) async fn contained<T>(peer: SocketAddr, work: impl Future<Output = T>) -> Option<T> {
+/// input never takes down the others. A struct, not an `async fn`: the connection's task holds
+/// `work` once (an `async fn` keeps its argument and the future made of it, a session's state
+/// twice).
+pub(crate) fn contained<F: Future>(peer: SocketAddr, work: F) -> Contained<F> {
     use futures_lite::FutureExt;
-    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
-        Ok(done) => Some(done),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("(no message)");
-            log::error!(
-                "{peer}: a panic in this connection's handling closed it (a bug: please report it): {}",
-                crate::text::escape(message)
-            );
-            crate::stats::PANICS.fetch_add(1, Ordering::Relaxed);
-            None
-        }
+    Contained {
+        work: std::panic::AssertUnwindSafe(work).catch_unwind(),
+        peer,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`contained`].
+    pub(crate) struct Contained<F> {
+        #[pin]
+        work: futures_lite::future::CatchUnwind<std::panic::AssertUnwindSafe<F>>,
+        peer: SocketAddr,
+    }
+}
+
+impl<F: Future> Future for Contained<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let panic = match std::task::ready!(this.work.poll(cx)) {
+            Ok(done) => return std::task::Poll::Ready(Some(done)),
+            Err(panic) => panic,
+        };
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        log::error!(
+            "{}: a panic in this connection's handling closed it (a bug: please report it): {}",
+            this.peer,
+            crate::text::escape(message)
+        );
+        crate::stats::PANICS.fetch_add(1, Ordering::Relaxed);
+        std::task::Poll::Ready(None)
     }
 }
 

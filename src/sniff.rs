@@ -167,6 +167,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_first_byte_is_classified_by_the_tls_record_type_and_http_methods() {
+        // All 256 of them (this was a fuzz target): TLS is 0x16 alone, HTTP the upper-case
+        // letters that begin every method, the rest other.
+        for first in 0..=u8::MAX {
+            let class = classify(first);
+            assert_eq!(class == FirstByte::Tls, first == 0x16, "{first:#04x}");
+            assert_eq!(
+                class == FirstByte::Http,
+                first.is_ascii_uppercase(),
+                "{first:#04x}"
+            );
+        }
+    }
+
+    #[test]
     fn first_byte_classes() {
         assert_eq!(classify(0x16), FirstByte::Tls);
         assert_eq!(classify(b'G'), FirstByte::Http);

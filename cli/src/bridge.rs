@@ -31,6 +31,14 @@ use wssd::{
 /// Events waiting for the app per connection, beyond the one in flight; past it, wssd
 /// stops reading from that client.
 const QUEUE: usize = 16;
+/// Message bytes waiting for the app per connection (beyond the one in flight): past
+/// 1 MiB, wssd stops reading from that client until the app has taken some (one message
+/// larger than this waits for an empty queue).
+const QUEUE_BYTES: usize = 1 << 20;
+/// The largest answer body the app may send, in bytes (4 MiB: room for several messages of
+/// the default 1 MiB limit, base64 included). A larger one is refused with one log line, and
+/// a message's client is closed with 1011.
+pub const ANSWER_LIMIT: usize = 4 << 20;
 /// Attempts per event: the first, and two retries after 200 ms and 1 s.
 const BACKOFF: [Duration; 2] = [Duration::from_millis(200), Duration::from_secs(1)];
 
@@ -69,8 +77,57 @@ struct State {
     opened: Option<Answer>,
     /// The connection's event queue to its worker.
     queue: Option<smol::channel::Sender<Event>>,
+    /// The same queue's other end (the worker's), to drop what waits in it when the client
+    /// has gone.
+    pending: Option<smol::channel::Receiver<Event>>,
+    /// Message bytes in the queue, and a signal each time the worker takes one out.
+    queued: Arc<Queued>,
     /// Messages taken from the client so far.
     seq: u64,
+}
+
+/// The bytes of a connection's queued messages.
+#[derive(Default)]
+struct Queued {
+    bytes: std::sync::atomic::AtomicUsize,
+    taken: smol::lock::Mutex<Option<smol::channel::Receiver<()>>>,
+    signal: Mutex<Option<smol::channel::Sender<()>>>,
+}
+
+impl Queued {
+    fn new() -> Arc<Queued> {
+        let (tx, rx) = smol::channel::bounded(1);
+        Arc::new(Queued {
+            bytes: Default::default(),
+            taken: smol::lock::Mutex::new(Some(rx)),
+            signal: Mutex::new(Some(tx)),
+        })
+    }
+
+    /// Whether `len` more bytes fit (one message always fits an empty queue).
+    fn fits(&self, len: usize) -> bool {
+        let queued = self.bytes.load(Ordering::Acquire);
+        queued == 0 || queued + len <= QUEUE_BYTES
+    }
+
+    /// The worker took a message of `len` bytes out.
+    fn took(&self, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::AcqRel);
+        if let Some(signal) = &*self.signal.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = signal.try_send(());
+        }
+    }
+
+    /// Waits until `len` more bytes fit.
+    async fn room(&self, len: usize) {
+        let taken = self.taken.lock().await;
+        while !self.fits(len) {
+            match &*taken {
+                Some(taken) if taken.recv().await.is_ok() => {}
+                _ => return,
+            }
+        }
+    }
 }
 
 enum Event {
@@ -201,8 +258,9 @@ impl App {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// POSTs `event`; the status and body, or why there is none.
-    async fn post(&self, event: &Value) -> Result<(u16, Bytes), String> {
+    /// POSTs `event`; the status and body, or why there is none (and whether trying again
+    /// may help).
+    async fn post(&self, event: &Value) -> Result<(u16, Bytes), Failure> {
         let _permit = self.permits.acquire().await;
         let body = Bytes::from(serde_json::to_vec(event).expect("JSON values serialize"));
         let request = hyper::Request::post(self.path_and_query.as_str())
@@ -210,19 +268,28 @@ impl App {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::USER_AGENT, "wssd")
             .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::retry(e.to_string()))?;
         let exchange = async {
-            let mut sender = self.sender().await?;
+            let mut sender = self.sender().await.map_err(Failure::retry)?;
             let response = sender
                 .send_request(request)
                 .await
-                .map_err(|e| format!("the request failed: {e}"))?;
+                .map_err(|e| Failure::retry(format!("the request failed: {e}")))?;
             let status = response.status().as_u16();
-            let body = response
-                .into_body()
+            // Read up to the limit, not whatever the app sends (an endless chunked answer).
+            let body = http_body_util::Limited::new(response.into_body(), ANSWER_LIMIT)
                 .collect()
                 .await
-                .map_err(|e| format!("the answer broke off: {e}"))?
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        Failure::last(format!(
+                            "its answer was over {} MiB (the limit of an answer's body)",
+                            ANSWER_LIMIT >> 20
+                        ))
+                    } else {
+                        Failure::retry(format!("the answer broke off: {e}"))
+                    }
+                })?
                 .to_bytes();
             // Kept alive for the next event.
             self.idle
@@ -233,7 +300,10 @@ impl App {
         };
         smol::future::or(exchange, async {
             Timer::after(self.timeout).await;
-            Err(format!("no answer within {} s", self.timeout.as_secs_f32()))
+            Err(Failure::retry(format!(
+                "no answer within {} s",
+                self.timeout.as_secs_f32()
+            )))
         })
         .await
     }
@@ -299,7 +369,8 @@ impl App {
                 Ok((status, body)) => {
                     last = format!("it answered {status}: {}", excerpt(&body));
                 }
-                Err(e) => last = e,
+                Err(Failure { why, retry: false }) => return Err(why),
+                Err(Failure { why, .. }) => last = why,
             }
         }
         Err(last)
@@ -378,8 +449,10 @@ impl App {
             return Answer::default();
         }
         serde_json::from_slice(body).unwrap_or_else(|e| {
+            // serde_json's error quotes what the app sent (an unknown field's name): escaped.
             log::warn!(
-                "the app's answer to {event} of connection {id} is not an answer ({e}): ignored; expected JSON such as {{\"send\": [{{\"text\": \"ok\"}}]}}: {}",
+                "the app's answer to {event} of connection {id} is not an answer ({}): ignored; expected JSON such as {{\"send\": [{{\"text\": \"ok\"}}]}}: {}",
+                wssd::text::escape(&e.to_string()),
                 excerpt(body)
             );
             Answer::default()
@@ -457,9 +530,17 @@ impl App {
     }
 
     /// Posts one connection's events in order until its close event.
-    async fn worker(self: Arc<Self>, conn: Connection, events: smol::channel::Receiver<Event>) {
+    async fn worker(
+        self: Arc<Self>,
+        conn: Connection,
+        events: smol::channel::Receiver<Event>,
+        queued: Arc<Queued>,
+    ) {
         let id = conn.id();
         while let Ok(event) = events.recv().await {
+            if let Event::Message { msg, .. } = &event {
+                queued.took(msg.len());
+            }
             let doc = self.event(id, &event);
             let result = self.deliver(&doc).await;
             match (&event, result) {
@@ -490,6 +571,23 @@ impl App {
             }
         }
         self.conns().remove(&id);
+    }
+}
+
+/// Why a POST to the app gave no answer, and whether trying again may help.
+struct Failure {
+    why: String,
+    retry: bool,
+}
+
+impl Failure {
+    fn retry(why: String) -> Failure {
+        Failure { why, retry: true }
+    }
+
+    /// A failure that the same event would meet again (an answer over the limit).
+    fn last(why: String) -> Failure {
+        Failure { why, retry: false }
     }
 }
 
@@ -529,47 +627,80 @@ impl Handler for Bridge {
         let app = &self.0;
         app.hub.add(conn);
         let (tx, rx) = smol::channel::bounded(QUEUE);
+        let queued = Queued::new();
         let opened = {
             let mut conns = app.conns();
             let state = conns.entry(conn.id()).or_default();
             state.queue = Some(tx);
+            state.pending = Some(rx.clone());
+            state.queued = queued.clone();
             state.opened.take()
         };
         if let Some(answer) = opened {
             app.apply(conn, answer);
         }
-        smol::spawn(app.clone().worker(conn.clone(), rx)).detach();
+        smol::spawn(app.clone().worker(conn.clone(), rx, queued)).detach();
     }
 
     fn on_message(&self, conn: &Connection, msg: Message) {
-        let (queue, seq) = {
+        let (queue, queued, seq) = {
             let mut conns = self.0.conns();
             let Some(state) = conns.get_mut(&conn.id()) else {
                 return;
             };
             state.seq += 1;
-            (state.queue.clone(), state.seq)
+            (state.queue.clone(), state.queued.clone(), state.seq)
         };
         let Some(queue) = queue else { return };
-        match queue.try_send(Event::Message { seq, msg }) {
-            Ok(()) => {}
-            Err(smol::channel::TrySendError::Full(event)) => {
-                // The app is behind: read no more from this client until there is room.
-                conn.hold_reads(async move {
-                    let _ = queue.send(event).await;
-                });
+        let len = msg.len();
+        let event = Event::Message { seq, msg };
+        if queued.fits(len) {
+            queued.bytes.fetch_add(len, Ordering::AcqRel);
+            match queue.try_send(event) {
+                Ok(()) => return,
+                Err(smol::channel::TrySendError::Full(event)) => {
+                    // The app is behind: read no more from this client until there is room.
+                    conn.hold_reads(async move {
+                        let _ = queue.send(event).await;
+                    });
+                }
+                Err(smol::channel::TrySendError::Closed(_)) => {
+                    queued.bytes.fetch_sub(len, Ordering::AcqRel);
+                }
             }
-            Err(smol::channel::TrySendError::Closed(_)) => {}
+            return;
         }
+        // Over the queue's bytes: read no more from this client until they fit.
+        conn.hold_reads(async move {
+            queued.room(len).await;
+            queued.bytes.fetch_add(len, Ordering::AcqRel);
+            let _ = queue.send(event).await;
+        });
     }
 
     fn on_close(&self, conn: &Connection, close: Option<&CloseFrame>) {
         self.0.hub.remove(conn.id());
-        let queue = self
-            .0
-            .conns()
-            .get_mut(&conn.id())
-            .and_then(|s| s.queue.take());
+        let (queue, pending, queued) = match self.0.conns().get_mut(&conn.id()) {
+            Some(s) => (s.queue.take(), s.pending.take(), s.queued.clone()),
+            None => (None, None, Arc::default()),
+        };
+        // The client has gone: its messages the app has not taken yet are dropped now, not
+        // posted to a slow app while they hold memory.
+        if let Some(pending) = pending {
+            let mut dropped = 0;
+            while let Ok(event) = pending.try_recv() {
+                if let Event::Message { msg, .. } = event {
+                    queued.took(msg.len());
+                    dropped += 1;
+                }
+            }
+            if dropped > 0 {
+                log::warn!(
+                    "connection {} closed with {dropped} messages the app had not taken yet: dropped",
+                    conn.id()
+                );
+            }
+        }
         if let Some(queue) = queue {
             let event = Event::Close {
                 code: close.map(|f| u16::from(f.code)),
