@@ -65,6 +65,15 @@ fn serve_app(
     }
 }
 
+/// A WebSocket client of `server`, after the opening handshake.
+async fn client(server: &Wssd) -> async_tungstenite::WebSocketStream<smol::net::TcpStream> {
+    let tcp = smol::net::TcpStream::connect(server.addr()).await.unwrap();
+    let (ws, _) = async_tungstenite::client_async(&server.url, tcp)
+        .await
+        .unwrap();
+    ws
+}
+
 /// The text of a message event, if it is one.
 fn text(event: &serde_json::Value) -> Option<&str> {
     (event["event"] == "message")
@@ -81,10 +90,7 @@ fn an_answer_over_the_limit_closes_the_client_with_1011_in_one_line() {
     });
     let server = Wssd::start(&["--plain", "--app", &url]);
     smol::block_on(common::bounded(async {
-        let tcp = smol::net::TcpStream::connect(server.addr()).await.unwrap();
-        let (mut ws, _) = async_tungstenite::client_async(&server.url, tcp)
-            .await
-            .unwrap();
+        let mut ws = client(&server).await;
         ws.send(Message::text("big")).await.unwrap();
         let close = loop {
             match ws.next().await {
@@ -108,10 +114,7 @@ fn what_the_app_sent_is_escaped_in_the_log() {
     });
     let server = Wssd::start(&["--plain", "--app", &url]);
     smol::block_on(common::bounded(async {
-        let tcp = smol::net::TcpStream::connect(server.addr()).await.unwrap();
-        let (mut ws, _) = async_tungstenite::client_async(&server.url, tcp)
-            .await
-            .unwrap();
+        let mut ws = client(&server).await;
         ws.send(Message::text("bad")).await.unwrap();
         ws.close(None).await.unwrap();
         while ws.next().await.is_some() {}
@@ -133,10 +136,7 @@ fn a_slow_apps_queue_is_dropped_when_its_client_leaves() {
     });
     let server = Wssd::start(&["--plain", "--app", &url]);
     smol::block_on(common::bounded(async {
-        let tcp = smol::net::TcpStream::connect(server.addr()).await.unwrap();
-        let (mut ws, _) = async_tungstenite::client_async(&server.url, tcp)
-            .await
-            .unwrap();
+        let mut ws = client(&server).await;
         for m in ["m1", "m2", "m3", "m4", "m5"] {
             ws.send(Message::text(m)).await.unwrap();
         }

@@ -7,11 +7,4 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&first, rest)) = data.split_first() else {
-        return;
-    };
-    let mut bytes = common::upgrade(false);
-    bytes.extend_from_slice(rest);
-    common::serve(&common::config(), common::Peer::new(bytes, first));
-});
+fuzz_target!(|data: &[u8]| common::frames(data, false));

@@ -81,6 +81,17 @@ pub fn upgrade(deflate: bool) -> Vec<u8> {
     request
 }
 
+/// The frames target, with or without permessage-deflate offered: a valid opening handshake,
+/// then `data` after its first byte (which chooses the read size) as frames.
+pub fn frames(data: &[u8], deflate: bool) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = upgrade(deflate);
+    bytes.extend_from_slice(rest);
+    serve(&config(), Peer::new(bytes, first));
+}
+
 /// wssd's configuration with permessage-deflate accepted (messages of any size).
 pub fn config() -> Config {
     let mut config = Config::default();
