@@ -12,6 +12,9 @@ SERVERS = {
     "fastwebsockets": lambda tls: [f"{REL}/peer-fastwebsockets", "127.0.0.1:0"] + ([] if tls else ["--plain"]),
     "tokio-tungstenite": lambda tls: [f"{REL}/peer-tungstenite", "127.0.0.1:0"] + ([] if tls else ["--plain"]),
 }
+# wssd with its own TLS record layer (an opt-in: README, "TLS records"), beside the default's rustls
+# records; over plain ws it is the same server.
+SERVERS["wssd --own-records"] = lambda tls: SERVERS["wssd"](tls) + ["--own-records"]
 # (connections, message size in bytes, messages in flight per connection): ping-pong, then pipelined.
 ECHO = [(100, 32, 1), (500, 1024, 1), (200, 16384, 1), (100, 32, 16), (100, 1024, 8)]
 # Handshake runs swing most on a VM (2x between runs minutes apart): each server runs this many
@@ -144,19 +147,21 @@ crates = count_crates("wssd")  # the library with its default features, as a dep
 crates_cli = count_crates("wssd-cli")  # the binary, with every feature
 
 peers = ["fastwebsockets", "tokio-tungstenite"]
-lines = ["| scenario | measure | wssd | fastwebsockets | tokio-tungstenite | wssd / fastwebsockets | wssd / tokio-tungstenite |",
-         "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+lines = ["| scenario | measure | wssd | wssd --own-records | fastwebsockets | tokio-tungstenite | wssd / fastwebsockets | wssd / tokio-tungstenite | own records / fastwebsockets |",
+         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 for name, measure, values, better, bound in rows:
-    def ratio(peer):
-        w, p = values["wssd"], values[peer]
+    def ratio(peer, ours="wssd"):
+        w, p = values[ours], values[peer]
         if better == "info" or w is None or not p:
             return ""
-        if {"wssd", peer} & bound:
+        if {ours, peer} & bound:
             return "n/a (load-bound)"
         return f"{w / p:.2f}"
-    cells = [v if isinstance(v := values[s], str) else cell(v, s in bound) for s in ["wssd", *peers]]
+    servers = ["wssd", "wssd --own-records", *peers]
+    cells = [v if isinstance(v := values[s], str) else cell(v, s in bound) for s in servers]
     how = "" if better == "info" else f" ({better} is better)"
-    lines.append(f"| {name} | {measure}{how} | " + " | ".join(cells) + f" | {ratio(peers[0])} | {ratio(peers[1])} |")
+    lines.append(f"| {name} | {measure}{how} | " + " | ".join(cells)
+                 + f" | {ratio(peers[0])} | {ratio(peers[1])} | {ratio(peers[0], 'wssd --own-records')} |")
 lines.append("")
 lines.append(scale_line)
 lines.append("")
