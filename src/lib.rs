@@ -187,6 +187,13 @@ pub mod stats;
 pub mod text;
 pub mod tls;
 
+/// The fuzz targets' ways into internals (feature `fuzzing`; not a public API).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::records::fuzz as records;
+}
+
 pub use accept::{AcceptError, Accepted, Acceptor};
 pub use async_tungstenite::tungstenite;
 pub use config::{Config, Limits};

@@ -133,7 +133,8 @@ pub(crate) struct Records {
     /// A warning alert due before our next record (TLS 1.2's `no_renegotiation`).
     warning_due: Option<AlertDescription>,
     /// rustls' key schedule, for KeyUpdate (on the heap: it is seldom used and not small).
-    kernel: Box<KernelConnection<ServerConnectionData>>,
+    /// `None` only in the fuzz target's records, whose KeyUpdates then end the connection.
+    kernel: Option<Box<KernelConnection<ServerConnectionData>>>,
 }
 
 impl Records {
@@ -190,7 +191,7 @@ impl Records {
             warnings_left: WARNINGS,
             empties_left: EMPTY_RECORDS,
             warning_due: None,
-            kernel: Box::new(kernel),
+            kernel: Some(Box::new(kernel)),
         })
     }
 
@@ -198,6 +199,13 @@ impl Records {
     /// 2^14 + 2048 in TLS 1.2 (RFC 8446 section 5.2, RFC 5246 section 6.2.3).
     pub(crate) fn max_body(&self) -> usize {
         MAX_FRAGMENT + if self.tls12 { 2048 } else { 256 }
+    }
+
+    /// rustls' key schedule.
+    fn kernel(&mut self) -> Result<&mut KernelConnection<ServerConnectionData>, rustls::Error> {
+        self.kernel
+            .as_deref_mut()
+            .ok_or_else(|| rustls::Error::General("no key schedule to update the keys".into()))
     }
 
     /// Makes this key's record limit `records` from now, for tests.
@@ -341,7 +349,7 @@ impl Records {
                 )),
                 [KEY_UPDATE, 0, 0, 1, request @ (0 | 1)] => {
                     self.key_updates_left -= 1;
-                    self.rx = Keys::new(self.kernel.update_rx_secret()?)?;
+                    self.rx = Keys::new(self.kernel()?.update_rx_secret()?)?;
                     self.update_due |= request == 1;
                     Ok(Opened::Nothing)
                 }
@@ -471,7 +479,7 @@ impl Records {
             out.extend_from_slice(&[0; 5]);
             out.extend_from_slice(&[KEY_UPDATE, 0, 0, 1, 0]); // update_not_requested
             self.finish(out, start, HANDSHAKE)?;
-            self.tx = Keys::new(self.kernel.update_tx_secret()?)?;
+            self.tx = Keys::new(self.kernel()?.update_tx_secret()?)?;
         }
         let start = out.len();
         out.extend_from_slice(&[0; 5]);
@@ -512,18 +520,20 @@ fn unexpected(what: &str) -> rustls::Error {
     rustls::Error::General(format!("the client sent {what}"))
 }
 
-/// A TLS 1.3 client's record protection, for tests: it seals records with any inner
-/// plaintext (content, type and padding as given), which a rustls client never sends, and
-/// opens the server's.
-#[cfg(test)]
+/// A TLS 1.3 client's record protection, for tests and the fuzz target: it seals records
+/// with any inner plaintext (content, type and padding as given), which a rustls client
+/// never sends, and opens the server's.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) struct Peer {
     tx: Keys,
     rx: Keys,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code))]
 impl Peer {
     /// The keys a client handed over.
+    #[cfg(test)]
     pub(crate) fn new(secrets: rustls::ExtractedSecrets) -> Peer {
         Peer {
             tx: Keys::new(secrets.tx).unwrap(),
@@ -557,5 +567,88 @@ impl Peer {
             .open_in_place(nonce, Aad::from(&*header), body)
             .unwrap();
         plain.to_vec()
+    }
+}
+
+/// The fuzz target of [`Records::open`] (feature `fuzzing`): TLS 1.3 records whose inner
+/// plaintexts (content, type and padding) are the input's, cut at each `0xFF 0xFE` pair, sealed
+/// with the client's key of a fixed ChaCha20-Poly1305 pair, opened by the server's records until one
+/// ends the connection. With the first input byte odd, the input goes as raw ciphertext
+/// instead (headers and all). Never panics; an error names an alert.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz(data: &[u8]) {
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
+    let keys = |byte: u8| {
+        Keys::new((
+            0,
+            ConnectionTrafficSecrets::Chacha20Poly1305 {
+                key: AeadKey::from([byte; 32]),
+                iv: Iv::new([byte; 12]),
+            },
+        ))
+        .expect("ChaCha20-Poly1305")
+    };
+    let mut records = Records {
+        rx: keys(1),
+        tx: keys(2),
+        tls12: false,
+        explicit: 0,
+        tx_limit: u64::MAX,
+        update_due: false,
+        key_updates_left: KEY_UPDATES,
+        warnings_left: WARNINGS,
+        empties_left: EMPTY_RECORDS,
+        warning_due: None,
+        kernel: None,
+    };
+    let mut peer = Peer {
+        tx: keys(1),
+        rx: keys(2),
+    };
+    let mut out = Vec::new();
+    if mode & 1 == 1 {
+        let mut data = data.to_vec();
+        let mut at = 0;
+        while data.len() - at >= 5 {
+            let len = 5 + usize::from(u16::from_be_bytes([data[at + 3], data[at + 4]]));
+            if len - 5 > records.max_body() || data.len() - at < len {
+                return;
+            }
+            if handle(&mut records, &mut data[at..at + len], &mut out) {
+                return;
+            }
+            at += len;
+        }
+        return;
+    }
+    let mut rest = data;
+    while !rest.is_empty() {
+        let end = rest
+            .windows(2)
+            .position(|w| w == [0xFF, 0xFE])
+            .unwrap_or(rest.len());
+        let mut record = peer.seal(&rest[..end]);
+        if record.len() - 5 > records.max_body() || handle(&mut records, &mut record, &mut out) {
+            return;
+        }
+        rest = rest.get(end + 2..).unwrap_or_default();
+    }
+
+    /// Opens `record`; whether the connection ended.
+    fn handle(records: &mut Records, record: &mut [u8], out: &mut Vec<u8>) -> bool {
+        match records.open(record) {
+            Ok(Opened::Data(range)) => {
+                assert!(range.end <= record.len() && range.len() <= MAX_FRAGMENT);
+                false
+            }
+            Ok(Opened::Nothing) => records.seal_warning_due(out).is_err(),
+            Ok(Opened::Closed) => true,
+            Err(error) => {
+                let _ = Records::alert_for(&error);
+                true
+            }
+        }
     }
 }
