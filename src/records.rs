@@ -570,7 +570,7 @@ impl Peer {
     }
 }
 
-/// The fuzz target of [`Records::open`] (feature `fuzzing`): TLS 1.3 records whose inner
+/// The fuzz target of `Records::open` (feature `fuzzing`): TLS 1.3 records whose inner
 /// plaintexts (content, type and padding) are the input's, cut at each `0xFF 0xFE` pair, sealed
 /// with the client's key of a fixed ChaCha20-Poly1305 pair, opened by the server's records until one
 /// ends the connection. With the first input byte odd, the input goes as raw ciphertext
