@@ -86,24 +86,26 @@ struct State {
     seq: u64,
 }
 
-/// The bytes of a connection's queued messages.
-#[derive(Default)]
+/// The bytes of a connection's queued messages, and a signal each time the worker takes one
+/// out.
 struct Queued {
     bytes: std::sync::atomic::AtomicUsize,
-    taken: smol::lock::Mutex<Option<smol::channel::Receiver<()>>>,
-    signal: Mutex<Option<smol::channel::Sender<()>>>,
+    taken: smol::channel::Receiver<()>,
+    signal: smol::channel::Sender<()>,
+}
+
+impl Default for Queued {
+    fn default() -> Queued {
+        let (signal, taken) = smol::channel::bounded(1);
+        Queued {
+            bytes: Default::default(),
+            taken,
+            signal,
+        }
+    }
 }
 
 impl Queued {
-    fn new() -> Arc<Queued> {
-        let (tx, rx) = smol::channel::bounded(1);
-        Arc::new(Queued {
-            bytes: Default::default(),
-            taken: smol::lock::Mutex::new(Some(rx)),
-            signal: Mutex::new(Some(tx)),
-        })
-    }
-
     /// Whether `len` more bytes fit (one message always fits an empty queue).
     fn fits(&self, len: usize) -> bool {
         let queued = self.bytes.load(Ordering::Acquire);
@@ -113,18 +115,14 @@ impl Queued {
     /// The worker took a message of `len` bytes out.
     fn took(&self, len: usize) {
         self.bytes.fetch_sub(len, Ordering::AcqRel);
-        if let Some(signal) = &*self.signal.lock().unwrap_or_else(|e| e.into_inner()) {
-            let _ = signal.try_send(());
-        }
+        let _ = self.signal.try_send(());
     }
 
     /// Waits until `len` more bytes fit.
     async fn room(&self, len: usize) {
-        let taken = self.taken.lock().await;
         while !self.fits(len) {
-            match &*taken {
-                Some(taken) if taken.recv().await.is_ok() => {}
-                _ => return,
+            if self.taken.recv().await.is_err() {
+                return;
             }
         }
     }
@@ -627,7 +625,7 @@ impl Handler for Bridge {
         let app = &self.0;
         app.hub.add(conn);
         let (tx, rx) = smol::channel::bounded(QUEUE);
-        let queued = Queued::new();
+        let queued = Arc::<Queued>::default();
         let opened = {
             let mut conns = app.conns();
             let state = conns.entry(conn.id()).or_default();
