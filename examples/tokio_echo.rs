@@ -1,13 +1,15 @@
-//! Embedding wssd in a tokio app through `tokio_util::compat`: wss with a generated local CA,
-//! echoing every message.
+//! Embedding wssd in a tokio app (feature `tokio`): wss with a generated local CA, echoing
+//! every message. `wssd::tokio::Server` is the accept loop; the connection caps, admission,
+//! graceful shutdown, log lines and counters are `wssd::Server`'s, the same as on smol. An app
+//! with an accept loop of its own spawns `wssd::Server::connection(stream.compat(), peer)`
+//! for each connection (`tokio_util::compat` makes tokio's socket a futures-io stream).
 //!
-//! Run: `cargo run --example tokio_echo -- 127.0.0.1:8282 dev-ca`
+//! Run: `cargo run --example tokio_echo --features tokio,self-signed -- 127.0.0.1:8282 dev-ca`
 //! then trust `dev-ca/ca.pem` and connect to `wss://localhost:8282`.
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_util::compat::TokioAsyncReadCompatExt;
 use wssd::{Acceptor, Config, Connection, Handler, Message};
 
 /// Sends every message back, same opcode, same payload.
@@ -28,22 +30,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args.next().unwrap_or_else(|| "dev-ca".into());
     let certs = wssd::tls::SelfSigned::load_or_create(dir.as_ref())?;
     let acceptor = Acceptor::new(Config::default().tls(certs.server_config()?));
-    let handler = Arc::new(Echo);
 
     let listener = TcpListener::bind(addr.as_str()).await?;
     println!("serving wss://localhost:{}", listener.local_addr()?.port());
-    loop {
-        let (stream, peer) = listener.accept().await?;
-        let (acceptor, handler) = (acceptor.clone(), handler.clone());
-        tokio::spawn(async move {
-            // tokio's AsyncRead/AsyncWrite become futures-io's through compat.
-            match acceptor.accept(stream.compat(), peer).await {
-                Ok(accepted) => {
-                    // The acceptor's limits travel with `accepted`.
-                    accepted.serve(&*handler).await;
-                }
-                Err(e) => eprintln!("{peer}: {e}"),
-            }
-        });
-    }
+    // Every limit of the acceptor, 10,000 connections at most and 1,000 from one address.
+    wssd::tokio::Server::new(acceptor, Arc::new(Echo))
+        .serve(listener)
+        .await?;
+    Ok(())
 }

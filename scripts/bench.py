@@ -7,7 +7,8 @@ import sys
 SECS = sys.argv[1] if len(sys.argv) > 1 else "5"
 REL = "target/release"
 SERVERS = {
-    "wssd": lambda tls: [f"{REL}/wssd", "--listen", "127.0.0.1:0", "--threads", "1", "--log-level", "warn"]
+    "wssd": lambda tls: [f"{REL}/wssd", "--listen", "127.0.0.1:0", "--threads", "1", "--log-level", "warn",
+                         "--max-connections-per-address", "0"]
     + ([] if tls else ["--plain"]),
     "fastwebsockets": lambda tls: [f"{REL}/peer-fastwebsockets", "127.0.0.1:0"] + ([] if tls else ["--plain"]),
     "tokio-tungstenite": lambda tls: [f"{REL}/peer-tungstenite", "127.0.0.1:0"] + ([] if tls else ["--plain"]),

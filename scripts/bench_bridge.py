@@ -61,7 +61,7 @@ def run(label, app_kind, secs):
         app_proc, url = app(app_kind)
         flags = ["--app", url]
     wssd = subprocess.Popen(["taskset", "-c", "0", "target/release/wssd", "--plain", "--listen", "127.0.0.1:0",
-                             "--threads", "1", "--log-level", "error", *flags],
+                             "--threads", "1", "--log-level", "error", "--max-connections-per-address", "0", *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     url = next(line.split()[1] for line in wssd.stdout if line.startswith("serving "))
     try:

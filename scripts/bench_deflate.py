@@ -19,6 +19,7 @@ MESSAGE = json.dumps([{"user": f"user{i}", "room": "lobby", "seq": i * 7919 % 10
 def start(*flags):
     proc = subprocess.Popen(["taskset", "-c", "0", WSSD, "--plain", "--listen", "127.0.0.1:0",
                              "--threads", "1", "--log-level", "warn", "--max-connections", "20000",
+                             "--max-connections-per-address", "0",
                              *flags], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:
         if line.startswith("serving "):

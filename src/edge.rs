@@ -465,6 +465,7 @@ pub(crate) struct Tcp {
     stream: TcpStream,
 }
 
+#[cfg(test)]
 impl Tcp {
     /// The socket.
     pub(crate) fn get_ref(&self) -> &TcpStream {

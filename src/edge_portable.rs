@@ -79,13 +79,6 @@ pub(crate) struct Tcp {
     blocked: bool,
 }
 
-impl Tcp {
-    /// The socket.
-    pub(crate) fn get_ref(&self) -> &TcpStream {
-        self.io.get_ref()
-    }
-}
-
 impl futures_io::AsyncRead for Tcp {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,

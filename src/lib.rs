@@ -56,10 +56,13 @@
 //!
 //! # Embedding
 //!
-//! Accept a stream on your own runtime; [`Acceptor::accept`] does the handshakes within
-//! the handshake timeout, and [`Accepted::serve`] runs the connection with a [`Handler`]
-//! under the same acceptor's [`Limits`]. This answers every message with `ok`, as the
-//! recipe's example does:
+//! Accept a stream on your own runtime and hand it to [`Server::connection`]: it applies the
+//! server's policy (the connection caps, in total and per client address; [`Handler::admit`];
+//! graceful [`Shutdown`]; the open and close log lines; the [`stats`] counters; a panic
+//! boundary around the connection), then [`Acceptor::accept`] within the handshake timeout
+//! and [`Accepted::serve`] under the acceptor's [`Limits`]. [`smol::Server`] and
+//! `tokio::Server` (feature `tokio`) are accept loops over it. This answers every message
+//! with `ok`, as the recipe's example does:
 //!
 //! ```
 //! use std::sync::Arc;
@@ -74,6 +77,7 @@
 //!
 //! # smol::block_on(async {
 //! let acceptor = wssd::Acceptor::new(wssd::Config::default());
+//! let server = wssd::Server::new(acceptor, Arc::new(ReplyOk));
 //! let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
 //! # let addr = listener.local_addr()?;
 //! # let client = smol::spawn(async move {
@@ -85,18 +89,17 @@
 //! #     ws.close(None).await.unwrap();
 //! #     reply
 //! # });
-//! let handler = Arc::new(ReplyOk);
-//! // One connection here; a server loops, spawning a task per connection, and runs it as
-//! // `AssertUnwindSafe(task).catch_unwind()` so that a panic ends that connection alone
-//! // (wssd::smol::Server does; tokio's spawn keeps a task's panic in its JoinHandle).
+//! // One connection here; a server loops, spawning each connection's future as a task.
 //! let (stream, peer) = listener.accept().await?;
-//! // accept applies the handshake timeout; serve applies every other limit of the acceptor.
-//! let summary = acceptor.accept(stream, peer).await?.serve(&*handler).await;
-//! assert_eq!(summary.messages_in, 1);
+//! server.connection(stream, peer).await;
 //! # assert_eq!(client.await, Message::text("ok"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
+//!
+//! [`Acceptor::accept`] and [`Accepted::serve`] can also be called directly (the example on
+//! [`Acceptor`] does): every per-connection limit still holds, but the caps, admission,
+//! shutdown, log lines and counters are then the caller's.
 //!
 //! To send from elsewhere (another task, a timer, a message bus), keep the
 //! [`Connection`] handle given to [`Handler::on_open`]: it is cheap to clone and
@@ -130,14 +133,16 @@
 //!
 //! Every per-connection limit is a field of [`Limits`], with its unit and the reason for
 //! its default: handshake timeout, request head size, message, frame and fragment sizes,
-//! the send queue, ping interval, idle, close and backpressure timeouts. The listener's own
-//! settings (connection cap, threads, shutdown) are [`smol::Server`]'s. [`smol::Shutdown`]
-//! stops a server gracefully (1001 to every client after its queue drains), and
+//! the send queue, ping interval, idle, close and backpressure timeouts. The server's own
+//! settings (the connection caps, in total and per client address, and the shutdown timeout)
+//! are [`Server`]'s, on every runtime. [`Shutdown`] stops a server gracefully (1001 to every
+//! client after its queue drains), and
 //! [`tls::CertFiles`] reloads certificate files and SNI pairs while it runs.
 //!
 //! # Features
-//! - `smol` (default): [`smol::Server`], the listener loop on smol, with the connection
-//!   cap, threads and graceful shutdown.
+//! - `smol` (default): [`smol::Server`], the listener loop on smol over [`Server`], with
+//!   its threads.
+//! - `tokio`: `tokio::Server`, the same loop on tokio (the library's only tokio code).
 //! - `self-signed`: [`tls::SelfSigned`], a local CA and leaf from rcgen.
 //! - `redis`: [`redis::link`], cross-instance fan-out for the [`Hub`].
 //! - `fuzzing`: exposes the internal first-byte and PROXY header parsers to the fuzz targets
@@ -171,6 +176,7 @@ mod records;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod request;
+pub mod server;
 mod session;
 #[cfg(feature = "smol")]
 pub mod smol;
@@ -186,6 +192,8 @@ mod sniff;
 pub mod stats;
 pub mod text;
 pub mod tls;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 /// The fuzz targets' ways into internals (feature `fuzzing`; not a public API).
 #[cfg(feature = "fuzzing")]
@@ -201,6 +209,7 @@ pub use deflate::Deflate;
 pub use futures_rustls::rustls;
 pub use hub::Hub;
 pub use request::{Request, TlsInfo, TlsVersion};
+pub use server::{Server, Shutdown};
 pub use session::{
     Admission, AdmitFuture, Connection, ConnectionId, Handler, SendError, SessionSummary,
 };

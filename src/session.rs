@@ -67,10 +67,12 @@ pub trait Handler: Send + Sync + 'static {
     /// client with that HTTP status, so a browser's WebSocket never opens (RFC 6455
     /// section 4.1). `id` is the id the connection will have in [`Handler::on_open`].
     ///
-    /// [`smol::Server`](crate::smol::Server) calls it between accepting and serving, within
+    /// [`Server::connection`](crate::Server::connection) (and so `smol::Server` and
+    /// `tokio::Server`) calls it between accepting and serving, within
     /// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout) (past it, the client
-    /// gets 503). An accept loop of your own calls it the same way, then
-    /// [`Accepted::serve`](crate::Accepted::serve) or [`Accepted::refuse`](crate::Accepted::refuse).
+    /// gets 503). Code that calls [`Acceptor::accept`](crate::Acceptor::accept) itself calls it
+    /// the same way, then [`Accepted::serve`](crate::Accepted::serve) or
+    /// [`Accepted::refuse`](crate::Accepted::refuse).
     fn admit(&self, id: ConnectionId, request: &Request) -> Option<AdmitFuture> {
         let _ = (id, request);
         None

@@ -1,5 +1,4 @@
-//! Process-wide counters of what the sessions and the [`smol::Server`](crate::smol::Server)
-//! did, for a metrics endpoint (the `wssd` binary's `GET /metrics`, in the Prometheus text
+//! Process-wide counters of what the sessions and the [`Server`](crate::Server)s did, for a metrics endpoint (the `wssd` binary's `GET /metrics`, in the Prometheus text
 //! format). Handshakes and closes are counted as they happen; a connection's messages and
 //! bytes are added at each of its heartbeat ticks ([`Limits::ping_interval`](crate::Limits::ping_interval),
 //! or the idle timeout with pings off) and when it ends, not per message. [`snapshot`]
@@ -15,8 +14,9 @@ pub(crate) static HANDSHAKES_OK: AtomicU64 = AtomicU64::new(0);
 pub(crate) static HANDSHAKES_REFUSED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static HANDSHAKES_FAILED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static OPEN: AtomicU64 = AtomicU64::new(0);
+/// Connections refused at a [`Server`](crate::Server)'s connection caps.
+pub(crate) static REFUSED_AT_CAP: AtomicU64 = AtomicU64::new(0);
 /// Connections ended by a panic in their handling (caught at the connection boundary).
-#[cfg_attr(not(feature = "smol"), allow(dead_code))] // smol::Server catches them
 pub(crate) static PANICS: AtomicU64 = AtomicU64::new(0);
 /// Closes by code: 1000 to 1015 at their offset, 3000 to 4999 (apps') in the next slot,
 /// anything else and no close frame (a dropped connection) in the last.
@@ -26,12 +26,17 @@ pub(crate) static CLOSES: [AtomicU64; 18] = [const { AtomicU64::new(0) }; 18];
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Connections open now (served by a [`smol::Server`](crate::smol::Server)).
+    /// Connections open now (served by a [`Server`](crate::Server), past the opening
+    /// handshake).
     pub open: u64,
     /// Opening handshakes answered with `101`.
     pub handshakes_ok: u64,
     /// Clients refused by [`Handler::admit`](crate::Handler::admit).
     pub handshakes_refused: u64,
+    /// Connections refused with 503 (or closed, on a TLS port before its handshake) at
+    /// [`Server::max_connections`](crate::Server::max_connections) or
+    /// [`Server::max_connections_per_address`](crate::Server::max_connections_per_address).
+    pub refused_at_cap: u64,
     /// Connections that did not become WebSockets: a failed TLS handshake, a wrong path, a
     /// plain HTTP request, a timeout (each [`AcceptError`](crate::AcceptError)).
     pub handshakes_failed: u64,
@@ -50,7 +55,7 @@ pub struct Stats {
     /// Clients closed with 1013 because their send queue stayed full.
     pub slow_consumers_closed: u64,
     /// Connections ended by a panic in their handling, caught at the connection boundary
-    /// ([`smol::Server`](crate::smol::Server)): each is a bug, logged with the peer.
+    /// ([`Server::connection`](crate::Server::connection)): each is a bug, logged with the peer.
     pub panics: u64,
 }
 
@@ -74,6 +79,7 @@ pub fn snapshot() -> Stats {
         handshakes_ok: HANDSHAKES_OK.load(Relaxed),
         handshakes_refused: HANDSHAKES_REFUSED.load(Relaxed),
         handshakes_failed: HANDSHAKES_FAILED.load(Relaxed),
+        refused_at_cap: REFUSED_AT_CAP.load(Relaxed),
         messages_in: MESSAGES_IN.load(Relaxed),
         bytes_in: BYTES_IN.load(Relaxed),
         messages_out: MESSAGES_OUT.load(Relaxed),
@@ -85,7 +91,6 @@ pub fn snapshot() -> Stats {
 }
 
 /// Counts a session's end by its close code.
-#[cfg_attr(not(feature = "smol"), allow(dead_code))] // smol::Server counts them
 pub(crate) fn closed(code: Option<u16>) {
     let slot = match code {
         Some(c @ 1000..=1015) => usize::from(c - 1000),

@@ -333,6 +333,12 @@ impl Api {
             ],
         );
         metric(
+            "wssd_connections_refused_total",
+            "counter",
+            "Connections refused at --max-connections or --max-connections-per-address (503, or closed on a TLS port).",
+            &[("", s.refused_at_cap)],
+        );
+        metric(
             "wssd_messages_total",
             "counter",
             "Text and binary messages received (in) and written (out).",

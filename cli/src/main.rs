@@ -224,6 +224,10 @@ struct Args {
     #[argh(option, default = "10000")]
     max_connections: usize,
 
+    /// the most connections at once from one client address (IPv6: its /64), the one named by a trusted proxy or PROXY header; more get 503; 0 for no cap (default 1000)
+    #[argh(option, default = "1000")]
+    max_connections_per_address: usize,
+
     /// the largest incoming message, in bytes; more closes with 1009 (default 1048576)
     #[argh(option, default = "1 << 20")]
     max_message_size: usize,
@@ -606,6 +610,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     let mut server = wssd::smol::Server::new(wssd::Acceptor::new(config), Arc::new(mode))
         .max_connections(args.max_connections)
+        .max_connections_per_address(args.max_connections_per_address)
         .shutdown(shutdown)
         .shutdown_timeout(secs(args.shutdown_timeout));
     if let Some(threads) = args.threads {
