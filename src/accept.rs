@@ -6,16 +6,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
+use crate::WebSocket;
 use crate::config::Config;
 use crate::forwarded;
 use crate::handshake::{self, Decision, Refusal};
 use crate::request::Request;
 use crate::sniff::{self, FirstByte, ProxyHeaderError};
-use crate::transport::{MaybeTls, Transport, WebSocket};
+use crate::transport::{MaybeTls, Transport};
 
 /// Why a connection did not become a WebSocket.
 #[derive(Debug)]
@@ -305,7 +305,7 @@ impl Acceptor {
                 (MaybeTls::Tls(Box::new(tls)), Some(info))
             }
         };
-        let mut stream = Transport::new(stream, self.config.limits.max_fragments);
+        let mut stream = Transport::new(stream);
 
         // The request head: `buf` may hold its start already (plain ws).
         let limits = &self.config.limits;
@@ -367,13 +367,9 @@ impl Acceptor {
             tls,
             deflate,
         };
-        // Frames the client sent right behind its request are not lost; the guard
-        // scans them first, then everything read after.
+        // Frames the client sent right behind its request are not lost: the frame codec
+        // reads them first.
         buf.drain(..head_len);
-        if deflate.is_some() {
-            stream.inflate(limits.max_frame_size, limits.max_message_size);
-        }
-        stream.arm(&mut buf).map_err(AcceptError::Io)?;
         Ok((stream, buf, request))
     }
 
@@ -500,7 +496,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     where
         S: 'a,
     {
-        let frames = crate::frames::Frames::new(self.transport, self.read, &self.limits);
+        let deflate = self.request.deflate.is_some();
+        let frames = crate::frames::Frames::new(self.transport, self.read, &self.limits, deflate);
         let mut request = self.request;
         request.headers = crate::handshake::kept_after_handshake(request.headers);
         crate::session::serve_as(self.id, frames, request, handler, &self.limits)
@@ -596,26 +593,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
         .await
     }
 
-    /// The WebSocket and the request facts, to drive the WebSocket yourself (a `Stream` and
-    /// `Sink` of [`Message`](crate::Message)s). The `101` goes out with its first read,
-    /// write or flush.
+    /// The WebSocket and the request facts, to drive the WebSocket yourself (a `Stream` of
+    /// incoming [`Message`](crate::Message)s and a `Sink` of outgoing ones). It runs the same
+    /// frame codec as [`Accepted::serve`], under the same message, frame and fragment limits,
+    /// UTF-8 checks and permessage-deflate; the heartbeat, idle timeout and send queue are
+    /// then yours. The `101` goes out with its first read, write or flush.
     pub fn into_parts(self) -> (WebSocket<S>, Request) {
-        let limits = &self.limits;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(limits.read_buffer_size)
-            .write_buffer_size(limits.write_buffer_size)
-            .max_message_size(Some(limits.max_message_size))
-            .max_frame_size(Some(limits.max_frame_size));
-        // Building the stream does no I/O: its future is ready at its first poll.
-        let ws = futures_lite::future::block_on(
-            async_tungstenite::WebSocketStream::from_partially_read(
-                self.transport,
-                self.read,
-                Role::Server,
-                Some(config),
-            ),
-        );
-        (ws, self.request)
+        let deflate = self.request.deflate;
+        let frames =
+            crate::frames::Frames::new(self.transport, self.read, &self.limits, deflate.is_some());
+        (WebSocket::new(frames, deflate), self.request)
     }
 }
 

@@ -241,8 +241,8 @@ pub struct Limits {
     /// and a connection holds ciphertext only while a record is partly received.
     /// Default 16 KiB: one TLS record, one read for a 16 KiB message. A frame that does not
     /// fit is read into a buffer of its own, of its size, where its payload is unmasked and
-    /// handed to the message without a copy. (A WebSocket from [`Accepted::into_parts`](crate::Accepted::into_parts)
-    /// is tungstenite's, which allocates a read buffer of this size per connection.)
+    /// handed to the message without a copy. A WebSocket from
+    /// [`Accepted::into_parts`](crate::Accepted::into_parts) reads the same way.
     pub read_buffer_size: usize,
     /// Outgoing frames wait up to this many bytes (headers and payloads) before a write
     /// to the stream; a flush writes whatever is there. Each frame is its header and the

@@ -36,7 +36,7 @@ use bytes::Buf;
 use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::config::Limits;
-use crate::transport::{Transport, frame_header};
+use crate::transport::Transport;
 
 /// How many slices one vectored write takes at most (a header and a payload per frame).
 const MAX_SLICES: usize = 64;
@@ -124,11 +124,62 @@ struct Rx {
     skip: u64,
     max_frame: usize,
     max_message: usize,
+    max_fragments: usize,
+    /// Whether permessage-deflate was agreed (RFC 7692): RSV1 on a message's first frame
+    /// then means its payload is compressed.
+    deflate: bool,
+    /// The UTF-8 check of a text frame that is partly here, as its bytes arrive.
+    scan: Scan,
 }
 
+/// A data message whose frames are arriving (RFC 6455 section 5.4).
 struct Partial {
     text: bool,
+    /// The payload so far, unmasked (and inflated).
     payload: Vec<u8>,
+    /// Its frames so far.
+    frames: usize,
+    /// How much of `payload` is known to be UTF-8 (a text message): what follows is at most
+    /// the start of a character that the next frame completes.
+    checked: usize,
+    /// The inflater of a compressed message (RFC 7692 section 7.2.2).
+    inflater: Option<flate2::Decompress>,
+}
+
+/// How far the UTF-8 check of a partly received text frame has come: the payload bytes
+/// checked, and the start of a character they left unfinished.
+#[derive(Default)]
+struct Scan {
+    done: u64,
+    tail: [u8; 3],
+    tail_len: u8,
+}
+
+/// A message in more fragments than [`Limits::max_fragments`]: close code 1009 (carried in
+/// an `io::Error` of kind `InvalidData`).
+#[derive(Debug)]
+pub(crate) struct TooManyFragments(pub(crate) usize);
+
+impl std::fmt::Display for TooManyFragments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a message in more than {} fragments (Limits::max_fragments)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TooManyFragments {}
+
+/// An error of the codec's own (not one of tungstenite's kinds), as an [`Error::Io`] of kind
+/// `InvalidData`: the session reads the close code from it.
+fn invalid_data(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Io(io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn invalid_utf8() -> Error {
+    Error::Utf8("invalid UTF-8 in a text message".into())
 }
 
 /// One frame to write: its header and its payload.
@@ -155,8 +206,9 @@ enum Event {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
-    /// The frames over `io`, starting with `read`: bytes that came behind the request.
-    pub(crate) fn new(io: Transport<S>, read: Vec<u8>, limits: &Limits) -> Self {
+    /// The frames over `io`, starting with `read`: bytes that came behind the request;
+    /// `deflate` when permessage-deflate was agreed (RFC 7692).
+    pub(crate) fn new(io: Transport<S>, read: Vec<u8>, limits: &Limits, deflate: bool) -> Self {
         // The request's buffer is not kept when nothing came behind the request.
         let read = if read.is_empty() { Vec::new() } else { read };
         let end = read.len();
@@ -170,6 +222,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
                 skip: 0,
                 max_frame: limits.max_frame_size,
                 max_message: limits.max_message_size,
+                max_fragments: limits.max_fragments,
+                deflate,
+                scan: Scan::default(),
             },
             out: VecDeque::new(),
             out_pos: 0,
@@ -219,7 +274,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
                         continue;
                     }
                     Step::Incomplete => {
-                        // A frame is partly here: read the rest behind it.
+                        // A frame is partly here: check what came of a text frame (a message
+                        // that turns invalid fails at the bytes that break it, RFC 6455
+                        // section 8.1), then read the rest behind it.
+                        if let Err(e) = self.rx.scan(&self.buf[self.start..self.end], closing) {
+                            return Poll::Ready(Some(Err(e)));
+                        }
                         match ready!(self.poll_read_more(cx)) {
                             Ok(0) => return Poll::Ready(self.on_eof()),
                             Ok(_) => continue,
@@ -423,9 +483,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
             None => Bytes::new(),
         };
         self.push(8, true, false, payload);
+        // From now on only the peer's close frame is read.
         self.state = State::ClosedByUs;
-        // What comes now is only read for the peer's close frame.
-        self.io.disarm();
     }
 
     fn push(&mut self, opcode: u8, fin: bool, rsv1: bool, payload: Bytes) {
@@ -488,6 +547,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     /// The I/O error of the write.
     pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
         std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_close(cx)).await
+    }
+
+    /// Ready for one more frame: what is queued is written first once it reaches the write
+    /// buffer size (as [`Frames::feed`]).
+    ///
+    /// # Errors
+    /// The I/O error of the write.
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.out_bytes >= self.write_size {
+            ready!(self.poll_write_out(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Whether frames wait to be written (a pong, say).
+    pub(crate) fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Whether our close frame is queued or sent, or the peer's came.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state != State::Open
     }
 
     /// [`Frames::flush`], polled.
@@ -624,7 +705,11 @@ impl Rx {
             self.skip = len - n;
             return Ok(Step::Skipped(header_len + n as usize));
         }
-        if data[0] & 0x70 != 0 {
+        // RSV1 marks a compressed message's first frame when permessage-deflate was agreed
+        // (RFC 7692 section 6); any other reserved bit, or RSV1 elsewhere, fails.
+        let rsv1 = data[0] & 0x40 != 0;
+        let compressed_start = rsv1 && self.deflate && matches!(opcode, 1 | 2);
+        if data[0] & 0x30 != 0 || (rsv1 && !compressed_start) {
             return Err(Error::Protocol(ProtocolError::NonZeroReservedBits));
         }
         if data[1] & 0x80 == 0 {
@@ -647,6 +732,12 @@ impl Rx {
                 return Err(Error::Protocol(ProtocolError::UnknownDataFrameType(opcode)));
             }
             let so_far = self.partial.as_ref().map_or(0, |p| p.payload.len());
+            let frames = self.partial.as_ref().map_or(0, |p| p.frames);
+            if frames >= self.max_fragments {
+                return Err(invalid_data(TooManyFragments(self.max_fragments)));
+            }
+            let compressed =
+                compressed_start || self.partial.as_ref().is_some_and(|p| p.inflater.is_some());
             match (opcode, &self.partial) {
                 (0, None) => return Err(Error::Protocol(ProtocolError::UnexpectedContinueFrame)),
                 (1 | 2, Some(_)) => {
@@ -659,7 +750,9 @@ impl Rx {
             if len > self.max_frame as u64 {
                 return Err(too_long(len, self.max_frame));
             }
-            if so_far as u64 + len > self.max_message as u64 {
+            // A compressed frame's size says little of what it inflates to: that is checked
+            // as it inflates.
+            if !compressed && so_far as u64 + len > self.max_message as u64 {
                 return Err(too_long(so_far as u64 + len, self.max_message));
             }
         }
@@ -672,6 +765,7 @@ impl Rx {
         Ok(Step::Frame(Head {
             fin,
             opcode,
+            compressed: compressed_start,
             header_len,
             total,
             key,
@@ -696,41 +790,146 @@ impl Rx {
 
     /// What the complete frame `head` gave, with its payload.
     fn event(&mut self, head: &Head, payload: Payload<'_>) -> Result<Option<Event>, Error> {
+        // The next frame's UTF-8 check starts afresh.
+        self.scan = Scan::default();
         let key = head.key;
         let whole = |payload: Payload<'_>| match payload {
             Payload::Masked(data) => Bytes::from(unmasked(data, key)),
             Payload::Unmasked(bytes) => bytes,
         };
-        let append = |to: &mut Vec<u8>, payload: Payload<'_>| match payload {
-            Payload::Masked(data) => unmask_into(to, data, key),
-            Payload::Unmasked(bytes) => to.extend_from_slice(&bytes),
-        };
         Ok(match head.opcode {
-            1 | 2 if head.fin => Some(Event::Message(message(head.opcode == 1, whole(payload))?)),
+            1 | 2 if head.fin && !head.compressed => {
+                Some(Event::Message(message(head.opcode == 1, whole(payload))?))
+            }
             1 | 2 => {
-                let mut first = Vec::new();
-                append(&mut first, payload);
-                self.partial = Some(Partial {
+                let mut partial = Partial {
                     text: head.opcode == 1,
-                    payload: first,
-                });
-                None
+                    payload: Vec::new(),
+                    frames: 0,
+                    checked: 0,
+                    inflater: head.compressed.then(crate::deflate::inflater),
+                };
+                self.append(&mut partial, head, payload)?;
+                self.complete(partial, head.fin)?
             }
             0 => {
-                let partial = self.partial.as_mut().expect("checked by Rx::head");
-                append(&mut partial.payload, payload);
-                match head.fin {
-                    true => {
-                        let done = self.partial.take().expect("checked by Rx::head");
-                        Some(Event::Message(message(done.text, done.payload.into())?))
-                    }
-                    false => None,
-                }
+                let mut partial = self.partial.take().expect("checked by Rx::head");
+                self.append(&mut partial, head, payload)?;
+                self.complete(partial, head.fin)?
             }
             8 => Some(Event::Close(close_frame(whole(payload))?)),
             9 => Some(Event::Message(Message::Ping(whole(payload)))),
             _ => Some(Event::Message(Message::Pong(whole(payload)))),
         })
+    }
+
+    /// Adds a data frame's payload to the message: unmasked, inflated when the message is
+    /// compressed, and checked for UTF-8 so far when it is text and more frames follow.
+    fn append(
+        &self,
+        partial: &mut Partial,
+        head: &Head,
+        payload: Payload<'_>,
+    ) -> Result<(), Error> {
+        partial.frames += 1;
+        match &mut partial.inflater {
+            None => match payload {
+                Payload::Masked(data) => unmask_into(&mut partial.payload, data, head.key),
+                Payload::Unmasked(bytes) => partial.payload.extend_from_slice(&bytes),
+            },
+            Some(inflater) => {
+                let input = match payload {
+                    Payload::Masked(data) => Bytes::from(unmasked(data, head.key)),
+                    Payload::Unmasked(bytes) => bytes,
+                };
+                let out = &mut partial.payload;
+                crate::deflate::inflate_into(inflater, &input, head.fin, out, self.max_message)
+                    .map_err(invalid_data)?;
+            }
+        }
+        // The last frame's check is the whole message's (`message`).
+        if partial.text && !head.fin {
+            match std::str::from_utf8(&partial.payload[partial.checked..]) {
+                Ok(_) => partial.checked = partial.payload.len(),
+                Err(e) if e.error_len().is_some() => return Err(invalid_utf8()),
+                Err(e) => partial.checked += e.valid_up_to(),
+            }
+        }
+        Ok(())
+    }
+
+    /// The message, once its last frame is in; else it waits for the next.
+    fn complete(&mut self, mut partial: Partial, fin: bool) -> Result<Option<Event>, Error> {
+        if !fin {
+            self.partial = Some(partial);
+            return Ok(None);
+        }
+        if let Some(inflater) = partial.inflater.take() {
+            crate::deflate::done_with(inflater);
+        }
+        Ok(Some(Event::Message(message(
+            partial.text,
+            partial.payload.into(),
+        )?)))
+    }
+
+    /// Checks the bytes of a text frame that is partly here (`data` starts with its header)
+    /// for UTF-8, from where the last look stopped: a text message that turns invalid fails
+    /// at the bytes that break it, before the rest of the frame arrives.
+    ///
+    /// # Errors
+    /// Invalid UTF-8.
+    fn scan(&mut self, data: &[u8], closing: bool) -> Result<(), Error> {
+        let Some((len, header_len)) = frame_header(data) else {
+            return Ok(());
+        };
+        let opcode = data[0] & 0x0F;
+        let text = match (opcode, &self.partial) {
+            (1, None) => data[0] & 0x40 == 0,
+            (0, Some(p)) => p.text && p.inflater.is_none(),
+            _ => false,
+        };
+        if closing || self.skip > 0 || !text || data[1] & 0x80 == 0 {
+            return Ok(());
+        }
+        if self.scan.done == 0 {
+            // Where the message so far left off: the start of an unfinished character.
+            let tail = self
+                .partial
+                .as_ref()
+                .map_or(&[][..], |p| &p.payload[p.checked..]);
+            self.scan.tail[..tail.len()].copy_from_slice(tail);
+            self.scan.tail_len = tail.len() as u8;
+        }
+        let here = &data[header_len..];
+        let end = here.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+        let from = self.scan.done as usize;
+        if from >= end {
+            return Ok(());
+        }
+        let raw = &data[header_len - 4..header_len];
+        let mut block = [0u8; 512];
+        for chunk in here[from..end].chunks(block.len() - 3) {
+            let start = usize::from(self.scan.tail_len);
+            block[..start].copy_from_slice(&self.scan.tail[..start]);
+            let stop = start + chunk.len();
+            block[start..stop].copy_from_slice(chunk);
+            // The key as it falls on this chunk's first byte (RFC 6455 section 5.3).
+            let at = self.scan.done as usize;
+            let key = [0, 1, 2, 3].map(|i| raw[(at + i) % 4]);
+            unmask(&mut block[start..stop], key);
+            self.scan.done += chunk.len() as u64;
+            self.scan.tail_len = 0;
+            if let Err(e) = std::str::from_utf8(&block[..stop]) {
+                if e.error_len().is_some() {
+                    return Err(invalid_utf8());
+                }
+                let tail = &block[e.valid_up_to()..stop];
+                self.scan.tail[..tail.len()].copy_from_slice(tail);
+                self.scan.tail_len = tail.len() as u8;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -738,6 +937,8 @@ impl Rx {
 struct Head {
     fin: bool,
     opcode: u8,
+    /// The first frame of a compressed message (RSV1, permessage-deflate agreed).
+    compressed: bool,
     header_len: usize,
     /// Header and payload.
     total: usize,
@@ -867,6 +1068,31 @@ pub(crate) fn unmask(payload: &mut [u8], key: [u8; 4]) {
     }
 }
 
+/// The payload length and the header length of a frame whose header starts `h`
+/// (RFC 6455 section 5.2), or `None` while `h` does not hold all of the header yet.
+/// The masking key, when the MASK bit is set, is the header's last 4 bytes.
+pub(crate) fn frame_header(h: &[u8]) -> Option<(u64, usize)> {
+    if h.len() < 2 {
+        return None;
+    }
+    let extended = match h[1] & 0x7F {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let header_len = 2 + extended + if h[1] & 0x80 != 0 { 4 } else { 0 };
+    if h.len() < header_len {
+        return None;
+    }
+    let len = match extended {
+        0 => u64::from(h[1] & 0x7F),
+        n => h[2..2 + n]
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+    };
+    Some((len, header_len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -927,6 +1153,50 @@ mod tests {
         }
     }
 
+    /// The codec over `io`, as a server runs it.
+    fn over(io: Chunked, limits: &Limits, deflate: bool) -> Frames<Chunked> {
+        let transport = Transport::new(crate::transport::MaybeTls::Plain(io));
+        Frames::new(transport, Vec::new(), limits, deflate)
+    }
+
+    /// What the codec makes of `wire` handed over `chunk` bytes at most per read: the
+    /// messages up to the close frame, or the first error's text.
+    fn read_all(
+        wire: &[u8],
+        chunk: usize,
+        limits: &Limits,
+        deflate: bool,
+    ) -> Result<Vec<Message>, String> {
+        let io = Chunked {
+            data: wire.to_vec(),
+            at: 0,
+            chunk,
+            waits: false,
+        };
+        let mut frames = over(io, limits, deflate);
+        futures_lite::future::block_on(async {
+            let mut got = Vec::new();
+            while let Some(msg) = frames.next().await {
+                match msg {
+                    Ok(msg) if msg.is_close() => break,
+                    Ok(msg) => got.push(msg),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(got)
+        })
+    }
+
+    /// A client's frame with this first byte (FIN, RSV, opcode) and key (RFC 6455 section 5.2).
+    fn masked(first: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let (head, head_len) = frame_head(first, payload.len());
+        let mut out = head[..usize::from(head_len)].to_vec();
+        out[1] |= 0x80;
+        out.extend_from_slice(&key);
+        unmask_into(&mut out, payload, key); // masking and unmasking are the same XOR
+        out
+    }
+
     /// A client's frame (RFC 6455 section 5.2): masked, with a key that changes per frame.
     fn client_frame(fin: bool, opcode: u8, payload: &[u8], seed: u8) -> Vec<u8> {
         let key = [seed, seed ^ 0x5A, seed.wrapping_add(77), 0xC3];
@@ -968,8 +1238,7 @@ mod tests {
                 chunk,
                 waits: false,
             };
-            let transport = Transport::new(crate::transport::MaybeTls::Plain(io), 1024);
-            let mut frames = Frames::new(transport, Vec::new(), &Limits::default());
+            let mut frames = over(io, &Limits::default(), false);
             let got: Vec<Message> = futures_lite::future::block_on(async {
                 let mut got = Vec::new();
                 while let Some(msg) = frames.next().await {
@@ -1002,8 +1271,7 @@ mod tests {
                     chunk,
                     waits: true,
                 };
-                let transport = Transport::new(crate::transport::MaybeTls::Plain(io), 1024);
-                let mut frames = Frames::new(transport, Vec::new(), &limits);
+                let mut frames = over(io, &limits, false);
                 let waker = std::task::Waker::noop();
                 let pending = frames.poll_next(&mut Context::from_waker(waker));
                 assert!(pending.is_pending());
@@ -1014,5 +1282,149 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn fragments_and_utf8_are_judged_the_same_however_their_bytes_arrive() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let long_text = "κόσμε €".repeat(40); // 16-bit length, characters across masks
+        let mut good = masked(0x01, key, long_text.as_bytes());
+        good.extend(masked(0x89, [1, 2, 3, 4], b"\xff")); // a ping between fragments
+        good.extend(masked(0x80, [9, 9, 9, 9], "ό".as_bytes()));
+        good.extend(masked(0x82, key, &[0xff; 70_000])); // 64-bit length, not text
+        good.extend(masked(0x88, key, &1000u16.to_be_bytes()));
+        // Invalid in the second fragment, and inside a frame that never completes (its last
+        // bytes never come): each fails at the bytes that break it (RFC 6455 section 8.1).
+        let mut bad_fragment = masked(0x01, key, "κόσμε".as_bytes());
+        bad_fragment.extend(masked(0x00, key, b"\xce\xba\xf4\x90\x80\x80"));
+        let mut bad_in_frame = masked(0x81, key, b"hello \xf4\x90\x80\x80 world");
+        bad_in_frame.truncate(bad_in_frame.len() - 4);
+        let mut too_many = masked(0x02, key, b"a");
+        for _ in 0..4 {
+            too_many.extend(masked(0x00, key, b"b"));
+        }
+        too_many.extend(masked(0x88, key, &1000u16.to_be_bytes()));
+        let limits = Limits {
+            max_fragments: 4,
+            ..Limits::default()
+        };
+        let utf8 = "UTF-8 encoding error: invalid UTF-8 in a text message";
+        let fragments = "IO error: a message in more than 4 fragments (Limits::max_fragments)";
+        let cases: [(&[u8], Result<usize, &str>); 4] = [
+            (&good, Ok(3)),
+            (&bad_fragment, Err(utf8)),
+            (&bad_in_frame, Err(utf8)),
+            (&too_many, Err(fragments)),
+        ];
+        for (wire, expected) in cases {
+            for chunk in [1, 2, 3, 5, 7, 13, 14, 100, 4096, usize::MAX] {
+                let got = read_all(wire, chunk, &limits, false);
+                let got = got.as_ref().map(Vec::len).map_err(String::as_str);
+                assert_eq!(got, expected, "reads of {chunk}");
+            }
+        }
+    }
+
+    /// "Hello" compressed (RFC 7692 section 7.2.3.1).
+    const HELLO: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+
+    #[test]
+    fn compressed_messages_inflate_whole_or_in_fragments_when_deflate_was_agreed() {
+        let close = masked(0x88, [1, 2, 3, 4], &1000u16.to_be_bytes());
+        let limits = Limits::default();
+        let hello = [masked(0xc1, [0; 4], &HELLO), close.clone()].concat();
+        for chunk in [1, 5, usize::MAX] {
+            let got = read_all(&hello, chunk, &limits, true);
+            assert_eq!(got, Ok(vec![Message::text("Hello")]), "reads of {chunk}");
+        }
+        // Not agreed: RSV1 is a protocol error (RFC 6455 section 5.2).
+        let refused = read_all(&hello, usize::MAX, &limits, false).unwrap_err();
+        assert!(refused.contains("Reserved bits are non-zero"), "{refused}");
+        // RSV2 or RSV3 beside RSV1, RSV1 on a continuation or a control frame: refused.
+        let mut on_continuation = masked(0x41, [5; 4], &HELLO[..3]);
+        on_continuation.extend(masked(0xc0, [6; 4], &HELLO[3..]));
+        for wire in [
+            masked(0xe1, [0; 4], &HELLO),
+            masked(0xd1, [0; 4], &HELLO),
+            masked(0xc9, [0; 4], b""),
+            on_continuation,
+        ] {
+            let refused = read_all(&wire, usize::MAX, &limits, true).unwrap_err();
+            assert!(refused.contains("Reserved bits are non-zero"), "{refused}");
+        }
+        // A compressed text message, as a client sends it in two fragments.
+        let agreed = crate::deflate::Agreed {
+            window_bits: 15,
+            min_size: 0,
+            level: 1,
+        };
+        let text = "{\"user\":\"tom\",\"text\":\"hello hello hello hello\"}".repeat(20);
+        let Some(Message::Frame(frame)) =
+            crate::deflate::compress(&Message::text(text.clone()), &agreed)
+        else {
+            panic!("compressed")
+        };
+        assert!(frame.header().rsv1 && frame.payload().len() < text.len() / 4);
+        let (a, b) = frame.payload().split_at(frame.payload().len() / 2);
+        let wire = [
+            masked(0x41, [7, 1, 2, 3], a),
+            masked(0x80, [3, 2, 1, 7], b),
+            close,
+        ]
+        .concat();
+        for chunk in [1, 7, usize::MAX] {
+            let got = read_all(&wire, chunk, &limits, true);
+            assert_eq!(
+                got,
+                Ok(vec![Message::text(text.clone())]),
+                "reads of {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_compressed_bomb_stops_at_the_message_limit_and_garbage_is_invalid() {
+        let agreed = crate::deflate::Agreed {
+            window_bits: 15,
+            min_size: 0,
+            level: 9,
+        };
+        let Some(Message::Frame(frame)) =
+            crate::deflate::compress(&Message::binary(vec![0u8; 1 << 20]), &agreed)
+        else {
+            panic!("compressed")
+        };
+        assert!(frame.payload().len() < 2048, "{}", frame.payload().len());
+        let bomb = masked(0xc2, [0; 4], frame.payload());
+        let limits = Limits {
+            max_message_size: 64 << 10,
+            ..Limits::default()
+        };
+        let too_big = read_all(&bomb, usize::MAX, &limits, true).unwrap_err();
+        assert!(too_big.contains("inflates past 65536 bytes"), "{too_big}");
+        let garbage = masked(0xc1, [0; 4], &[0xff; 4]);
+        let corrupt = read_all(&garbage, usize::MAX, &Limits::default(), true).unwrap_err();
+        assert!(corrupt.contains("not valid DEFLATE"), "{corrupt}");
+    }
+
+    #[test]
+    fn a_compressed_frame_header_that_announces_a_mebibyte_costs_what_came() {
+        let mut wire = masked(0xc2, [1, 2, 3, 4], &vec![0x55; 1 << 20]);
+        wire.truncate(14 + 1024);
+        let io = Chunked {
+            data: wire,
+            at: 0,
+            chunk: usize::MAX,
+            waits: true,
+        };
+        let mut frames = over(io, &Limits::default(), true);
+        let waker = std::task::Waker::noop();
+        assert!(
+            frames
+                .poll_next(&mut Context::from_waker(waker))
+                .is_pending()
+        );
+        let held = frames.buf.capacity();
+        assert!(held <= MIN_ROOM, "{held} bytes held for 1 KiB sent");
     }
 }

@@ -183,6 +183,7 @@ pub mod smol;
 mod timer;
 mod tls_stream;
 mod transport;
+mod websocket;
 // The first-byte check and PROXY protocol parser: internal, but the fuzz targets reach
 // them through the `fuzzing` feature.
 #[cfg(feature = "fuzzing")]
@@ -214,6 +215,7 @@ pub use session::{
     Admission, AdmitFuture, Connection, ConnectionId, Handler, SendError, SessionSummary,
 };
 pub use sniff::ProxyHeaderError;
-pub use transport::{Transport, WebSocket};
+pub use transport::Transport;
 pub use tungstenite::Message;
 pub use tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+pub use websocket::WebSocket;

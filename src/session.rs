@@ -37,7 +37,6 @@ use crate::config::Limits;
 use crate::frames::Frames;
 use crate::request::Request;
 use crate::text::escape;
-use crate::transport::GuardError;
 
 /// What the embedder's code does when a connection opens, sends a message, and closes.
 ///
@@ -1588,8 +1587,7 @@ fn fail_code(e: &tungstenite::Error) -> Option<CloseCode> {
     match e {
         tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
         tungstenite::Error::Io(e) => match e.get_ref().and_then(|e| e.downcast_ref()) {
-            Some(GuardError::TooManyFragments(_)) => Some(CloseCode::Size),
-            Some(GuardError::InvalidUtf8) => Some(CloseCode::Invalid),
+            Some(crate::frames::TooManyFragments(_)) => Some(CloseCode::Size),
             None => match e.get_ref().and_then(|e| e.downcast_ref()) {
                 Some(crate::deflate::InflateError::Corrupt) => Some(CloseCode::Invalid),
                 Some(crate::deflate::InflateError::TooBig(_)) => Some(CloseCode::Size),
