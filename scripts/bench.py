@@ -15,7 +15,16 @@ SERVERS = {
 }
 # wssd with its own TLS record layer (an opt-in: README, "TLS records"), beside the default's rustls
 # records; over plain ws it is the same server.
-SERVERS["wssd --own-records"] = lambda tls: SERVERS["wssd"](tls) + ["--own-records"]
+SERVERS["wssd --own-records"] = lambda tls: [*SERVERS["wssd"](tls), "--own-records"]
+# WSSD_BASE=/path/to/another/wssd adds a column for that build (today's main, say), to compare
+# before and after a change in one run; it gets the flags every wssd build knows.
+if os.environ.get("WSSD_BASE"):
+    SERVERS["wssd (base)"] = lambda tls: [os.environ["WSSD_BASE"], "--listen", "127.0.0.1:0", "--threads", "1",
+                                          "--log-level", "warn"] + ([] if tls else ["--plain"])
+# BENCH_SERVERS="wssd,wssd (base),fastwebsockets" runs only those (wssd always).
+if os.environ.get("BENCH_SERVERS"):
+    keep = {"wssd", *os.environ["BENCH_SERVERS"].split(",")}
+    SERVERS = {k: v for k, v in SERVERS.items() if k in keep}
 # (connections, message size in bytes, messages in flight per connection): ping-pong, then pipelined.
 ECHO = [(100, 32, 1), (500, 1024, 1), (200, 16384, 1), (100, 32, 16), (100, 1024, 8)]
 # Handshake runs swing most on a VM (2x between runs minutes apart): each server runs this many
@@ -129,7 +138,9 @@ for tls in (True, False):
     print(f"done: {scheme} handshakes and idle", file=sys.stderr, flush=True)
 
 # Scale: 15,000 idle wss connections to wssd, each waiting for one heartbeat ping.
-SERVERS["wssd-scale"] = lambda tls: SERVERS["wssd"](tls) + ["--max-connections", "20000", "--ping-interval", "5"]
+COLUMNS = list(SERVERS)
+wssd_cmd = SERVERS["wssd"]
+SERVERS["wssd-scale"] = lambda tls: wssd_cmd(tls) + ["--max-connections", "20000", "--ping-interval", "5"]
 scale = run("wssd-scale", True, ["idle", "--conns", "15000", "--ping-wait", "12"])
 scale_line = (f"Scale: wssd held 15,000 idle wss connections at {scale['rss_after_kib'] / 1024:.0f} MiB RSS "
               f"({scale['bytes_per_conn']:g} bytes each); {scale['pinged']} of them got their heartbeat ping "
@@ -147,22 +158,24 @@ def count_crates(package):
 crates = count_crates("wssd")  # the library with its default features, as a dependent gets it
 crates_cli = count_crates("wssd-cli")  # the binary, with every feature
 
-peers = ["fastwebsockets", "tokio-tungstenite"]
-lines = ["| scenario | measure | wssd | wssd --own-records | fastwebsockets | tokio-tungstenite | wssd / fastwebsockets | wssd / tokio-tungstenite | own records / fastwebsockets |",
-         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+others = [c for c in COLUMNS if c != "wssd"]
+pairs = [("wssd", o) for o in others]
+if "wssd --own-records" in COLUMNS and "fastwebsockets" in COLUMNS:
+    pairs.append(("wssd --own-records", "fastwebsockets"))
+lines = ["| scenario | measure | " + " | ".join(COLUMNS) + " | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |",
+         "| --- | --- | " + " | ".join("---:" for _ in COLUMNS + pairs) + " |"]
 for name, measure, values, better, bound in rows:
-    def ratio(peer, ours="wssd"):
+    def ratio(ours, peer):
         w, p = values[ours], values[peer]
         if better == "info" or w is None or not p:
             return ""
         if {ours, peer} & bound:
             return "n/a (load-bound)"
         return f"{w / p:.2f}"
-    servers = ["wssd", "wssd --own-records", *peers]
-    cells = [v if isinstance(v := values[s], str) else cell(v, s in bound) for s in servers]
+    cells = [v if isinstance(v := values[s], str) else cell(v, s in bound) for s in COLUMNS]
     how = "" if better == "info" else f" ({better} is better)"
-    lines.append(f"| {name} | {measure}{how} | " + " | ".join(cells)
-                 + f" | {ratio(peers[0])} | {ratio(peers[1])} | {ratio(peers[0], 'wssd --own-records')} |")
+    lines.append(f"| {name} | {measure}{how} | " + " | ".join(cells) + " | "
+                 + " | ".join(ratio(a, b) for a, b in pairs) + " |")
 lines.append("")
 lines.append(scale_line)
 lines.append("")
