@@ -416,7 +416,8 @@ impl Hub {
     }
 
     /// Queues `msg` for every connection of `user`, here and (with Redis) on every other
-    /// instance. Returns how many connections on this instance it was queued for.
+    /// instance. Returns how many connections on this instance it was queued for (0 for a
+    /// raw frame or a close, which are not sent: [`SendError::Unsupported`]).
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
@@ -448,13 +449,16 @@ impl Hub {
     /// assert_eq!(hub.send_to_user("bob", &Message::text("hi")), 0);
     /// ```
     pub fn send_to_user(&self, user: &str, msg: &Message) -> usize {
+        if not_sendable(msg) {
+            return 0;
+        }
         self.relay(Target::User(user), msg);
         self.deliver(Target::User(user), msg, &[])
     }
 
     /// Queues `msg` for every member of `group` except the ids in `exclude` (ids of this
     /// instance), here and (with Redis) on every other instance. Returns how many
-    /// connections on this instance it was queued for.
+    /// connections on this instance it was queued for (0 for a raw frame or a close).
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
@@ -487,12 +491,16 @@ impl Hub {
     /// assert_eq!(hub.send_to_group("room", &Message::text("others"), &[conn.id()]), 0);
     /// ```
     pub fn send_to_group(&self, group: &str, msg: &Message, exclude: &[ConnectionId]) -> usize {
+        if not_sendable(msg) {
+            return 0;
+        }
         self.relay(Target::Group(group), msg);
         self.deliver(Target::Group(group), msg, exclude)
     }
 
     /// Queues `msg` for every connection except the ids in `exclude`, here and (with
-    /// Redis) on every other instance. Returns how many on this instance it was queued for.
+    /// Redis) on every other instance. Returns how many on this instance it was queued for
+    /// (0 for a raw frame or a close).
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
@@ -522,6 +530,9 @@ impl Hub {
     /// assert_eq!(hub.broadcast(&Message::text("everyone"), &[]), 1);
     /// ```
     pub fn broadcast(&self, msg: &Message, exclude: &[ConnectionId]) -> usize {
+        if not_sendable(msg) {
+            return 0;
+        }
         self.relay(Target::All, msg);
         self.deliver(Target::All, msg, exclude)
     }
@@ -578,6 +589,9 @@ impl Hub {
     /// not on this one, [`Hub::get`] is `None`); does nothing when not linked. Whether it
     /// exists there is not known here.
     pub fn publish_to(&self, id: ConnectionId, msg: &Message) {
+        if not_sendable(msg) {
+            return;
+        }
         self.relay(Target::Connection(id), msg);
     }
 
@@ -673,6 +687,20 @@ impl Hub {
     }
 }
 
+/// Whether `msg` is a raw frame or a close, which the Hub's sends refuse as
+/// [`Connection::try_send`] does ([`SendError::Unsupported`]): queued for nobody, with one
+/// warning (a close goes through [`Hub::close_user`] or [`Connection::close`]).
+fn not_sendable(msg: &Message) -> bool {
+    let refused = session::sendable(msg).is_err();
+    if refused {
+        log::warn!(
+            "a Hub send of a raw frame or a close was refused: {}",
+            SendError::Unsupported
+        );
+    }
+    refused
+}
+
 fn close_message(code: CloseCode, reason: &str) -> Message {
     Message::Close(Some(crate::CloseFrame {
         code,
@@ -710,7 +738,7 @@ fn frame_once(msg: &Message) -> Message {
 /// How many connections this process closed with 1013 (try again later) because their send
 /// queue stayed full: each is counted once, with one warning line.
 pub fn slow_consumers_closed() -> u64 {
-    session::SLOW_CONSUMERS.load(std::sync::atomic::Ordering::Relaxed)
+    crate::stats::SLOW_CONSUMERS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl session::Registry for Inner {

@@ -1,10 +1,11 @@
 //! wssd: an embeddable WebSocket-over-TLS (`wss://`) server.
 //!
-//! A small core that turns any `futures_io::AsyncRead + AsyncWrite` stream into a
-//! WebSocket (RFC 6455), with TLS 1.2/1.3 from rustls, safe by default: every limit and
-//! deadline is applied by the library, on any runtime. smol, async-std and tokio (through
-//! `tokio_util::compat`) apps embed it; the `wssd` binary (the `wssd-cli` package) is the
-//! same core on smol.
+//! A core with no runtime inside that turns any `futures_io::AsyncRead + AsyncWrite`
+//! stream into a WebSocket (RFC 6455, with permessage-deflate, RFC 7692), with TLS 1.2/1.3
+//! from rustls, safe by default: every limit and deadline is applied by the library, on any
+//! runtime. smol, async-std and tokio apps embed it; the `wssd` binary (the `wssd-cli`
+//! package) is the same core on smol. The [`manual`] says how it is built and why: which
+//! layers are wssd's own, the memory a connection costs, the defaults.
 //!
 //! # The path of one connection
 //!
@@ -172,6 +173,7 @@ pub mod forwarded;
 mod frames;
 mod handshake;
 pub mod hub;
+pub mod manual;
 mod records;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -36,9 +36,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::timer::Timer;
 use event_listener::Event;
 use futures_lite::StreamExt;
-use smol::Timer;
 
 use crate::Message;
 use crate::hub::{Hub, Relay, Target};

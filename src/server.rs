@@ -147,6 +147,12 @@ impl Shutdown {
 ///
 /// See the [module docs](self) for an accept loop over it.
 pub struct Server<H> {
+    inner: Arc<Inner<H>>,
+}
+
+/// A [`Server`]'s settings, and the counts its clones share: a connection's task holds one
+/// pointer to them.
+struct Inner<H> {
     acceptor: Acceptor,
     handler: Arc<H>,
     shutdown: Shutdown,
@@ -155,9 +161,9 @@ pub struct Server<H> {
     state: Arc<State>,
 }
 
-impl<H> Clone for Server<H> {
+impl<H> Clone for Inner<H> {
     fn clone(&self) -> Self {
-        Server {
+        Inner {
             acceptor: self.acceptor.clone(),
             handler: self.handler.clone(),
             shutdown: self.shutdown.clone(),
@@ -168,13 +174,22 @@ impl<H> Clone for Server<H> {
     }
 }
 
+impl<H> Clone for Server<H> {
+    fn clone(&self) -> Self {
+        Server {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
 impl<H> fmt::Debug for Server<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
         f.debug_struct("Server")
-            .field("max_connections", &self.caps.total)
-            .field("max_connections_per_address", &self.caps.per_address)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("open", &self.state.open.load(Ordering::Relaxed))
+            .field("max_connections", &inner.caps.total)
+            .field("max_connections_per_address", &inner.caps.per_address)
+            .field("shutdown_timeout", &inner.shutdown_timeout)
+            .field("open", &inner.state.open.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -340,24 +355,34 @@ impl<H: Handler> Server<H> {
     /// of its own (see [`Server::shutdown`]), and 10 s to finish connections on shutdown.
     pub fn new(acceptor: Acceptor, handler: Arc<H>) -> Self {
         Server {
-            acceptor,
-            handler,
-            shutdown: Shutdown::default(),
-            caps: Caps {
-                total: 10_000,
-                per_address: 1_000,
-            },
-            shutdown_timeout: Duration::from_secs(10),
-            state: Arc::default(),
+            inner: Arc::new(Inner {
+                acceptor,
+                handler,
+                shutdown: Shutdown::default(),
+                caps: Caps {
+                    total: 10_000,
+                    per_address: 1_000,
+                },
+                shutdown_timeout: Duration::from_secs(10),
+                state: Arc::default(),
+            }),
         }
+    }
+
+    /// This server with `change` made to its settings (a clone made before keeps the
+    /// settings it had, and shares the counts).
+    fn configure(mut self, change: impl FnOnce(&mut Inner<H>)) -> Self {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        change(&mut inner);
+        self.inner = Arc::new(inner);
+        self
     }
 
     /// The most connections served at once, handshakes included. Past it, a new connection
     /// on a plain port gets HTTP 503 and on a TLS port is closed, with a warning at most once
     /// a second. Default 10,000: about 0.2 GB of a small box's memory with the default buffers.
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.caps.total = max;
-        self
+    pub fn max_connections(self, max: usize) -> Self {
+        self.configure(|s| s.caps.total = max)
     }
 
     /// The most connections at once from one client address (an IPv6 client by its /64),
@@ -370,37 +395,34 @@ impl<H: Handler> Server<H> {
     /// opening handshake; one that connects directly (not through a trusted proxy) is refused
     /// at once, before its TLS handshake (a plain port answers 503, a TLS port closes), so its
     /// extra connections never hold a slot. A warning is logged at most once a second.
-    pub fn max_connections_per_address(mut self, max: usize) -> Self {
-        self.caps.per_address = max;
-        self
+    pub fn max_connections_per_address(self, max: usize) -> Self {
+        self.configure(|s| s.caps.per_address = max)
     }
 
     /// The switch that stops this server gracefully (keep a clone to trigger it).
-    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
-        self.shutdown = shutdown;
-        self
+    pub fn with_shutdown(self, shutdown: Shutdown) -> Self {
+        self.configure(|s| s.shutdown = shutdown)
     }
 
     /// How long connections get to finish after [`Shutdown::trigger`], in seconds of
     /// [`Duration`]; then [`Server::drain`] stops waiting for them. Default 10 s.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
+    pub fn shutdown_timeout(self, timeout: Duration) -> Self {
+        self.configure(|s| s.shutdown_timeout = timeout)
     }
 
     /// This server's shutdown switch.
     pub fn shutdown(&self) -> &Shutdown {
-        &self.shutdown
+        &self.inner.shutdown
     }
 
     /// The acceptor it accepts with.
     pub fn acceptor(&self) -> &Acceptor {
-        &self.acceptor
+        &self.inner.acceptor
     }
 
     /// Connections open now, from their accept to their end (handshakes included).
     pub fn open_connections(&self) -> usize {
-        self.state.open.load(Ordering::Acquire)
+        self.inner.state.open.load(Ordering::Acquire)
     }
 
     /// The whole life of one accepted TCP connection, `peer` its TCP peer's address: the
@@ -425,21 +447,20 @@ impl<H: Handler> Server<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let slot = self.take_slot(peer);
-        let server = self.clone();
-        // An `async move` block from a function, not an `async fn`: the block keeps what it
-        // captured once, where an `async fn`'s state keeps its arguments twice (as passed, and
-        // as the locals its body moves them into).
-        async move {
-            match slot {
-                Ok(slot) => server.run(stream, peer, slot).await,
-                Err(refused) => {
-                    refused.log(&server.state, server.trusts(peer.ip()));
-                    // A TLS port cannot answer before a TLS handshake: it closes.
-                    if server.acceptor.config().tls.is_none() {
+        use futures_util::future::Either;
+        match self.take_slot(peer) {
+            // The session's future itself, not one around it: the connection's task holds
+            // the stream and the slot once.
+            Ok(slot) => Either::Left(self.clone().run(stream, peer, slot)),
+            Err(refused) => {
+                refused.log(&self.inner.state, self.trusts(peer.ip()));
+                // A TLS port cannot answer before a TLS handshake: it closes.
+                let answer = self.inner.acceptor.config().tls.is_none();
+                Either::Right(async move {
+                    if answer {
                         busy(stream, &refused.reason()).await;
                     }
-                }
+                })
             }
         }
     }
@@ -451,11 +472,11 @@ impl<H: Handler> Server<H> {
         let open = self.open_connections();
         log::info!(
             "shutting down: closing {open} connections with 1001 (up to {} s)",
-            self.shutdown_timeout.as_secs()
+            self.inner.shutdown_timeout.as_secs()
         );
         let all_ended = async {
             loop {
-                let listener = self.state.ended.listen();
+                let listener = self.inner.state.ended.listen();
                 if self.open_connections() == 0 {
                     return true;
                 }
@@ -463,7 +484,7 @@ impl<H: Handler> Server<H> {
             }
         };
         let timeout = async {
-            Timer::after(self.shutdown_timeout).await;
+            Timer::after(self.inner.shutdown_timeout).await;
             false
         };
         let ended = future::or(all_ended, timeout).await;
@@ -493,7 +514,7 @@ impl<H: Handler> Server<H> {
     {
         loop {
             let accepted = future::or(async { Some(accept().await) }, async {
-                self.shutdown.wait().await;
+                self.inner.shutdown.wait().await;
                 None
             });
             match accepted.await {
@@ -511,75 +532,80 @@ impl<H: Handler> Server<H> {
     /// Whether `ip` is one of the acceptor's trusted proxies (or, with the PROXY protocol,
     /// a balancer): the client's address is known only after the handshake.
     fn trusts(&self, ip: IpAddr) -> bool {
-        let config = self.acceptor.config();
+        let config = self.inner.acceptor.config();
         config.proxy_protocol || crate::forwarded::is_trusted(ip, &config.trusted_proxies)
     }
 
     /// Counts a new connection from `peer`: in the total, and under its address when it
     /// connects directly.
     fn take_slot(&self, peer: SocketAddr) -> Result<Slot, Refused> {
-        let state = &self.state;
-        if state.open.fetch_add(1, Ordering::AcqRel) >= self.caps.total {
+        let state = &self.inner.state;
+        if state.open.fetch_add(1, Ordering::AcqRel) >= self.inner.caps.total {
             state.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refused::Full(self.caps.total));
+            return Err(Refused::Full(self.inner.caps.total));
         }
         let mut slot = Slot {
             state: state.clone(),
             key: None,
         };
-        let max = self.caps.per_address;
+        let max = self.inner.caps.per_address;
         if max > 0 && !self.trusts(peer.ip()) && !slot.count_under(peer.ip(), max) {
             return Err(Refused::Address(address_key(peer.ip()), max));
         }
         Ok(slot)
     }
 
-    /// One connection, from its handshake to its end, in `slot`.
-    async fn run<S>(self, stream: S, peer: SocketAddr, slot: Slot)
+    /// One connection, from its handshake to its end, in `slot`. A function that returns an
+    /// `async move` block, not an `async fn`: the block holds what it captured once.
+    #[allow(clippy::manual_async_fn)]
+    fn run<S>(self, stream: S, peer: SocketAddr, slot: Slot) -> impl Future<Output = ()> + Send
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let started = Instant::now();
-        let watched = Watched {
-            inner: self.handler.clone(),
-            shutdown: self.shutdown.clone(),
-        };
-        // The accept step and admission run on the heap while they last, and `accepted` lives
-        // in a block of its own, which ends before the session runs: the connection's task then
-        // holds little more than the session's future (a local that was borrowed keeps its
-        // room in an async fn's state until its scope ends, moved out or not).
-        let (serving, id, opened, slot) = {
-            let opening = Box::pin(self.open(stream, peer, slot));
-            let Some((accepted, opened, slot)) = contained(peer, opening).await.flatten() else {
-                return;
+        async move {
+            let started = Instant::now();
+            let watched = Watched {
+                inner: self.inner.handler.clone(),
+                shutdown: self.inner.shutdown.clone(),
             };
-            let id = accepted.id();
-            // On shutdown, the session closes itself with 1001 once its queue is written.
-            (accepted.serve(&watched), id, opened, slot)
-        };
-        // A panic in the session (a handler's, say) ends this connection alone: the session's
-        // drop leaves its hubs, and what follows here runs as after any other end.
-        let summary = contained(peer, serving).await.unwrap_or_default();
-        self.shutdown.forget(id);
-        crate::stats::OPEN.fetch_sub(1, Ordering::Relaxed);
-        crate::stats::closed(summary.close_code.map(u16::from));
-        let code = summary
-            .close_code
-            .map_or("none (dropped)".to_string(), |c| u16::from(c).to_string());
-        // The reason first, then the close line: whoever waits for the close line (a log
-        // watcher, a test) then has the reason too.
-        if let Some(error) = &summary.error {
-            log::warn!("{peer}: {error}");
+            // The accept step and admission run on the heap while they last, and `accepted` lives
+            // in a block of its own, which ends before the session runs: the connection's task then
+            // holds little more than the session's future (a local that was borrowed keeps its
+            // room in an async fn's state until its scope ends, moved out or not).
+            let (serving, id, opened, slot) = {
+                let opening = Box::pin(self.open(stream, peer, slot));
+                let Some((accepted, opened, slot)) = contained(peer, opening).await.flatten()
+                else {
+                    return;
+                };
+                let id = accepted.id();
+                // On shutdown, the session closes itself with 1001 once its queue is written.
+                (accepted.serve(&watched), id, opened, slot)
+            };
+            // A panic in the session (a handler's, say) ends this connection alone: the session's
+            // drop leaves its hubs, and what follows here runs as after any other end.
+            let summary = contained(peer, serving).await.unwrap_or_default();
+            self.inner.shutdown.forget(id);
+            crate::stats::OPEN.fetch_sub(1, Ordering::Relaxed);
+            crate::stats::closed(summary.close_code.map(u16::from));
+            let code = summary
+                .close_code
+                .map_or("none (dropped)".to_string(), |c| u16::from(c).to_string());
+            // The reason first, then the close line: whoever waits for the close line (a log
+            // watcher, a test) then has the reason too.
+            if let Some(error) = &summary.error {
+                log::warn!("{peer}: {error}");
+            }
+            if let Some(Opened { who, path, tls }) = opened {
+                log::info!(
+                    "close {who} {path} {tls} {}s in={} out={} code={code}",
+                    crate::text::Seconds(started.elapsed()),
+                    summary.messages_in,
+                    summary.messages_out,
+                );
+            }
+            drop(slot);
         }
-        if let Some(Opened { who, path, tls }) = opened {
-            log::info!(
-                "close {who} {path} {tls} {}s in={} out={} code={code}",
-                crate::text::Seconds(started.elapsed()),
-                summary.messages_in,
-                summary.messages_out,
-            );
-        }
-        drop(slot);
     }
 
     /// The accept step (TLS handshake, request), the per-address cap and the handler's
@@ -594,7 +620,7 @@ impl<H: Handler> Server<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let mut accepted = match self.acceptor.accept(stream, peer).await {
+        let mut accepted = match self.inner.acceptor.accept(stream, peer).await {
             Ok(accepted) => accepted,
             // An ACME server's validation: no client's handshake at all.
             Err(e @ AcceptError::AcmeChallenge { .. }) => {
@@ -614,17 +640,17 @@ impl<H: Handler> Server<H> {
                 return None;
             }
         };
-        let max = self.caps.per_address;
+        let max = self.inner.caps.per_address;
         let client = accepted.request().client_ip;
         if max > 0 && !slot.count_under(client, max) {
             let refused = Refused::Address(address_key(client), max);
-            let config = self.acceptor.config();
+            let config = self.inner.acceptor.config();
             let unnamed = crate::forwarded::is_trusted(client, &config.trusted_proxies);
-            refused.log(&self.state, unnamed);
+            refused.log(&self.inner.state, unnamed);
             let _ = accepted.refuse(503, &refused.reason()).await;
             return None;
         }
-        if let Some(admission) = self.handler.admit(accepted.id(), accepted.request()) {
+        if let Some(admission) = self.inner.handler.admit(accepted.id(), accepted.request()) {
             let limit = accepted.limits().handshake_timeout;
             let decided = future::or(admission, async {
                 Timer::after(limit).await;

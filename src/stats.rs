@@ -14,6 +14,8 @@ pub(crate) static HANDSHAKES_OK: AtomicU64 = AtomicU64::new(0);
 pub(crate) static HANDSHAKES_REFUSED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static HANDSHAKES_FAILED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static OPEN: AtomicU64 = AtomicU64::new(0);
+/// Connections closed with 1013 by [`Connection::close_slow`](crate::Connection::close_slow).
+pub(crate) static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
 /// Connections refused at a [`Server`](crate::Server)'s connection caps.
 pub(crate) static REFUSED_AT_CAP: AtomicU64 = AtomicU64::new(0);
 /// Connections ended by a panic in their handling (caught at the connection boundary).
@@ -85,7 +87,7 @@ pub fn snapshot() -> Stats {
         messages_out: MESSAGES_OUT.load(Relaxed),
         bytes_out: BYTES_OUT.load(Relaxed),
         closes,
-        slow_consumers_closed: crate::hub::slow_consumers_closed(),
+        slow_consumers_closed: SLOW_CONSUMERS.load(Relaxed),
         panics: PANICS.load(Relaxed),
     }
 }

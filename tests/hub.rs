@@ -298,3 +298,51 @@ fn after_a_handler_panicked_and_the_executor_went_on_a_full_recipient_is_still_c
         drop(clients);
     })));
 }
+
+#[test]
+fn a_raw_frame_or_a_close_is_not_sent_by_try_send_send_or_the_hub() {
+    use wssd::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let hub = Hub::default();
+    let acceptor = Acceptor::new(Config::default());
+    let (opened_tx, opened) = async_channel::unbounded();
+    let handler = Group(hub.clone(), opened_tx);
+    future::block_on(common::bounded(async {
+        let (server_end, client_end) = duplex_with(64 << 10);
+        let serve = async {
+            let accepted = acceptor.accept(server_end, peer()).await.unwrap();
+            accepted.serve(&handler).await;
+        };
+        let talk = async {
+            let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+                .await
+                .unwrap();
+            let conn = opened.recv().await.unwrap();
+            // RSV1 and an opcode of the caller's choosing: refused, as a close is.
+            let mut raw = Frame::message(vec![1, 2, 3], OpCode::Data(Data::Binary), true);
+            raw.header_mut().rsv1 = true;
+            let close = Message::Close(None);
+            assert_eq!(
+                conn.try_send(Message::Frame(raw.clone())),
+                Err(SendError::Unsupported)
+            );
+            assert_eq!(conn.try_send(close.clone()), Err(SendError::Unsupported));
+            assert_eq!(conn.send(close.clone()).await, Err(SendError::Unsupported));
+            assert_eq!(
+                hub.send_to(conn.id(), close.clone()),
+                Err(SendError::Unsupported)
+            );
+            assert_eq!(hub.send_to_group("g", &close, &[]), 0);
+            assert_eq!(hub.broadcast(&Message::Frame(raw), &[]), 0);
+            assert!(!conn.is_closed(), "nothing closed it");
+            // A message still goes through, and is the first the client sees.
+            conn.try_send(Message::text("after")).unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("after"));
+            ws.close(None).await.unwrap();
+            while ws.next().await.is_some() {}
+        };
+        future::zip(serve, talk).await;
+    }));
+}

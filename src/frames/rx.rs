@@ -15,7 +15,9 @@ use super::{Event, MAX_HEADER};
 /// The reading side's state between frames.
 pub(super) struct Rx {
     /// The data message being reassembled from its frames (RFC 6455 section 5.4).
-    pub(super) partial: Option<Partial>,
+    /// Boxed: only a message in several frames, or a compressed one, has it (it holds
+    /// an inflater of about 150 bytes), and an idle connection keeps none.
+    pub(super) partial: Option<Box<Partial>>,
     /// Payload bytes still to skip of a frame ignored while closing.
     pub(super) skip: u64,
     pub(super) max_frame: usize,
@@ -222,13 +224,13 @@ impl Rx {
                 Some(Event::Message(message(head.opcode == 1, whole(payload))?))
             }
             1 | 2 => {
-                let mut partial = Partial {
+                let mut partial = Box::new(Partial {
                     text: head.opcode == 1,
                     payload: Vec::new(),
                     frames: 0,
                     checked: 0,
                     inflater: head.compressed.then(crate::deflate::inflater),
-                };
+                });
                 self.append(&mut partial, head, payload)?;
                 self.complete(partial, head.fin)?
             }
@@ -281,7 +283,7 @@ impl Rx {
     /// The message, once its last frame is in; else it waits for the next.
     pub(super) fn complete(
         &mut self,
-        mut partial: Partial,
+        mut partial: Box<Partial>,
         fin: bool,
     ) -> Result<Option<Event>, Error> {
         if !fin {

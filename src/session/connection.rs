@@ -15,6 +15,8 @@ use event_listener::{Event, EventListener};
 
 use super::backpressure::DEFERRED;
 use super::close_codes::{payload_len, truncate_reason};
+#[cfg(doc)]
+use crate::Handler;
 use crate::Message;
 use crate::request::Request;
 
@@ -34,6 +36,10 @@ pub enum SendError {
     Full,
     /// The connection is closing or closed. The message was not queued.
     Closed,
+    /// A [`Message::Frame`] (a raw frame, its opcode and RSV bits the caller's) or a
+    /// [`Message::Close`]: text, binary, ping and pong messages are sent; a connection is
+    /// closed with [`Connection::close`] (RFC 6455 section 5.5.1). Nothing was queued.
+    Unsupported,
 }
 
 impl fmt::Display for SendError {
@@ -41,6 +47,9 @@ impl fmt::Display for SendError {
         f.write_str(match self {
             SendError::Full => "send queue full: the client reads slower than messages are sent",
             SendError::Closed => "connection closed",
+            SendError::Unsupported => {
+                "not a message to send: a raw frame or a close (close with Connection::close)"
+            }
         })
     }
 }
@@ -240,8 +249,8 @@ impl Connection {
     ///
     /// # Errors
     /// [`SendError::Full`] when the send queue has no room for it, [`SendError::Closed`]
-    /// when the connection is closing or gone. The message is then not queued; nothing
-    /// is dropped silently.
+    /// when the connection is closing or gone, [`SendError::Unsupported`] for a raw frame
+    /// or a close. The message is then not queued; nothing is dropped silently.
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
@@ -270,6 +279,7 @@ impl Connection {
     /// # Ok::<(), SendError>(())
     /// ```
     pub fn try_send(&self, msg: Message) -> Result<(), SendError> {
+        sendable(&msg)?;
         self.push(msg).map_err(|(e, _)| e)
     }
 
@@ -309,6 +319,7 @@ impl Connection {
     /// # Ok::<(), SendError>(())
     /// ```
     pub async fn send(&self, mut msg: Message) -> Result<(), SendError> {
+        sendable(&msg)?;
         loop {
             // Listen before trying, so that room made in between is not missed.
             let room = self.shared.room.listen();
@@ -469,7 +480,7 @@ impl Connection {
         let queued = self.buffered_bytes();
         let first = self.close(CloseCode::Again, "send queue full: reading too slowly");
         if first {
-            let total = SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed) + 1;
+            let total = crate::stats::SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed) + 1;
             log::warn!(
                 "{}: send queue full ({queued} bytes): the client reads too slowly; closing with 1013 ({total} slow clients closed so far)",
                 self.request().client_ip,
@@ -569,9 +580,6 @@ pub(crate) trait Registry: Send + Sync {
     fn forget(&self, id: ConnectionId);
 }
 
-/// Connections closed by [`Connection::close_slow`]; read by `hub::slow_consumers_closed`.
-pub(crate) static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
-
 pub(super) static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Bits 33 to 52 of every new id: this instance's tag, once linked to other instances.
@@ -590,4 +598,13 @@ pub(crate) fn next_id() -> ConnectionId {
 pub(crate) fn set_instance_tag(instance: u64) {
     let tag = (instance & ((1 << 20) - 1)).max(1) << 33;
     INSTANCE_TAG.store(tag, Ordering::Relaxed);
+}
+
+/// Refuses what a caller may not send: a raw frame (its opcode and RSV bits would be the
+/// caller's) and a close frame (a connection closes through [`Connection::close`]).
+pub(crate) fn sendable(msg: &Message) -> Result<(), SendError> {
+    match msg {
+        Message::Frame(_) | Message::Close(_) => Err(SendError::Unsupported),
+        _ => Ok(()),
+    }
 }

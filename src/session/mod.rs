@@ -25,7 +25,7 @@ pub(crate) use backpressure::send_all;
 #[cfg(feature = "redis")]
 pub(crate) use connection::set_instance_tag;
 pub use connection::{Connection, ConnectionId, SendError};
-pub(crate) use connection::{Registry, SLOW_CONSUMERS, next_id};
+pub(crate) use connection::{Registry, next_id, sendable};
 pub use handler::{Admission, AdmitFuture, Handler};
 
 use backpressure::{Blocked, ClearDeferred, DEFERRED, Deferred};
@@ -483,7 +483,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 };
                 match b.conn.push(msg) {
                     Ok(()) => continue,
-                    Err((SendError::Closed, _)) => return false,
+                    // push takes anything (never Unsupported): gone is gone.
+                    Err((SendError::Closed | SendError::Unsupported, _)) => return false,
                     Err((SendError::Full, msg)) => b.messages.push_front(msg),
                 }
                 match &mut b.room {
