@@ -109,27 +109,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// assert_eq!(hub.count(), 1);
@@ -149,27 +129,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.join(conn.id(), "room");
@@ -186,27 +146,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.bind_user(conn.id(), "ann");
@@ -228,27 +168,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.join(conn.id(), "room");
@@ -267,27 +187,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.join(conn.id(), "room");
@@ -306,27 +206,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// assert_eq!(hub.count(), 0);
     /// hub.add(&conn);
@@ -340,27 +220,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.join(conn.id(), "room");
@@ -382,27 +242,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.send_to(conn.id(), Message::text("just you"))?;
@@ -421,27 +261,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.bind_user(conn.id(), "ann");
@@ -462,27 +282,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.join(conn.id(), "room");
@@ -504,27 +304,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// assert_eq!(hub.broadcast(&Message::text("everyone"), &[]), 1);
@@ -542,27 +322,7 @@ impl Hub {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.close_all(CloseCode::Away, "server shutting down");

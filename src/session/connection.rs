@@ -184,27 +184,7 @@ impl Connection {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("../doc_connection.rs");
     /// assert!(conn.id().get() >= 1);
     /// let same = conn.clone();
     /// assert_eq!(same.id(), conn.id());
@@ -217,27 +197,7 @@ impl Connection {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("../doc_connection.rs");
     /// assert_eq!(conn.request().path, "/");
     /// println!("{} asked for {}", conn.request().client_ip, conn.request().path);
     /// ```
@@ -254,27 +214,7 @@ impl Connection {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("../doc_connection.rs");
     /// conn.try_send(Message::text("hello"))?;
     /// # Ok::<(), SendError>(())
     /// ```
@@ -293,27 +233,7 @@ impl Connection {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("../doc_connection.rs");
     /// // From a task of your own (not from a Handler callback of this connection):
     /// smol::block_on(conn.send(Message::text("hello")))?;
     /// # Ok::<(), SendError>(())
@@ -361,27 +281,7 @@ impl Connection {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("../doc_connection.rs");
     /// conn.try_send(Message::text("hello"))?;
     /// assert!(conn.buffered_bytes() <= 5); // 5 until written, then 0
     /// # Ok::<(), SendError>(())
@@ -399,27 +299,7 @@ impl Connection {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("../doc_connection.rs");
     /// assert!(conn.close(CloseCode::Normal, "bye"));
     /// assert!(!conn.close(CloseCode::Away, "again")); // the first code stays
     /// assert_eq!(conn.try_send(Message::text("late")), Err(SendError::Closed));
@@ -449,27 +329,7 @@ impl Connection {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("../doc_connection.rs");
     /// if conn.try_send(Message::text("hello")) == Err(SendError::Full) {
     ///     conn.close_slow();
     /// }
@@ -522,27 +382,7 @@ impl Connection {
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
-    /// # struct Keep(async_channel::Sender<Connection>);
-    /// # impl Handler for Keep {
-    /// #     fn on_open(&self, c: &Connection) { self.0.try_send(c.clone()).unwrap(); }
-    /// #     fn on_message(&self, _: &Connection, _: Message) {}
-    /// # }
-    /// # let conn = smol::block_on(async {
-    /// #     let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let a = l.local_addr().unwrap();
-    /// #     smol::spawn(async move {
-    /// #         let t = smol::net::TcpStream::connect(a).await.unwrap();
-    /// #         let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", t).await.unwrap();
-    /// #         while futures_util::StreamExt::next(&mut ws).await.is_some() {}
-    /// #     }).detach();
-    /// #     let (s, p) = l.accept().await.unwrap();
-    /// #     let (tx, rx) = async_channel::bounded(1);
-    /// #     smol::spawn(async move {
-    /// #         let accepted = wssd::Acceptor::new(wssd::Config::default()).accept(s, p).await.unwrap();
-    /// #         accepted.serve(&Keep(tx)).await;
-    /// #     }).detach();
-    /// #     rx.recv().await.unwrap()
-    /// # });
+    /// # let conn = include!("../doc_connection.rs");
     /// assert!(!conn.is_closed());
     /// conn.close(CloseCode::Normal, "bye");
     /// assert!(conn.is_closed());
