@@ -143,9 +143,17 @@ fn start_flooders(server: &Wssd, n: usize, tls_ca: Option<&str>, batch: &[u8]) -
     flooders
 }
 
-/// A fresh client's handshake plus one echo, while the flood goes on; returns how long it took.
+/// The longest a new client may wait for its handshake and first echo while flooders
+/// outnumber the threads: 5 s. Generous on purpose: a debug build on this 2-core machine
+/// answers in 0.05 to 0.25 s (the `figure:` lines), a loaded CI machine in a few times that;
+/// a server whose sessions do not yield makes it wait until the flood ends, which it never
+/// does here (the 30 s watchdog of `bounded` used to be the only bound).
+const FRESH_CLIENT_BOUND: Duration = Duration::from_secs(5);
+
+/// A fresh client's handshake plus one echo, while the flood goes on; returns how long it
+/// took, after checking it against [`FRESH_CLIENT_BOUND`].
 fn fresh_client_echo(server: &Wssd, tls_ca: Option<&str>) -> Duration {
-    smol::block_on(bounded(async {
+    let took = smol::block_on(bounded(async {
         let started = Instant::now();
         let tcp = TcpStream::connect(server.addr()).await.unwrap();
         let mut ws = match tls_ca {
@@ -178,7 +186,12 @@ fn fresh_client_echo(server: &Wssd, tls_ca: Option<&str>) -> Duration {
             }
         }
         started.elapsed()
-    }))
+    }));
+    assert!(
+        took < FRESH_CLIENT_BOUND,
+        "a new client waited {took:?} for its handshake and echo (bound {FRESH_CLIENT_BOUND:?})"
+    );
+    took
 }
 
 /// Item 1: more flooders than threads (empty pings, reading the pongs) cannot keep a new
