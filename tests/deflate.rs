@@ -204,3 +204,59 @@ fn a_compressed_control_frame_is_refused_with_1002() {
     let (code, _) = close_code_for(frames, Limits::default());
     assert_eq!(code, 1002);
 }
+
+/// `Accepted::into_parts` runs the same codec as `serve`: compressed messages in, compressed
+/// messages out, the same limits, and a ping answered while reading.
+#[test]
+fn into_parts_speaks_permessage_deflate_and_keeps_the_limits() {
+    use futures_util::{SinkExt, StreamExt};
+    let (server_end, mut client) = duplex();
+    let mut limits = Limits::default();
+    limits.max_message_size = 64 << 10;
+    let text = "hello, compressed world ".repeat(40);
+    let talk = async {
+        raw_handshake(&mut client, OFFER.as_bytes()).await;
+        client
+            .write_all(&frame(0xC1, &deflate(text.as_bytes())))
+            .await
+            .unwrap();
+        // The echo comes back compressed (RSV1), then the pong, then the 1009.
+        let (first, payload) = read_frame(&mut client).await;
+        assert_eq!(first, 0xC1, "a final text frame with RSV1");
+        assert_eq!(inflate(&payload), text.as_bytes());
+        client.write_all(&frame(0x89, b"hi")).await.unwrap();
+        assert_eq!(read_frame(&mut client).await, (0x8A, b"hi".to_vec()));
+        let bomb = deflate(&vec![0u8; 1 << 20]);
+        client.write_all(&frame(0xC2, &bomb)).await.unwrap();
+        let (first, payload) = read_frame(&mut client).await;
+        assert_eq!(first, 0x88);
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1009);
+    };
+    let drive = async {
+        let accepted = Acceptor::new(config(limits))
+            .accept(server_end, peer())
+            .await
+            .unwrap();
+        let (mut ws, request) = accepted.into_parts();
+        assert!(request.permessage_deflate());
+        let msg = ws.next().await.unwrap().unwrap();
+        assert_eq!(msg, Message::text(text.clone()));
+        ws.send(msg).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::Ping("hi".into())
+        );
+        // Past the message limit: the error the caller answers with 1009.
+        let error = ws.next().await.unwrap().unwrap_err();
+        assert!(
+            error.to_string().contains("inflates past 65536 bytes"),
+            "{error}"
+        );
+        let frame = wssd::CloseFrame {
+            code: CloseCode::Size,
+            reason: "too big".into(),
+        };
+        ws.close(Some(frame)).await.unwrap();
+    };
+    future::block_on(bounded(future::zip(drive, talk)));
+}
