@@ -1,5 +1,5 @@
 //! Embedding wssd in a tokio app (feature `tokio`): wss with a generated local CA, echoing
-//! every message. `wssd::tokio::Server` is the accept loop; the connection caps, admission,
+//! every message. `wssd::tokio::serve` is the accept loop; the connection caps, admission,
 //! graceful shutdown, log lines and counters are `wssd::Server`'s, the same as on smol. An app
 //! with an accept loop of its own spawns `wssd::Server::connection(stream.compat(), peer)`
 //! for each connection (`tokio_util::compat` makes tokio's socket a futures-io stream).
@@ -34,8 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(addr.as_str()).await?;
     println!("serving wss://localhost:{}", listener.local_addr()?.port());
     // Every limit of the acceptor, 10,000 connections at most and 1,000 from one address.
-    wssd::tokio::Server::new(acceptor, Arc::new(Echo))
-        .serve(listener)
-        .await?;
+    let server = wssd::Server::new(acceptor, Arc::new(Echo));
+    wssd::tokio::serve(server, listener).await?;
     Ok(())
 }

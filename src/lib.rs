@@ -62,7 +62,7 @@
 //! graceful [`Shutdown`]; the open and close log lines; the [`stats`] counters; a panic
 //! boundary around the connection), then [`Acceptor::accept`] within the handshake timeout
 //! and [`Accepted::serve`] under the acceptor's [`Limits`]. [`smol::Server`] and
-//! `tokio::Server` (feature `tokio`) are accept loops over it. This answers every message
+//! `tokio::serve` (feature `tokio`) are accept loops over it. This answers every message
 //! with `ok`, as the recipe's example does:
 //!
 //! ```
@@ -143,7 +143,7 @@
 //! # Features
 //! - `smol` (default): [`smol::Server`], the listener loop on smol over [`Server`], with
 //!   its threads.
-//! - `tokio`: `tokio::Server`, the same loop on tokio (the library's only tokio code).
+//! - `tokio`: `tokio::serve`, the same loop on tokio (the library's only tokio code).
 //! - `self-signed`: [`tls::SelfSigned`], a local CA and leaf from rcgen.
 //! - `redis`: [`redis::link`], cross-instance fan-out for the [`Hub`].
 //! - `fuzzing`: exposes the internal first-byte and PROXY header parsers to the fuzz targets

@@ -3,7 +3,7 @@
 //! # The path of one connection
 //!
 //! ```text
-//! an accept loop (smol::Server, tokio::Server, or yours)   a TCP stream and its peer address
+//! an accept loop (smol::Server, tokio::serve, or yours)   a TCP stream and its peer address
 //!   Server::connection                      the caps: total, and per client address (a
 //!                                           direct peer is counted before its TLS handshake)
 //!     Acceptor::accept, within Limits::handshake_timeout

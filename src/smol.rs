@@ -1,7 +1,7 @@
 //! The listener loop on smol's multi-threaded executor (feature `smol`, on by default).
 //!
 //! A thin accept loop over [`crate::Server`], which applies the connection caps, admission,
-//! shutdown, the log lines and the counters on every runtime; `tokio::Server` (feature
+//! shutdown, the log lines and the counters on every runtime; `tokio::serve` (feature
 //! `tokio`) is the same loop on tokio.
 
 use std::io;

@@ -1,5 +1,5 @@
 //! The server's policy (`wssd::Server`) is the same under every runtime: each test runs once
-//! on `wssd::smol::Server` and once on `wssd::tokio::Server`, over loopback, with blocking
+//! on `wssd::smol::Server` and once on `wssd::tokio::serve`, over loopback, with blocking
 //! clients that give up after 10 s.
 
 use std::io;
@@ -73,14 +73,12 @@ impl Running {
                 let listener = rt
                     .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
                     .unwrap();
-                let server = wssd::tokio::Server::new(acceptor, Arc::new(Members))
+                let server = wssd::Server::new(acceptor, Arc::new(Members))
                     .max_connections_per_address(per_address)
-                    .shutdown(shutdown.clone());
+                    .with_shutdown(shutdown.clone());
                 let addr = listener.local_addr().unwrap();
-                (
-                    addr,
-                    std::thread::spawn(move || rt.block_on(server.serve(listener))),
-                )
+                let serve = wssd::tokio::serve(server, listener);
+                (addr, std::thread::spawn(move || rt.block_on(serve)))
             }
         };
         Running {

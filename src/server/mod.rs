@@ -5,7 +5,7 @@
 //! An accept loop, on any runtime, hands each accepted TCP stream to
 //! [`Server::connection`] and spawns the future it returns; on shutdown it stops
 //! accepting and awaits [`Server::drain`]. [`smol::Server`](crate::smol::Server) and
-//! `tokio::Server` (feature `tokio`) are such loops; on another runtime (async-std, say) the
+//! `tokio::serve` (feature `tokio`) are such loops; on another runtime (async-std, say) the
 //! loop is a few lines:
 //!
 //! ```

@@ -38,7 +38,7 @@ pub trait Handler: Send + Sync + 'static {
     /// section 4.1). `id` is the id the connection will have in [`Handler::on_open`].
     ///
     /// [`Server::connection`](crate::Server::connection) (and so `smol::Server` and
-    /// `tokio::Server`) calls it between accepting and serving, within
+    /// `tokio::serve`) calls it between accepting and serving, within
     /// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout) (past it, the client
     /// gets 503). Code that calls [`Acceptor::accept`](crate::Acceptor::accept) itself calls it
     /// the same way, then [`Accepted::serve`](crate::Accepted::serve) or
