@@ -443,9 +443,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     /// # Errors
     /// As [`Frames::start_send`], or the I/O error of the write.
     pub(crate) async fn feed(&mut self, msg: Message) -> Result<(), Error> {
-        if self.out_bytes >= self.write_size {
-            std::future::poll_fn(|cx| self.poll_write_out(cx)).await?;
-        }
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
         self.start_send(msg)
     }
 
@@ -488,7 +486,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     }
 
     /// Ready for one more frame: what is queued is written first once it reaches the write
-    /// buffer size (as [`Frames::feed`]).
+    /// buffer size (corking; [`Frames::feed`] waits on it).
     ///
     /// # Errors
     /// The I/O error of the write.

@@ -145,13 +145,14 @@ impl Rx {
             if opcode > 2 {
                 return Err(Error::Protocol(ProtocolError::UnknownDataFrameType(opcode)));
             }
-            let so_far = self.partial.as_ref().map_or(0, |p| p.payload.len());
-            let frames = self.partial.as_ref().map_or(0, |p| p.frames);
+            // The message so far: its bytes, its frames, and whether it is being inflated.
+            let (so_far, frames, inflating) = self.partial.as_deref().map_or((0, 0, false), |p| {
+                (p.payload.len(), p.frames, p.inflater.is_some())
+            });
             if frames >= self.max_fragments {
                 return Err(invalid_data(TooManyFragments(self.max_fragments)));
             }
-            let compressed =
-                compressed_start || self.partial.as_ref().is_some_and(|p| p.inflater.is_some());
+            let compressed = compressed_start || inflating;
             match (opcode, &self.partial) {
                 (0, None) => return Err(Error::Protocol(ProtocolError::UnexpectedContinueFrame)),
                 (1 | 2, Some(_)) => {

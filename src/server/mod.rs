@@ -238,10 +238,7 @@ impl Slot {
             .unwrap_or_else(|e| e.into_inner());
         let n = map.entry(key).or_default();
         if *n >= max {
-            if *n == 0 {
-                map.remove(&key);
-            }
-            return false;
+            return false; // `max` is at least 1: the entry was there already
         }
         *n += 1;
         if let Some(old) = self.key.replace(key) {
