@@ -164,10 +164,7 @@
 mod accept;
 mod config;
 mod deflate;
-#[cfg(all(feature = "smol", target_os = "linux"))]
-mod edge;
-#[cfg(all(feature = "smol", not(target_os = "linux")))]
-#[path = "edge_portable.rs"]
+#[cfg(feature = "smol")]
 mod edge;
 pub mod forwarded;
 mod frames;

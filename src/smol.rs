@@ -102,10 +102,9 @@ impl<H: Handler> Server<H> {
     /// to the executor after a bounded run of work (64 events), so however busy clients
     /// keep every thread, new clients are accepted and their handshakes get their turn.
     ///
-    /// On Linux an idle thread sleeps in the server's own epoll instance, where the listener
-    /// and the connections are registered, and wakes the connections its events name; other
-    /// async-io sources and timers of the process (a handler's, say) are served by
-    /// async-io's own thread. Elsewhere the threads run `smol::block_on`.
+    /// Each thread runs the executor under `smol::block_on`. On Linux the connections are
+    /// registered once, edge-triggered, in an epoll instance of the server's own, whose
+    /// events one task hands to them (see [`Server::serve`]).
     ///
     /// # Errors
     /// As [`Server::serve`], and when a thread cannot be started, or the epoll instance
@@ -113,21 +112,16 @@ impl<H: Handler> Server<H> {
     pub fn run(self, listener: TcpListener) -> io::Result<()> {
         let executor = Arc::new(Executor::new());
         let stop = Shutdown::default(); // ends the worker threads once serving is over
-        // The server's own epoll instance (Linux): each thread of the executor sleeps in it
-        // when idle and wakes the connections its events name (see `edge`); the listener
-        // and the connections are registered there, not with async-io.
-        let edge = crate::edge::Edge::new()?;
         for n in 1..self.threads {
-            let (executor, stop, edge) = (executor.clone(), stop.clone(), edge.clone());
+            let (executor, stop) = (executor.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("wssd-{n}"))
-                .spawn(move || edge.block_on(executor.run(stop.wait())))?;
+                .spawn(move || smol::block_on(executor.run(stop.wait())))?;
         }
         // The calling thread is one of the executor's: it accepts and runs connections.
         // Accepting is a task like the connections; each session yields after a bounded
         // run of work, so it is never starved.
-        let serve = self.serve_on(listener, executor.clone(), edge.clone(), false);
-        let served = edge.block_on(executor.run(serve));
+        let served = smol::block_on(executor.run(self.serve(listener, executor.clone())));
         stop.trigger();
         served
     }
@@ -161,24 +155,10 @@ impl<H: Handler> Server<H> {
         executor: Arc<Executor<'static>>,
     ) -> io::Result<()> {
         let edge = crate::edge::Edge::new()?;
-        self.serve_on(listener, executor, edge, true).await
-    }
-
-    /// [`Server::serve`] with `edge` for the connections' readiness; with `dispatch`, a
-    /// task on `executor` takes its events (through async-io's reactor), else the
-    /// executor's threads do ([`Server::run`]).
-    async fn serve_on(
-        self,
-        listener: TcpListener,
-        executor: Arc<Executor<'static>>,
-        edge: Arc<crate::edge::Edge>,
-        dispatch: bool,
-    ) -> io::Result<()> {
         let core = self.core;
         // Connections are registered once, edge-triggered, in the server's own epoll
-        // instance, whose events one task takes a batch at a time (see `edge`) or the
-        // executor's threads do.
-        let dispatcher = dispatch.then(|| executor.spawn(edge.clone().dispatch()));
+        // instance, whose events one task takes a batch at a time (see `edge`).
+        let dispatcher = executor.spawn(edge.clone().dispatch());
         // A duplicate of the socket is registered: the caller may hold clones of `listener`.
         let socket: Arc<smol::Async<std::net::TcpListener>> = listener.into();
         let listener = edge.listen(socket.get_ref().try_clone()?)?;
@@ -191,13 +171,10 @@ impl<H: Handler> Server<H> {
         };
         let all_ended = core.accept_loop(|| listener.accept(), start).await;
         drop((listener, socket));
-        match dispatcher {
-            // No connection is left to wake.
-            Some(dispatcher) if all_ended => drop(dispatcher),
-            // The connections still open (on an executor that outlives this call) still
-            // need their wake-ups.
-            Some(dispatcher) => dispatcher.detach(),
-            None => {}
+        // When connections are still open (on an executor that outlives this call), they
+        // still need their wake-ups; else none is left to wake.
+        if !all_ended {
+            dispatcher.detach();
         }
         Ok(())
     }

@@ -19,11 +19,6 @@ impl Edge {
     /// Nothing to dispatch: async-io wakes each connection itself.
     pub(crate) async fn dispatch(self: Arc<Self>) {}
 
-    /// `smol::block_on`: async-io's reactor serves the connections.
-    pub(crate) fn block_on<T>(self: &Arc<Self>, future: impl Future<Output = T>) -> T {
-        smol::block_on(future)
-    }
-
     /// Registers a listening socket with async-io.
     ///
     /// # Errors
@@ -64,6 +59,14 @@ impl Listening {
                 accepted => return accepted,
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Tcp {
+    /// The socket.
+    pub(crate) fn get_ref(&self) -> &TcpStream {
+        self.io.get_ref()
     }
 }
 
