@@ -257,9 +257,12 @@ impl Acceptor {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let limit = self.config.limits.handshake_timeout;
+        let (limit, clock) = (
+            self.config.limits.handshake_timeout,
+            self.config.limits.clock,
+        );
         let timeout = async {
-            crate::timer::Timer::after(limit).await;
+            clock.after(limit).await;
             Err(AcceptError::Timeout { after: limit })
         };
         let (transport, read, request) =
@@ -581,13 +584,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
             ));
         };
         *preamble = answer.to_bytes(false);
-        let limit = self.limits.handshake_timeout;
+        let (limit, clock) = (self.limits.handshake_timeout, self.limits.clock);
         let write = async {
             transport.flush().await?;
             transport.close().await
         };
         futures_lite::future::or(write, async {
-            crate::timer::Timer::after(limit).await;
+            clock.after(limit).await;
             Err(io::ErrorKind::TimedOut.into())
         })
         .await

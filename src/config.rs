@@ -285,6 +285,12 @@ pub struct Limits {
     /// slows its sender instead of disconnecting fast readers, and a recipient that
     /// stays behind for its own reasons cannot stall its group for long.
     pub backpressure_timeout: Duration,
+    /// The clock the timeouts above are measured by: the handshake deadline, the
+    /// heartbeat, the idle timeout and the deadlines of writes and of the close (not the
+    /// backpressure timeout, which spans two connections). Default
+    /// [`Clock::system`](crate::Clock::system); a test sets [`Clock::manual`](crate::Clock::manual)
+    /// to move time itself.
+    pub clock: crate::Clock,
 }
 
 impl Default for Limits {
@@ -302,6 +308,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             close_timeout: Duration::from_secs(5),
             backpressure_timeout: Duration::from_secs(5),
+            clock: crate::Clock::system(),
         }
     }
 }

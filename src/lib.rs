@@ -214,6 +214,7 @@ pub use session::{
     Admission, AdmitFuture, Connection, ConnectionId, Handler, SendError, SessionSummary,
 };
 pub use sniff::ProxyHeaderError;
+pub use timer::Clock;
 pub use transport::Transport;
 pub use tungstenite::Message;
 pub use tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};

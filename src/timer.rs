@@ -9,17 +9,23 @@
 //! earlier than the one it sleeps until, which a deadline some seconds ahead almost never
 //! is. The thread wakes a timer's task when its deadline passes; no executor is involved,
 //! so the timers work under smol, async-std and tokio alike.
+//!
+//! Each timer reads a [`Clock`]: the system's (that thread's map), or a manual one whose
+//! time moves only when a test calls [`Clock::advance`], which fires its due timers itself;
+//! so a test asserts that a timeout does not fire a moment early, as well as that it fires.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// A timer: fires once at a deadline, or at every period of an interval, or never.
 #[derive(Debug)]
 pub(crate) struct Timer {
+    /// The clock it reads, and whose map holds its entry.
+    clock: Clock,
     /// The next deadline; `None`: never.
     when: Option<Instant>,
     /// The period of an interval; zero for a one-off timer.
@@ -30,33 +36,20 @@ pub(crate) struct Timer {
 }
 
 impl Timer {
-    /// A timer that never fires.
+    /// A timer on the system's clock that never fires, until set.
     pub(crate) fn never() -> Self {
-        Timer {
-            when: None,
-            period: Duration::ZERO,
-            registered: None,
-        }
+        Clock::system().never()
     }
 
-    /// A timer that fires once, `after` from now.
+    /// A timer on the system's clock that fires once, `after` from now.
     pub(crate) fn after(after: Duration) -> Self {
-        let mut timer = Timer::never();
-        timer.set_after(after);
-        timer
-    }
-
-    /// A timer that fires every `period`, the first time `period` from now.
-    pub(crate) fn interval(period: Duration) -> Self {
-        let mut timer = Timer::after(period);
-        timer.period = period;
-        timer
+        Clock::system().after(after)
     }
 
     /// Fires once, `after` from now (in place of what was set).
     pub(crate) fn set_after(&mut self, after: Duration) {
         // A deadline past what `Instant` holds is never.
-        match Instant::now().checked_add(after) {
+        match self.clock.now().checked_add(after) {
             Some(at) => self.set_at(at),
             None => self.clear(),
         }
@@ -82,7 +75,7 @@ impl Timer {
         let Some(when) = self.when else {
             return Poll::Pending;
         };
-        if when <= Instant::now() {
+        if when <= self.clock.now() {
             self.deregister();
             self.when = if self.period.is_zero() {
                 None
@@ -98,7 +91,9 @@ impl Timer {
             Some((_, waker)) if waker.will_wake(cx.waker()) => {}
             Some((id, _)) => {
                 let id = *id;
-                let old = service()
+                let old = self
+                    .clock
+                    .0
                     .lock()
                     .timers
                     .insert((when, id), cx.waker().clone());
@@ -113,13 +108,13 @@ impl Timer {
     }
 
     fn register(&mut self, when: Instant, waker: &Waker) {
-        let id = service().insert(when, waker.clone());
+        let id = self.clock.0.insert(when, waker.clone());
         self.registered = Some((id, waker.clone()));
     }
 
     fn deregister(&mut self) {
         if let (Some((id, _)), Some(when)) = (self.registered.take(), self.when) {
-            let removed = service().lock().timers.remove(&(when, id));
+            let removed = self.clock.0.lock().timers.remove(&(when, id));
             drop(removed); // with the lock released, as above
         }
     }
@@ -139,11 +134,162 @@ impl Future for Timer {
     }
 }
 
-/// The map of deadlines and the thread that watches it.
+/// The clock that wssd's timeouts are measured by ([`Limits::clock`](crate::Limits::clock)):
+/// the system's monotonic clock, or a clock that stands still until a test moves it.
+///
+/// With [`Clock::manual`], a test asserts that a timeout does not fire a moment before its
+/// time as well as that it fires at it, with no sleep and no wait on the wall clock:
+///
+/// ```
+/// use std::time::Duration;
+/// let clock = wssd::Clock::manual();
+/// let start = clock.now();
+/// clock.advance(Duration::from_secs(25)); // the default ping interval
+/// assert_eq!(clock.now() - start, Duration::from_secs(25));
+/// let mut limits = wssd::Limits::default();
+/// limits.clock = clock; // the heartbeat, idle and handshake timeouts now read it
+/// ```
+#[derive(Clone, Copy)]
+pub struct Clock(&'static Service);
+
+/// The system clock's map, watched by the `wssd-timer` thread (started by its first timer).
+static SYSTEM: Service = Service {
+    state: Mutex::new(State {
+        timers: BTreeMap::new(),
+        next_id: 0,
+        sleeping_until: None,
+    }),
+    earlier: Condvar::new(),
+    manual: None,
+    thread: std::sync::Once::new(),
+};
+
+impl Clock {
+    /// The system's monotonic clock (`Instant::now`): the default.
+    pub fn system() -> Clock {
+        Clock(&SYSTEM)
+    }
+
+    /// A clock that reads the moment it was made until [`Clock::advance`] moves it; its
+    /// timers fire inside `advance`, on the caller's thread. For tests: each one keeps
+    /// about 150 bytes for the life of the process.
+    pub fn manual() -> Clock {
+        Clock(Box::leak(Box::new(Service {
+            state: Mutex::new(State {
+                timers: BTreeMap::new(),
+                next_id: 0,
+                sleeping_until: None,
+            }),
+            earlier: Condvar::new(),
+            manual: Some(Mutex::new(Instant::now())),
+            thread: std::sync::Once::new(),
+        })))
+    }
+
+    /// The time now, by this clock.
+    pub fn now(self) -> Instant {
+        match &self.0.manual {
+            None => Instant::now(),
+            Some(now) => *now.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    /// Moves a manual clock `by` forward, and wakes the tasks whose timers are due by then
+    /// (they run when their executor next polls them).
+    ///
+    /// # Panics
+    /// On [`Clock::system`], which only time moves.
+    pub fn advance(self, by: Duration) {
+        let Some(now) = &self.0.manual else {
+            panic!(
+                "wssd::Clock::advance: the system clock is moved by time alone; use Clock::manual()"
+            )
+        };
+        let now = {
+            let mut now = now.lock().unwrap_or_else(|e| e.into_inner());
+            *now += by;
+            *now
+        };
+        let mut due = Vec::new();
+        Service::take_due(&mut self.0.lock(), now, &mut due);
+        due.into_iter().for_each(Waker::wake); // with the lock released
+    }
+
+    /// A future that is ready once `duration` has passed by this clock, from now; it yields
+    /// the deadline. A manual clock's is ready once [`Clock::advance`] has moved it that far.
+    /// Needs no runtime: it works under smol, async-std and tokio alike.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # futures_lite::future::block_on(async {
+    /// let clock = wssd::Clock::system();
+    /// let start = clock.now();
+    /// clock.sleep(Duration::from_millis(5)).await;
+    /// assert!(clock.now() >= start + Duration::from_millis(5));
+    /// # });
+    /// ```
+    pub fn sleep(self, duration: Duration) -> impl Future<Output = Instant> + Send + Unpin + use<> {
+        self.after(duration)
+    }
+
+    /// A timer on this clock that never fires, until set.
+    pub(crate) fn never(self) -> Timer {
+        Timer {
+            clock: self,
+            when: None,
+            period: Duration::ZERO,
+            registered: None,
+        }
+    }
+
+    /// A timer on this clock that fires once, `after` from now.
+    pub(crate) fn after(self, after: Duration) -> Timer {
+        let mut timer = self.never();
+        timer.set_after(after);
+        timer
+    }
+
+    /// A timer on this clock that fires every `period`, the first time `period` from now.
+    pub(crate) fn interval(self, period: Duration) -> Timer {
+        let mut timer = self.after(period);
+        timer.period = period;
+        timer
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.manual {
+            None => f.write_str("Clock::system()"),
+            Some(_) => write!(f, "Clock::manual() at {:?}", self.now()),
+        }
+    }
+}
+
+/// Two clocks are equal when they are the same clock.
+impl PartialEq for Clock {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for Clock {}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+/// A clock's map of deadlines, and for the system's, the thread that watches it.
 struct Service {
     state: Mutex<State>,
     /// Wakes the thread for a deadline earlier than the one it sleeps until.
     earlier: Condvar,
+    /// A manual clock's time; `None`: the system's clock.
+    manual: Option<Mutex<Instant>>,
+    /// Starts the system clock's thread once.
+    thread: std::sync::Once,
 }
 
 struct State {
@@ -155,31 +301,20 @@ struct State {
     sleeping_until: Option<Option<Instant>>,
 }
 
-fn service() -> &'static Service {
-    static SERVICE: OnceLock<&'static Service> = OnceLock::new();
-    SERVICE.get_or_init(|| {
-        let service: &'static Service = Box::leak(Box::new(Service {
-            state: Mutex::new(State {
-                timers: BTreeMap::new(),
-                next_id: 0,
-                sleeping_until: None,
-            }),
-            earlier: Condvar::new(),
-        }));
-        std::thread::Builder::new()
-            .name("wssd-timer".into())
-            .spawn(move || service.run())
-            .expect("wssd: cannot start the timer thread (wssd-timer)");
-        service
-    })
-}
-
 impl Service {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn insert(&self, when: Instant, waker: Waker) -> u64 {
+    fn insert(&'static self, when: Instant, waker: Waker) -> u64 {
+        if self.manual.is_none() {
+            self.thread.call_once(|| {
+                std::thread::Builder::new()
+                    .name("wssd-timer".into())
+                    .spawn(move || self.run())
+                    .expect("wssd: cannot start the timer thread (wssd-timer)");
+            });
+        }
         let mut state = self.lock();
         let id = state.next_id;
         state.next_id += 1;
@@ -193,18 +328,24 @@ impl Service {
         id
     }
 
-    /// The thread: wakes the timers whose deadline passed, then sleeps until the next.
+    /// Moves the wakers of the timers due by `now` to `due`.
+    fn take_due(state: &mut State, now: Instant, due: &mut Vec<Waker>) {
+        while let Some(entry) = state.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+    }
+
+    /// The system clock's thread: wakes the timers whose deadline passed, then sleeps until
+    /// the next.
     fn run(&self) {
         let mut state = self.lock();
         let mut due = Vec::new();
         loop {
             let now = Instant::now();
-            while let Some(entry) = state.timers.first_entry() {
-                if entry.key().0 > now {
-                    break;
-                }
-                due.push(entry.remove());
-            }
+            Service::take_due(&mut state, now, &mut due);
             if !due.is_empty() {
                 drop(state);
                 for waker in due.drain(..) {
@@ -264,7 +405,7 @@ mod tests {
             let fired = Timer::after(Duration::from_millis(20)).await;
             assert!(fired >= started + Duration::from_millis(20));
             assert!(Instant::now() >= fired);
-            let mut ticks = Timer::interval(Duration::from_millis(10));
+            let mut ticks = Clock::system().interval(Duration::from_millis(10));
             let first = std::future::poll_fn(|cx| ticks.poll_fire(cx)).await;
             let second = std::future::poll_fn(|cx| ticks.poll_fire(cx)).await;
             assert_eq!(second, first + Duration::from_millis(10));
@@ -298,15 +439,15 @@ mod tests {
         assert!(timer.poll_fire(&mut cx).is_pending());
         let (id, _) = timer.registered.clone().unwrap();
         let when = timer.when.unwrap();
-        assert!(service().lock().timers.contains_key(&(when, id)));
+        assert!(SYSTEM.lock().timers.contains_key(&(when, id)));
         timer.clear();
-        assert!(!service().lock().timers.contains_key(&(when, id)));
+        assert!(!SYSTEM.lock().timers.contains_key(&(when, id)));
         assert!(timer.poll_fire(&mut cx).is_pending());
         timer.set_after(Duration::from_secs(3600));
         assert!(timer.poll_fire(&mut cx).is_pending());
         let (id, _) = timer.registered.clone().unwrap();
         let when = timer.when.unwrap();
         drop(timer);
-        assert!(!service().lock().timers.contains_key(&(when, id)));
+        assert!(!SYSTEM.lock().timers.contains_key(&(when, id)));
     }
 }

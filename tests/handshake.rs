@@ -3,6 +3,7 @@
 mod common;
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_tungstenite::tungstenite::{
     client::IntoClientRequest,
@@ -684,6 +685,113 @@ fn a_silent_client_is_closed_with_1001_after_the_idle_timeout() {
     assert_eq!(code, 1001);
     assert_eq!(summary.close_code, Some(CloseCode::Away));
     assert!(summary.error.unwrap().contains("not even a pong"));
+}
+
+/// The heartbeat on a manual clock: the server's ping comes at the ping interval, not a
+/// millisecond before (RFC 6455 section 5.5.2).
+#[test]
+fn the_servers_ping_is_due_at_the_ping_interval_and_not_a_moment_before() {
+    let clock = wssd::Clock::manual();
+    let mut limits = Limits::default(); // a ping every 25 s, idle after 60 s
+    limits.clock = clock;
+    let (server_end, mut raw) = duplex();
+    let server = serve_with(server_end, &limits);
+    let client = async {
+        common::read_until_101(&mut raw).await;
+        clock.advance(limits.ping_interval - Duration::from_millis(1));
+        // A ping of the client's: its pong is the next frame, no ping of the server's before it.
+        let ping = common::masked(0x89, [1, 2, 3, 4], b"early?");
+        raw.write_all(&ping).await.unwrap();
+        assert_eq!(
+            common::read_frame(&mut raw).await,
+            (0x8A, b"early?".to_vec())
+        );
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(
+            common::read_frame(&mut raw).await.0,
+            0x89,
+            "the server's ping, due now"
+        );
+        let close = common::masked(0x88, [1, 2, 3, 4], &1000u16.to_be_bytes());
+        raw.write_all(&close).await.unwrap();
+        assert_eq!(common::read_frame(&mut raw).await.0, 0x88);
+    };
+    let (summary, ()) = future::block_on(common::bounded(future::zip(server, client)));
+    assert_eq!(summary.close_code, Some(CloseCode::Normal), "{summary:?}");
+}
+
+/// The idle timeout on a manual clock: a client heard from a millisecond before it is kept,
+/// and one silent for the whole timeout since is closed with 1001 (RFC 6455 section 7.4.1).
+#[test]
+fn a_client_is_closed_when_silent_for_the_idle_timeout_and_not_a_moment_before() {
+    let clock = wssd::Clock::manual();
+    let mut limits = Limits::default();
+    limits.ping_interval = Duration::ZERO; // no pings: only the client's frames count
+    limits.clock = clock;
+    let idle = limits.idle_timeout;
+    let (server_end, mut raw) = duplex();
+    let server = serve_with(server_end, &limits);
+    let client = async {
+        common::read_until_101(&mut raw).await;
+        clock.advance(idle - Duration::from_millis(1));
+        let ping = common::masked(0x89, [1, 2, 3, 4], b"still here");
+        raw.write_all(&ping).await.unwrap();
+        assert_eq!(
+            common::read_frame(&mut raw).await.0,
+            0x8A,
+            "closed too early"
+        );
+        // Heard just before the first check: silent from then on, for the whole timeout.
+        clock.advance(Duration::from_millis(1));
+        // One turn for the server, as the one thread here runs both: its check at the
+        // timeout takes the ping heard, before the clock moves on.
+        future::yield_now().await;
+        clock.advance(idle);
+        let (first, payload) = common::read_frame(&mut raw).await;
+        assert_eq!((first, &payload[..2]), (0x88, &1001u16.to_be_bytes()[..]));
+        let close = common::masked(0x88, [1, 2, 3, 4], &1001u16.to_be_bytes());
+        raw.write_all(&close).await.unwrap(); // the closing handshake's answer
+    };
+    let (summary, ()) = future::block_on(common::bounded(future::zip(server, client)));
+    assert_eq!(summary.close_code, Some(CloseCode::Away), "{summary:?}");
+}
+
+/// The handshake timeout on a manual clock: a request finished a millisecond before it is
+/// accepted; one not finished by then is refused with `Timeout`.
+#[test]
+fn the_handshake_timeout_refuses_at_its_limit_and_not_a_moment_before() {
+    for (wait, accepted) in [
+        (Duration::from_millis(9_999), true),
+        (Duration::from_secs(10), false),
+    ] {
+        let clock = wssd::Clock::manual();
+        let mut limits = Limits::default(); // handshake_timeout: 10 s
+        limits.clock = clock;
+        let acceptor = Acceptor::new(Config::default().limits(limits));
+        let (server_end, mut raw) = duplex();
+        let (half, rest) = common::UPGRADE_REQUEST.split_at(20);
+        let client = async {
+            raw.write_all(half).await.unwrap();
+            clock.advance(wait);
+            // One turn for the server, as the one thread here runs both: a deadline due
+            // now is seen before the rest of the request arrives.
+            future::yield_now().await;
+            let _ = raw.write_all(rest).await; // the server may be gone
+            raw
+        };
+        let (result, _raw) = future::block_on(common::bounded(future::zip(
+            acceptor.accept(server_end, peer()),
+            client,
+        )));
+        match result {
+            Ok(_) => assert!(accepted, "accepted after {wait:?}"),
+            Err(AcceptError::Timeout { after }) => {
+                assert!(!accepted, "refused after {wait:?}");
+                assert_eq!(after, limits.handshake_timeout);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// RFC 9110 section 9.3.2: the answer to a HEAD request has headers and no content.

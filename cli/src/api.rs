@@ -92,7 +92,9 @@ impl Api {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     log::warn!("push API: accept failed: {e}");
-                    smol::Timer::after(Duration::from_millis(100)).await;
+                    wssd::Clock::system()
+                        .sleep(Duration::from_millis(100))
+                        .await;
                     continue;
                 }
             };
@@ -451,7 +453,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
             .map(Some)
     };
     let body = smol::future::or(collect, async {
-        smol::Timer::after(BODY_TIMEOUT).await;
+        wssd::Clock::system().sleep(BODY_TIMEOUT).await;
         Ok(None)
     })
     .await

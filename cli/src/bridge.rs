@@ -22,7 +22,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use smol::Timer;
 use smol::lock::Semaphore;
 use wssd::{
     Admission, AdmitFuture, CloseCode, CloseFrame, Connection, ConnectionId, Handler, Hub, Message,
@@ -297,7 +296,7 @@ impl App {
             Ok((status, body))
         };
         smol::future::or(exchange, async {
-            Timer::after(self.timeout).await;
+            wssd::Clock::system().sleep(self.timeout).await;
             Err(Failure::retry(format!(
                 "no answer within {} s",
                 self.timeout.as_secs_f32()
@@ -353,7 +352,7 @@ impl App {
         let mut last = String::new();
         for attempt in 0..=BACKOFF.len() {
             if attempt > 0 {
-                Timer::after(BACKOFF[attempt - 1]).await;
+                wssd::Clock::system().sleep(BACKOFF[attempt - 1]).await;
             }
             let started = std::time::Instant::now();
             let posted = self.post(event).await;

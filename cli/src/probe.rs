@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use argh::FromArgs;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use smol::{Timer, future, net::TcpStream};
+use smol::{future, net::TcpStream};
 use wssd::Message;
 use wssd::rustls::{
     self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -731,7 +731,7 @@ fn expiry(leaf: &[u8], report: &mut Report) {
 
 async fn with_timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
     future::or(async { Some(fut.await) }, async {
-        Timer::after(limit).await;
+        wssd::Clock::system().sleep(limit).await;
         None
     })
     .await

@@ -574,9 +574,9 @@ impl<H: Handler> Server<H> {
             return None;
         }
         if let Some(admission) = self.inner.handler.admit(accepted.id(), accepted.request()) {
-            let limit = accepted.limits().handshake_timeout;
+            let (limit, clock) = (accepted.limits().handshake_timeout, accepted.limits().clock);
             let decided = future::or(admission, async {
-                Timer::after(limit).await;
+                clock.after(limit).await;
                 Admission::Refuse {
                     status: 503,
                     reason: format!("no admission decision within {} s", limit.as_secs()),

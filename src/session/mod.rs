@@ -150,6 +150,9 @@ struct Timeouts {
     pub(super) idle_timeout: Duration,
     pub(super) close_timeout: Duration,
     pub(super) backpressure_timeout: Duration,
+    /// What the heartbeat, the idle timeout and the deadlines of writes and of the close
+    /// are measured by.
+    pub(super) clock: crate::Clock,
 }
 
 /// What woke the session.
@@ -198,16 +201,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 idle_timeout: limits.idle_timeout,
                 close_timeout: limits.close_timeout,
                 backpressure_timeout: limits.backpressure_timeout,
+                clock: limits.clock,
             },
             summary: SessionSummary::default(),
-            last_heard: Instant::now(),
+            last_heard: limits.clock.now(),
             heard: false,
             ticks: if check.is_zero() {
-                Timer::never()
+                limits.clock.never()
             } else {
-                Timer::interval(check)
+                limits.clock.interval(check)
             },
-            deadline: Timer::never(),
+            deadline: limits.clock.never(),
             blocked: Vec::new(),
             blocked_until: None,
             held: None,
@@ -671,10 +675,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn heartbeat(&mut self) -> bool {
         let limit = self.limits.idle_timeout;
         if std::mem::take(&mut self.heard) {
-            self.last_heard = Instant::now();
+            self.last_heard = self.limits.clock.now();
         }
-        if self.last_heard.elapsed() >= limit {
-            let idle = self.last_heard.elapsed().as_secs();
+        let silent = self
+            .limits
+            .clock
+            .now()
+            .saturating_duration_since(self.last_heard);
+        if silent >= limit {
+            let idle = silent.as_secs();
             self.summary.error = Some(format!(
                 "nothing heard for at least {idle} s, not even a pong: closed"
             ));

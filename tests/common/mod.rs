@@ -87,19 +87,26 @@ impl AsyncWrite for Duplex {
 /// answering, up to the server's close frame. Returns its close code and the first bytes
 /// (FIN and opcode) of the frames before it.
 pub async fn read_until_close(raw: &mut Duplex) -> (u16, Vec<u8>) {
-    use futures_lite::AsyncReadExt;
     read_until_101(raw).await;
     let mut before = Vec::new();
-    let mut head = [0u8; 2];
     loop {
-        raw.read_exact(&mut head).await.unwrap();
-        let mut payload = vec![0u8; usize::from(head[1] & 0x7F)];
-        raw.read_exact(&mut payload).await.unwrap();
-        if head[0] == 0x88 {
+        let (first, payload) = read_frame(raw).await;
+        if first == 0x88 {
             return (u16::from_be_bytes([payload[0], payload[1]]), before);
         }
-        before.push(head[0]);
+        before.push(first);
     }
+}
+
+/// Reads one short server frame (unmasked, payload under 126 bytes): its first byte (FIN
+/// and opcode) and its payload.
+pub async fn read_frame<S: AsyncRead + Unpin>(raw: &mut S) -> (u8, Vec<u8>) {
+    use futures_lite::AsyncReadExt;
+    let mut head = [0u8; 2];
+    raw.read_exact(&mut head).await.unwrap();
+    let mut payload = vec![0u8; usize::from(head[1] & 0x7F)];
+    raw.read_exact(&mut payload).await.unwrap();
+    (head[0], payload)
 }
 
 /// An opening handshake request for `/`, with the RFC 6455 sample key.
