@@ -9,8 +9,8 @@
 //! message, as uWebSockets' shared compressor is; the inflater is taken from a per-thread
 //! pool for one message and returned after it. An idle connection holds neither.
 
+use crate::frames::Violation;
 use std::cell::RefCell;
-use std::fmt;
 
 use async_tungstenite::tungstenite::http::{HeaderMap, header};
 use async_tungstenite::tungstenite::protocol::frame::Frame;
@@ -256,30 +256,6 @@ impl<'a> OneToMany<'a> {
     }
 }
 
-/// The io errors of the inflating layer; the session closes with the code each names.
-#[derive(Debug)]
-pub(crate) enum InflateError {
-    /// Not a valid DEFLATE stream (RFC 7692 section 8): close code 1007.
-    Corrupt,
-    /// Inflated past [`Limits::max_message_size`](crate::Limits::max_message_size), or a
-    /// compressed frame over [`Limits::max_frame_size`](crate::Limits::max_frame_size): 1009.
-    TooBig(usize),
-}
-
-impl fmt::Display for InflateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InflateError::Corrupt => write!(f, "a compressed message that is not valid DEFLATE"),
-            InflateError::TooBig(limit) => write!(
-                f,
-                "a compressed message or frame that inflates past {limit} bytes (Limits::max_message_size, Limits::max_frame_size)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for InflateError {}
-
 /// An inflater for one compressed message (RFC 7692 section 7.2.2): the thread's spare one
 /// if it has one. Give it back with [`done_with`] once the message is whole.
 pub(crate) fn inflater() -> Decompress {
@@ -305,14 +281,14 @@ pub(crate) fn done_with(mut inflater: Decompress) {
 /// the input makes, not what a header announced: a bomb stops one byte past `max`.
 ///
 /// # Errors
-/// [`InflateError::TooBig`] past `max`, [`InflateError::Corrupt`] for what is not DEFLATE.
+/// [`Violation::InflatedTooBig`] past `max`, [`Violation::CorruptDeflate`] for what is not DEFLATE.
 pub(crate) fn inflate_into(
     inflater: &mut Decompress,
     input: &[u8],
     fin: bool,
     out: &mut Vec<u8>,
     max: usize,
-) -> Result<(), InflateError> {
+) -> Result<(), Violation> {
     let ended = inflate_part(inflater, input, out, max)?;
     if fin && !ended {
         inflate_part(inflater, &[0, 0, 0xff, 0xff], out, max)?;
@@ -327,14 +303,14 @@ fn inflate_part(
     input: &[u8],
     out: &mut Vec<u8>,
     max: usize,
-) -> Result<bool, InflateError> {
+) -> Result<bool, Violation> {
     let room = max.saturating_sub(out.len());
     out.reserve_exact((input.len() * 4).clamp(64, room.max(64)));
     let start_in = inflater.total_in();
     loop {
         if out.capacity() - out.len() < 64 {
             if out.len() > max {
-                return Err(InflateError::TooBig(max));
+                return Err(Violation::InflatedTooBig { max });
             }
             // Doubling, never past one byte over the limit.
             let more = out.capacity().max(64).min(max + 1 - out.len());
@@ -343,9 +319,9 @@ fn inflate_part(
         let consumed = (inflater.total_in() - start_in) as usize;
         let status = inflater
             .decompress_vec(&input[consumed..], out, FlushDecompress::Sync)
-            .map_err(|_| InflateError::Corrupt)?;
+            .map_err(|_| Violation::CorruptDeflate)?;
         if out.len() > max {
-            return Err(InflateError::TooBig(max));
+            return Err(Violation::InflatedTooBig { max });
         }
         if status == flate2::Status::StreamEnd {
             inflater.reset(false);
@@ -356,7 +332,7 @@ fn inflate_part(
             return Ok(false);
         }
         if status == flate2::Status::BufError && out.len() < out.capacity() {
-            return Err(InflateError::Corrupt);
+            return Err(Violation::CorruptDeflate);
         }
     }
 }

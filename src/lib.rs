@@ -206,6 +206,7 @@ pub use accept::{AcceptError, Accepted, Acceptor};
 pub use async_tungstenite::tungstenite;
 pub use config::{Config, Limits};
 pub use deflate::Deflate;
+pub use frames::Violation;
 pub use futures_rustls::rustls;
 pub use hub::Hub;
 pub use request::{Request, TlsInfo, TlsVersion};

@@ -23,6 +23,10 @@ pub(crate) static PANICS: AtomicU64 = AtomicU64::new(0);
 /// Closes by code: 1000 to 1015 at their offset, 3000 to 4999 (apps') in the next slot,
 /// anything else and no close frame (a dropped connection) in the last.
 pub(crate) static CLOSES: [AtomicU64; 18] = [const { AtomicU64::new(0) }; 18];
+/// Connections failed for a [`Violation`](crate::Violation), by its row in the table of
+/// violations.
+static VIOLATIONS: [AtomicU64; crate::frames::VIOLATIONS.len()] =
+    [const { AtomicU64::new(0) }; crate::frames::VIOLATIONS.len()];
 
 /// The counters at one moment. Counts are since the process started.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +63,9 @@ pub struct Stats {
     /// Connections ended by a panic in their handling, caught at the connection boundary
     /// ([`Server::connection`](crate::Server::connection)): each is a bug, logged with the peer.
     pub panics: u64,
+    /// Connections failed for a protocol violation or a limit, by
+    /// [`Violation::kind`](crate::Violation::kind): every kind, in a fixed order, counted or not.
+    pub violations: Vec<(&'static str, u64)>,
 }
 
 /// Reads every counter.
@@ -89,7 +96,17 @@ pub fn snapshot() -> Stats {
         closes,
         slow_consumers_closed: SLOW_CONSUMERS.load(Relaxed),
         panics: PANICS.load(Relaxed),
+        violations: crate::frames::VIOLATIONS
+            .iter()
+            .zip(&VIOLATIONS)
+            .map(|((kind, _), n)| (*kind, n.load(Relaxed)))
+            .collect(),
     }
+}
+
+/// Counts a connection failed for `v`.
+pub(crate) fn violated(v: &crate::Violation) {
+    VIOLATIONS[v.row()].fetch_add(1, Relaxed);
 }
 
 /// Counts a session's end by its close code.

@@ -24,11 +24,12 @@ use crate::{CloseFrame, Message};
 /// the stream then ends. The heartbeat, idle timeout and send queue are the caller's.
 ///
 /// # Errors
-/// Reading: `Error::Protocol` (close code 1002), `Error::Capacity` (1009), `Error::Utf8`
-/// (1007), or an `Error::Io`: of kind `InvalidData` for a message in too many fragments or
-/// a compressed one that inflates past the message limit (1009), or one that is not DEFLATE
-/// (1007); else the transport's. Sending after a close
-/// frame: `Error::Protocol(SendAfterClosing)`.
+/// Reading: a [`Violation`](crate::Violation) as tungstenite names it: `Error::Protocol`
+/// (close code 1002), `Error::Capacity` (1009), `Error::Utf8` (1007), or an `Error::Io` of
+/// kind `InvalidData` holding the `Violation` for the kinds tungstenite lacks (too many
+/// fragments, corrupt or oversized DEFLATE); `Error::Protocol(ResetWithoutClosingHandshake)`
+/// when the peer left without a closing handshake; else the transport's. Sending after a
+/// close frame: `Error::Protocol(SendAfterClosing)`.
 pub struct WebSocket<S> {
     frames: Frames<S>,
     /// The permessage-deflate terms agreed, for what is sent.
@@ -69,7 +70,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> futures_lite::Stream for WebSocket<S> {
             // shows at the next send or flush.
             let _ = frames.poll_flush(cx);
         }
-        frames.poll_next(cx)
+        frames
+            .poll_next(cx)
+            .map(|next| next.map(|r| r.map_err(Error::from)))
     }
 }
 

@@ -78,6 +78,14 @@ fn a_flood_of_one_byte_fragments_is_closed_with_1009() {
         raw.read_exact(&mut head).await.unwrap();
         head
     };
+    let counted = |stats: wssd::stats::Stats| {
+        let kinds = stats.violations.into_iter();
+        kinds
+            .filter(|(kind, _)| *kind == "too_many_fragments")
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    let before = counted(wssd::stats::snapshot());
     let (summary, head) = future::block_on(future::zip(
         serve(server_end, Limits::default(), conns),
         client,
@@ -86,6 +94,16 @@ fn a_flood_of_one_byte_fragments_is_closed_with_1009() {
     assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1009);
     assert_eq!(summary.close_code, Some(CloseCode::Size));
     assert!(summary.error.unwrap().contains("fragments"));
+    // The one table: the violation, its close code and its counter.
+    let max = Limits::default().max_fragments;
+    assert_eq!(
+        summary.violation,
+        Some(wssd::Violation::TooManyFragments { max })
+    );
+    assert!(
+        counted(wssd::stats::snapshot()) > before,
+        "counted as too_many_fragments"
+    );
 }
 
 #[test]
@@ -208,6 +226,7 @@ fn invalid_utf8_fails_at_the_fragment_that_breaks_it_with_1007() {
     ]);
     assert_eq!(code, Some(1007));
     assert_eq!(summary.close_code, Some(CloseCode::Invalid));
+    assert_eq!(summary.violation, Some(wssd::Violation::InvalidUtf8));
 }
 
 #[test]

@@ -377,6 +377,19 @@ impl Api {
             "Connections ended, by close code (none: dropped without a close frame).",
             &closes,
         );
+        let violations: Vec<(String, u64)> = s
+            .violations
+            .iter()
+            .map(|(kind, n)| (format!("{{kind=\"{kind}\"}}"), *n))
+            .collect();
+        let violations: Vec<(&str, u64)> =
+            violations.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        metric(
+            "wssd_violations_total",
+            "counter",
+            "Connections failed for a protocol violation or a limit, by kind (close code 1002, 1007 or 1009).",
+            &violations,
+        );
         metric(
             "wssd_slow_consumers_closed_total",
             "counter",

@@ -15,10 +15,13 @@
 mod rx;
 #[cfg(test)]
 mod tests;
+mod violation;
 mod wire;
 
-pub(crate) use rx::TooManyFragments;
 use rx::{Payload, Rx, Scan, Step, room};
+pub(crate) use violation::ReadError;
+pub(crate) use violation::TABLE as VIOLATIONS;
+pub use violation::Violation;
 pub(crate) use wire::unmask;
 use wire::{close_payload, frame_head};
 
@@ -180,13 +183,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     /// written before the stream ends. `None` once the closing handshake is over.
     ///
     /// # Errors
-    /// The protocol violation, size limit or invalid UTF-8 that fails the connection
-    /// (RFC 6455 section 7.4.1), [`ProtocolError::ResetWithoutClosingHandshake`] when the
-    /// peer left without one, or the I/O error.
+    /// The [`Violation`] that fails the connection (RFC 6455 section 7.4.1),
+    /// [`ReadError::Reset`] when the peer left without a closing handshake, or the I/O error.
     pub(crate) fn poll_next(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Message, Error>>> {
+    ) -> Poll<Option<Result<Message, ReadError>>> {
         loop {
             match self.state {
                 State::Done => return Poll::Ready(None),
@@ -203,7 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
                 let closing = self.state == State::ClosedByUs;
                 let step = match self.rx.head(&self.buf[self.start..self.end], closing) {
                     Ok(step) => step,
-                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
                 };
                 let head = match step {
                     Step::Frame(head) => head,
@@ -216,7 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
                         // that turns invalid fails at the bytes that break it, RFC 6455
                         // section 8.1), then read the rest behind it.
                         if let Err(e) = self.rx.scan(&self.buf[self.start..self.end], closing) {
-                            return Poll::Ready(Some(Err(e)));
+                            return Poll::Ready(Some(Err(e.into())));
                         }
                         match ready!(self.poll_read_more(cx)) {
                             Ok(0) => return Poll::Ready(self.on_eof()),
@@ -248,7 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
                 match event {
                     Ok(Some(event)) => return Poll::Ready(self.on_event(event)),
                     Ok(None) => continue,
-                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
                 }
             }
             // Nothing buffered: read into this thread's buffer and parse there.
@@ -298,7 +300,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
                 Ok((0, _)) => return Poll::Ready(self.on_eof()),
                 Ok((_, None)) => {}
                 Ok((_, Some(Ok(event)))) => return Poll::Ready(self.on_event(event)),
-                Ok((_, Some(Err(e)))) => return Poll::Ready(Some(Err(e))),
+                Ok((_, Some(Err(e)))) => return Poll::Ready(Some(Err(e.into()))),
                 Err(e) => return Poll::Ready(self.on_read_error(e)),
             }
             self.consume(0);
@@ -306,7 +308,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     }
 
     /// The next message, as [`Frames::poll_next`].
-    pub(crate) fn next(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + '_ {
+    pub(crate) fn next(&mut self) -> impl Future<Output = Option<Result<Message, ReadError>>> + '_ {
         std::future::poll_fn(|cx| self.poll_next(cx))
     }
 
@@ -345,25 +347,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
         Poll::Ready(Ok(n))
     }
 
-    fn on_eof(&mut self) -> Option<Result<Message, Error>> {
+    fn on_eof(&mut self) -> Option<Result<Message, ReadError>> {
         let state = std::mem::replace(&mut self.state, State::Done);
         self.start = self.end;
         self.consume(0);
-        (state == State::Open).then_some(Err(Error::Protocol(
-            ProtocolError::ResetWithoutClosingHandshake,
-        )))
+        (state == State::Open).then_some(Err(ReadError::Reset))
     }
 
-    fn on_read_error(&mut self, e: io::Error) -> Option<Result<Message, Error>> {
+    fn on_read_error(&mut self, e: io::Error) -> Option<Result<Message, ReadError>> {
         if self.state == State::ClosedByUs {
             // Closing already: whatever the peer still sends is of no use.
             self.state = State::Done;
             return None;
         }
-        Some(Err(Error::Io(e)))
+        Some(Err(ReadError::Io(e)))
     }
 
-    fn on_event(&mut self, event: Event) -> Option<Result<Message, Error>> {
+    fn on_event(&mut self, event: Event) -> Option<Result<Message, ReadError>> {
         match event {
             Event::Message(Message::Ping(payload)) if self.state == State::Open => {
                 self.push(10, true, false, payload.clone());

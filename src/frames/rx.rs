@@ -2,14 +2,13 @@
 //! frames put together into messages (section 5.4) with their fragments counted, text checked
 //! for UTF-8 as it arrives (section 8.1), compressed messages inflated (RFC 7692).
 
-use std::io;
-
 use async_tungstenite::tungstenite::Bytes;
 use async_tungstenite::tungstenite::{
-    Error, Message, error::ProtocolError, protocol::frame::coding::Data,
+    Message, error::ProtocolError, protocol::frame::coding::Data,
 };
 
-use super::wire::{close_frame, frame_header, message, too_long, unmask, unmask_into, unmasked};
+use super::Violation;
+use super::wire::{close_frame, frame_header, message, unmask, unmask_into, unmasked};
 use super::{Event, MAX_HEADER};
 
 /// The reading side's state between frames.
@@ -53,33 +52,6 @@ pub(super) struct Scan {
     pub(super) tail_len: u8,
 }
 
-/// A message in more fragments than [`Limits::max_fragments`]: close code 1009 (carried in
-/// an `io::Error` of kind `InvalidData`).
-#[derive(Debug)]
-pub(crate) struct TooManyFragments(pub(crate) usize);
-
-impl std::fmt::Display for TooManyFragments {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "a message in more than {} fragments (Limits::max_fragments)",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for TooManyFragments {}
-
-/// An error of the codec's own (not one of tungstenite's kinds), as an [`Error::Io`] of kind
-/// `InvalidData`: the session reads the close code from it.
-pub(super) fn invalid_data(e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::Io(io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-pub(super) fn invalid_utf8() -> Error {
-    Error::Utf8("invalid UTF-8 in a text message".into())
-}
-
 impl Rx {
     /// How many bytes the frame that starts `data` takes, header and payload, once its
     /// header is here; else the longest header.
@@ -102,7 +74,7 @@ impl Rx {
     ///
     /// # Errors
     /// The protocol violation or size limit that fails the connection.
-    pub(super) fn head(&mut self, data: &[u8], closing: bool) -> Result<Step, Error> {
+    pub(super) fn head(&mut self, data: &[u8], closing: bool) -> Result<Step, Violation> {
         if self.skip > 0 {
             let n = self.skip.min(data.len() as u64);
             self.skip -= n;
@@ -124,51 +96,63 @@ impl Rx {
         let rsv1 = data[0] & 0x40 != 0;
         let compressed_start = rsv1 && self.deflate && matches!(opcode, 1 | 2);
         if data[0] & 0x30 != 0 || (rsv1 && !compressed_start) {
-            return Err(Error::Protocol(ProtocolError::NonZeroReservedBits));
+            return Err(Violation::Protocol(ProtocolError::NonZeroReservedBits));
         }
         if data[1] & 0x80 == 0 {
-            return Err(Error::Protocol(ProtocolError::UnmaskedFrameFromClient));
+            return Err(Violation::Protocol(ProtocolError::UnmaskedFrameFromClient));
         }
         if opcode >= 8 {
             if !fin {
-                return Err(Error::Protocol(ProtocolError::FragmentedControlFrame));
+                return Err(Violation::Protocol(ProtocolError::FragmentedControlFrame));
             }
             if len > 125 {
-                return Err(Error::Protocol(ProtocolError::ControlFrameTooBig));
+                return Err(Violation::Protocol(ProtocolError::ControlFrameTooBig));
             }
             if opcode > 10 {
-                return Err(Error::Protocol(ProtocolError::UnknownControlFrameType(
+                return Err(Violation::Protocol(ProtocolError::UnknownControlFrameType(
                     opcode,
                 )));
             }
         } else {
             if opcode > 2 {
-                return Err(Error::Protocol(ProtocolError::UnknownDataFrameType(opcode)));
+                return Err(Violation::Protocol(ProtocolError::UnknownDataFrameType(
+                    opcode,
+                )));
             }
             // The message so far: its bytes, its frames, and whether it is being inflated.
             let (so_far, frames, inflating) = self.partial.as_deref().map_or((0, 0, false), |p| {
                 (p.payload.len(), p.frames, p.inflater.is_some())
             });
             if frames >= self.max_fragments {
-                return Err(invalid_data(TooManyFragments(self.max_fragments)));
+                return Err(Violation::TooManyFragments {
+                    max: self.max_fragments,
+                });
             }
             let compressed = compressed_start || inflating;
             match (opcode, &self.partial) {
-                (0, None) => return Err(Error::Protocol(ProtocolError::UnexpectedContinueFrame)),
+                (0, None) => {
+                    return Err(Violation::Protocol(ProtocolError::UnexpectedContinueFrame));
+                }
                 (1 | 2, Some(_)) => {
-                    return Err(Error::Protocol(ProtocolError::ExpectedFragment(
+                    return Err(Violation::Protocol(ProtocolError::ExpectedFragment(
                         Data::Continue,
                     )));
                 }
                 _ => {}
             }
             if len > self.max_frame as u64 {
-                return Err(too_long(len, self.max_frame));
+                return Err(Violation::FrameTooBig {
+                    size: len,
+                    max: self.max_frame,
+                });
             }
             // A compressed frame's size says little of what it inflates to: that is checked
             // as it inflates.
             if !compressed && so_far as u64 + len > self.max_message as u64 {
-                return Err(too_long(so_far as u64 + len, self.max_message));
+                return Err(Violation::MessageTooBig {
+                    size: so_far as u64 + len,
+                    max: self.max_message,
+                });
             }
         }
         let total = header_len + len as usize;
@@ -196,7 +180,7 @@ impl Rx {
         &mut self,
         data: &[u8],
         closing: bool,
-    ) -> Result<(usize, Option<Event>), Error> {
+    ) -> Result<(usize, Option<Event>), Violation> {
         match self.head(data, closing)? {
             Step::Incomplete => Ok((0, None)),
             Step::Skipped(n) => Ok((n, None)),
@@ -212,7 +196,7 @@ impl Rx {
         &mut self,
         head: &Head,
         payload: Payload<'_>,
-    ) -> Result<Option<Event>, Error> {
+    ) -> Result<Option<Event>, Violation> {
         // The next frame's UTF-8 check starts afresh.
         self.scan = Scan::default();
         let key = head.key;
@@ -253,7 +237,7 @@ impl Rx {
         partial: &mut Partial,
         head: &Head,
         payload: Payload<'_>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Violation> {
         partial.frames += 1;
         match &mut partial.inflater {
             None => match payload {
@@ -266,15 +250,14 @@ impl Rx {
                     Payload::Unmasked(bytes) => bytes,
                 };
                 let out = &mut partial.payload;
-                crate::deflate::inflate_into(inflater, &input, head.fin, out, self.max_message)
-                    .map_err(invalid_data)?;
+                crate::deflate::inflate_into(inflater, &input, head.fin, out, self.max_message)?;
             }
         }
         // The last frame's check is the whole message's (`message`).
         if partial.text && !head.fin {
             match std::str::from_utf8(&partial.payload[partial.checked..]) {
                 Ok(_) => partial.checked = partial.payload.len(),
-                Err(e) if e.error_len().is_some() => return Err(invalid_utf8()),
+                Err(e) if e.error_len().is_some() => return Err(Violation::InvalidUtf8),
                 Err(e) => partial.checked += e.valid_up_to(),
             }
         }
@@ -286,7 +269,7 @@ impl Rx {
         &mut self,
         mut partial: Box<Partial>,
         fin: bool,
-    ) -> Result<Option<Event>, Error> {
+    ) -> Result<Option<Event>, Violation> {
         if !fin {
             self.partial = Some(partial);
             return Ok(None);
@@ -306,7 +289,7 @@ impl Rx {
     ///
     /// # Errors
     /// Invalid UTF-8.
-    pub(super) fn scan(&mut self, data: &[u8], closing: bool) -> Result<(), Error> {
+    pub(super) fn scan(&mut self, data: &[u8], closing: bool) -> Result<(), Violation> {
         let Some((len, header_len)) = frame_header(data) else {
             return Ok(());
         };
@@ -349,7 +332,7 @@ impl Rx {
             self.scan.tail_len = 0;
             if let Err(e) = std::str::from_utf8(&block[..stop]) {
                 if e.error_len().is_some() {
-                    return Err(invalid_utf8());
+                    return Err(Violation::InvalidUtf8);
                 }
                 let tail = &block[e.valid_up_to()..stop];
                 self.scan.tail[..tail.len()].copy_from_slice(tail);

@@ -3,13 +3,15 @@
 
 use async_tungstenite::tungstenite::Bytes;
 use async_tungstenite::tungstenite::{
-    Error, Message,
-    error::{CapacityError, ProtocolError},
+    Message,
+    error::ProtocolError,
     protocol::{
         CloseFrame,
         frame::{Utf8Bytes, coding::CloseCode},
     },
 };
+
+use super::Violation;
 
 /// An unmasked frame's header (RFC 6455 section 5.2) for first byte `first` (FIN, RSV,
 /// opcode) and a payload of `len` bytes, and its length: 2, 4 or 10 bytes.
@@ -31,32 +33,25 @@ pub(super) fn frame_head(first: u8, len: usize) -> ([u8; 10], u8) {
     (head, head_len)
 }
 
-pub(super) fn too_long(size: u64, max_size: usize) -> Error {
-    Error::Capacity(CapacityError::MessageTooLong {
-        size: usize::try_from(size).unwrap_or(usize::MAX),
-        max_size,
-    })
-}
-
 /// A text (checked for UTF-8, RFC 6455 section 8.1) or binary message of `payload`.
-pub(super) fn message(text: bool, payload: Bytes) -> Result<Message, Error> {
+pub(super) fn message(text: bool, payload: Bytes) -> Result<Message, Violation> {
     if !text {
         return Ok(Message::Binary(payload));
     }
     Utf8Bytes::try_from(payload)
         .map(Message::Text)
-        .map_err(|e| Error::Utf8(e.to_string()))
+        .map_err(|_| Violation::InvalidUtf8)
 }
 
 /// A close frame's payload: nothing, or a code and a UTF-8 reason (RFC 6455 section 5.5.1).
-pub(super) fn close_frame(payload: Bytes) -> Result<Option<CloseFrame>, Error> {
+pub(super) fn close_frame(payload: Bytes) -> Result<Option<CloseFrame>, Violation> {
     match payload.len() {
         0 => Ok(None),
-        1 => Err(Error::Protocol(ProtocolError::InvalidCloseSequence)),
+        1 => Err(Violation::Protocol(ProtocolError::InvalidCloseSequence)),
         _ => {
             let code = CloseCode::from(u16::from_be_bytes([payload[0], payload[1]]));
             let reason =
-                Utf8Bytes::try_from(payload.slice(2..)).map_err(|e| Error::Utf8(e.to_string()))?;
+                Utf8Bytes::try_from(payload.slice(2..)).map_err(|_| Violation::InvalidUtf8)?;
             Ok(Some(CloseFrame { code, reason }))
         }
     }

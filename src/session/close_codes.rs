@@ -1,47 +1,28 @@
-//! Which error fails a connection with which close code (RFC 6455 section 7.4.1).
+//! Which errors only say the peer left, and what a message costs and a reason may hold
+//! (the close code of each violation is [`crate::Violation::close_code`]).
 
-use async_tungstenite::tungstenite::{
-    self, error::ProtocolError, protocol::frame::coding::CloseCode,
-};
+use async_tungstenite::tungstenite::{self, error::ProtocolError};
 
 use crate::Message;
 
 /// Whether `e` only says the peer went away without a closing handshake.
 pub(super) fn is_disconnect(e: &tungstenite::Error) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     match e {
         tungstenite::Error::ConnectionClosed
         | tungstenite::Error::AlreadyClosed
         | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => true,
-        tungstenite::Error::Io(e) => {
-            matches!(
-                e.kind(),
-                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
-            )
-        }
+        tungstenite::Error::Io(e) => is_disconnect_io(e),
         _ => false,
     }
 }
 
-/// The close code that fails the connection for this read error (RFC 6455 section 7.4.1), if one can still be sent.
-pub(super) fn fail_code(e: &tungstenite::Error) -> Option<CloseCode> {
-    match e {
-        tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
-        tungstenite::Error::Io(e) => match e.get_ref().and_then(|e| e.downcast_ref()) {
-            Some(crate::frames::TooManyFragments(_)) => Some(CloseCode::Size),
-            None => match e.get_ref().and_then(|e| e.downcast_ref()) {
-                Some(crate::deflate::InflateError::Corrupt) => Some(CloseCode::Invalid),
-                Some(crate::deflate::InflateError::TooBig(_)) => Some(CloseCode::Size),
-                None => None,
-            },
-        },
-        tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
-        tungstenite::Error::Protocol(
-            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,
-        ) => None,
-        tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
-        _ => None,
-    }
+/// Whether the I/O error `e` only says the peer went away.
+pub(super) fn is_disconnect_io(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// The payload length of a message, in bytes: what it costs in the send queue.

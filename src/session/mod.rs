@@ -29,7 +29,7 @@ pub(crate) use connection::{Registry, next_id, sendable};
 pub use handler::{Admission, AdmitFuture, Handler};
 
 use backpressure::{Blocked, ClearDeferred, DEFERRED, Deferred};
-use close_codes::{fail_code, is_disconnect, payload_len, truncate_reason};
+use close_codes::{is_disconnect, is_disconnect_io, payload_len, truncate_reason};
 use connection::{Queue, SPARE_QUEUE, Shared};
 use deadline::{within, write_within};
 
@@ -52,7 +52,7 @@ use futures_lite::future;
 
 use crate::Message;
 use crate::config::Limits;
-use crate::frames::Frames;
+use crate::frames::{Frames, ReadError};
 use crate::request::Request;
 use crate::text::escape;
 use crate::timer::Timer;
@@ -70,6 +70,8 @@ pub struct SessionSummary {
     pub close_code: Option<CloseCode>,
     /// What went wrong, in plain words, if something did. Anything the peer sent is escaped.
     pub error: Option<String>,
+    /// The protocol violation or limit that failed the session, when one did.
+    pub violation: Option<crate::Violation>,
 }
 
 /// How many events in a row a session handles without waiting before it yields to its
@@ -161,7 +163,7 @@ enum Wake {
     /// No frame waits to be read (or reading is held): time to write what was queued.
     Flush,
     QueueClosed,
-    Frame(Option<Result<Message, tungstenite::Error>>),
+    Frame(Option<Result<Message, ReadError>>),
     Tick,
     Unblocked,
     BlockedTimeout,
@@ -354,14 +356,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         Err(peer_close) => return peer_close,
                     }
                 }
-                Wake::Frame(Some(Err(e))) => {
-                    if let Some(code) = fail_code(&e) {
-                        let reason = truncate_reason(&e.to_string()).to_owned();
-                        Box::pin(self.fail(code, reason)).await;
-                    }
-                    // A peer that just goes away is ordinary (phones do it all the time);
-                    // the close line's `code=none (dropped)` records it.
-                    if !is_disconnect(&e) {
+                Wake::Frame(Some(Err(ReadError::Violation(v)))) => {
+                    // The violation's close code, with its text as the reason (RFC 6455
+                    // section 7.4.1); counted by its kind.
+                    crate::stats::violated(&v);
+                    let text = v.to_string();
+                    Box::pin(self.fail(v.close_code(), truncate_reason(&text).to_owned())).await;
+                    self.summary.error = Some(text);
+                    self.summary.violation = Some(v);
+                    return None;
+                }
+                // A peer that just goes away is ordinary (phones do it all the time); the
+                // close line's `code=none (dropped)` records it.
+                Wake::Frame(Some(Err(ReadError::Reset))) => return None,
+                Wake::Frame(Some(Err(ReadError::Io(e)))) => {
+                    if !is_disconnect_io(&e) {
                         self.summary.error = Some(escape(&e.to_string()).into_owned());
                     }
                     return None;
