@@ -2,11 +2,11 @@
 //! both ways, and the hostile cases (a decompression bomb, a corrupt payload, a compressed
 //! control frame).
 
-mod common;
+use wssd_testkit as common;
 
 use common::{Duplex, bounded, duplex, peer, raw_handshake};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use futures_lite::{AsyncWriteExt, future};
 use wssd::{Acceptor, CloseCode, Config, Connection, Handler, Limits, Message};
 
 struct Echo;
@@ -60,28 +60,6 @@ fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
     common::masked(first, [0x12, 0x34, 0x56, 0x78], payload)
 }
 
-/// Reads one server frame: (first byte, payload).
-async fn read_frame(raw: &mut Duplex) -> (u8, Vec<u8>) {
-    let mut head = [0u8; 2];
-    raw.read_exact(&mut head).await.unwrap();
-    let len = match head[1] & 0x7F {
-        126 => {
-            let mut l = [0u8; 2];
-            raw.read_exact(&mut l).await.unwrap();
-            usize::from(u16::from_be_bytes(l))
-        }
-        127 => {
-            let mut l = [0u8; 8];
-            raw.read_exact(&mut l).await.unwrap();
-            u64::from_be_bytes(l) as usize
-        }
-        n => usize::from(n),
-    };
-    let mut payload = vec![0u8; len];
-    raw.read_exact(&mut payload).await.unwrap();
-    (head[0], payload)
-}
-
 #[test]
 fn the_offer_is_answered_and_messages_are_compressed_both_ways() {
     let (server_end, mut client) = duplex();
@@ -100,7 +78,7 @@ fn the_offer_is_answered_and_messages_are_compressed_both_ways() {
         // And a short uncompressed one: each message chooses (RFC 7692 section 6).
         out.extend(frame(0x81, b"tom"));
         client.write_all(&out).await.unwrap();
-        let (first, payload) = read_frame(&mut client).await;
+        let (first, payload) = common::read_frame(&mut client).await;
         assert_eq!(
             first, 0xC1,
             "FIN, RSV1, text: the echo comes back compressed"
@@ -108,12 +86,15 @@ fn the_offer_is_answered_and_messages_are_compressed_both_ways() {
         assert!(payload.len() < json.len() / 4, "{}", payload.len());
         assert_eq!(inflate(&payload), json.as_bytes());
         // Under Deflate::min_size (128 bytes): sent as it is.
-        assert_eq!(read_frame(&mut client).await, (0x81, b"tom".to_vec()));
+        assert_eq!(
+            common::read_frame(&mut client).await,
+            (0x81, b"tom".to_vec())
+        );
         client
             .write_all(&frame(0x88, &1000u16.to_be_bytes()))
             .await
             .unwrap();
-        assert_eq!(read_frame(&mut client).await.0, 0x88);
+        assert_eq!(common::read_frame(&mut client).await.0, 0x88);
     };
     let (summary, ()) = future::block_on(bounded(future::zip(
         serve(server_end, config(Limits::default())),
@@ -133,7 +114,7 @@ fn without_permessage_deflate_on_the_offer_is_declined() {
             .write_all(&frame(0x88, &1000u16.to_be_bytes()))
             .await
             .unwrap();
-        read_frame(&mut client).await
+        common::read_frame(&mut client).await
     };
     let accept = async {
         let accepted = Acceptor::new(Config::default())
@@ -154,7 +135,7 @@ fn close_code_for(frames: Vec<u8>, limits: Limits) -> (u16, wssd::SessionSummary
         // The server may close before reading all of it.
         let _ = client.write_all(&frames).await;
         loop {
-            let (first, payload) = read_frame(&mut client).await;
+            let (first, payload) = common::read_frame(&mut client).await;
             if first == 0x88 {
                 return u16::from_be_bytes([payload[0], payload[1]]);
             }
@@ -221,14 +202,17 @@ fn into_parts_speaks_permessage_deflate_and_keeps_the_limits() {
             .await
             .unwrap();
         // The echo comes back compressed (RSV1), then the pong, then the 1009.
-        let (first, payload) = read_frame(&mut client).await;
+        let (first, payload) = common::read_frame(&mut client).await;
         assert_eq!(first, 0xC1, "a final text frame with RSV1");
         assert_eq!(inflate(&payload), text.as_bytes());
         client.write_all(&frame(0x89, b"hi")).await.unwrap();
-        assert_eq!(read_frame(&mut client).await, (0x8A, b"hi".to_vec()));
+        assert_eq!(
+            common::read_frame(&mut client).await,
+            (0x8A, b"hi".to_vec())
+        );
         let bomb = deflate(&vec![0u8; 1 << 20]);
         client.write_all(&frame(0xC2, &bomb)).await.unwrap();
-        let (first, payload) = read_frame(&mut client).await;
+        let (first, payload) = common::read_frame(&mut client).await;
         assert_eq!(first, 0x88);
         assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1009);
     };

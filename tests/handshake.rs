@@ -1,6 +1,6 @@
 //! The accept path and the session loop over in-memory duplex pipes: no sockets, no runtime.
 
-mod common;
+use wssd_testkit as common;
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! status after `accept` (before the `101`), and holding reads while a message is on its
 //! way somewhere slow (backpressure, nothing dropped, order kept).
 
-mod common;
+use wssd_testkit as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
 //! The Hub over in-memory pipes: a 1,000-member group send, with one member that stops reading.
 
-mod common;
+use wssd_testkit as common;
 
 use std::rc::Rc;
 

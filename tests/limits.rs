@@ -1,7 +1,7 @@
 //! Frames and limits over in-memory pipes: frames however they arrive, the fragment guard,
 //! and the byte-bounded send queue.
 
-mod common;
+use wssd_testkit as common;
 
 use common::{duplex, duplex_with, masked, peer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};

@@ -4,7 +4,7 @@
 //! echo and sits idle. The client side, the in-memory pipes and the test's own bookkeeping
 //! are not counted. The README's "Speed and footprint" section has the breakdown.
 
-mod common;
+use wssd_testkit as common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

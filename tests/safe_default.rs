@@ -1,7 +1,7 @@
 //! Safe by default: an embedder who writes the README's lines, or copies an example, gets
 //! the handshake timeout without a timer of their own, on smol and on tokio.
 
-mod common;
+use wssd_testkit as common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream as StdTcp;

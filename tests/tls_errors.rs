@@ -1,6 +1,6 @@
 //! Certificate and key loading: each mistake gets an error that names the file and the fix.
 
-mod common;
+use wssd_testkit as common;
 
 use std::path::Path;
 

@@ -2,8 +2,7 @@
 //! stall or stop the server. (Pushes reaching browsers, with a real PHP app, are in
 //! scripts/interop's bridge.py.)
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use wssd_testkit as common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,8 +2,7 @@
 //! limit, an answer whose error would carry control characters to the log, and a slow app
 //! whose client leaves. The app is a small HTTP/1.1 server in this test, on loopback.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use wssd_testkit as common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

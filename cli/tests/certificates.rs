@@ -2,8 +2,7 @@
 //! chain file and a leaf that is not first work, a handshake that the client fails on the
 //! certificate is logged with the likely cause, and ACME failures are explained.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use wssd_testkit as common;
 
 use std::io::{Read, Write};
 use std::path::Path;

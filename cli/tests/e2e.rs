@@ -1,7 +1,6 @@
 //! The built `wssd` binary on an ephemeral loopback port, over ws and wss.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use wssd_testkit as common;
 
 use async_tungstenite::WebSocketStream;
 use common::{Wssd, bounded};

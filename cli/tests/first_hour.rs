@@ -1,8 +1,7 @@
 //! A new user's first hour (issue 12): rooms under the proxied path, subprotocols, the
 //! `--listen` forms people type, and the log naming the proxy a client came through.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use wssd_testkit as common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};

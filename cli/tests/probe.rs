@@ -1,7 +1,6 @@
 //! `wssd probe` names the right fix for each misconfiguration, and exits non-zero on each.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use wssd_testkit as common;
 
 use std::path::Path;
 use std::process::Command;

@@ -3,8 +3,7 @@
 //! they are `#[ignore]`d in a plain `cargo test`; `scripts/interop` installs Redis and runs
 //! them with `--ignored`.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use wssd_testkit as common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! permessage-deflate, and memory that follows what came.
 
 use super::rx::MIN_ROOM;
-use super::wire::{unmask_into, unmasked};
+use super::wire::unmasked;
 use super::*;
 
 #[test]
@@ -91,25 +91,12 @@ fn read_all(
     })
 }
 
-/// A client's frame with this first byte (FIN, RSV, opcode) and key (RFC 6455 section 5.2).
-fn masked(first: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    let (head, head_len) = frame_head(first, payload.len());
-    let mut out = head[..usize::from(head_len)].to_vec();
-    out[1] |= 0x80;
-    out.extend_from_slice(&key);
-    unmask_into(&mut out, payload, key); // masking and unmasking are the same XOR
-    out
-}
+use wssd_testkit::masked;
 
 /// A client's frame (RFC 6455 section 5.2): masked, with a key that changes per frame.
 fn client_frame(fin: bool, opcode: u8, payload: &[u8], seed: u8) -> Vec<u8> {
     let key = [seed, seed ^ 0x5A, seed.wrapping_add(77), 0xC3];
-    let (head, head_len) = frame_head(u8::from(fin) << 7 | opcode, payload.len());
-    let mut out = head[..usize::from(head_len)].to_vec();
-    out[1] |= 0x80;
-    out.extend_from_slice(&key);
-    unmask_into(&mut out, payload, key); // masking and unmasking are the same XOR
-    out
+    masked(u8::from(fin) << 7 | opcode, key, payload)
 }
 
 #[test]

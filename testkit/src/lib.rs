@@ -1,6 +1,8 @@
-//! Helpers shared by the integration tests: in-memory duplex pipes, a TLS client that
-//! trusts a generated CA, and a guard that runs the built `wssd` binary.
-#![allow(dead_code)] // each test file uses a subset
+//! What wssd's tests share: an in-memory duplex (the handshake and session tests run over
+//! it, no sockets), client frames as RFC 6455 section 5.3 has them (masked), readers of
+//! the server's frames, a TLS client that trusts a generated CA, loopback ports, and a
+//! guard that runs the built `wssd` binary.
+#![allow(missing_docs)]
 
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
@@ -98,13 +100,26 @@ pub async fn read_until_close(raw: &mut Duplex) -> (u16, Vec<u8>) {
     }
 }
 
-/// Reads one short server frame (unmasked, payload under 126 bytes): its first byte (FIN
-/// and opcode) and its payload.
+/// Reads one server frame (unmasked, RFC 6455 section 5.2): its first byte (FIN, RSV and
+/// opcode) and its payload.
 pub async fn read_frame<S: AsyncRead + Unpin>(raw: &mut S) -> (u8, Vec<u8>) {
     use futures_lite::AsyncReadExt;
     let mut head = [0u8; 2];
     raw.read_exact(&mut head).await.unwrap();
-    let mut payload = vec![0u8; usize::from(head[1] & 0x7F)];
+    let len = match head[1] & 0x7F {
+        126 => {
+            let mut l = [0u8; 2];
+            raw.read_exact(&mut l).await.unwrap();
+            usize::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            raw.read_exact(&mut l).await.unwrap();
+            usize::try_from(u64::from_be_bytes(l)).unwrap()
+        }
+        n => usize::from(n),
+    };
+    let mut payload = vec![0u8; len];
     raw.read_exact(&mut payload).await.unwrap();
     (head[0], payload)
 }
@@ -280,15 +295,25 @@ pub async fn bounded<T>(fut: impl Future<Output = T>) -> T {
 }
 
 /// The `wssd` binary under test: `WSSD_BIN` if set (such as an older build, to show that
-/// a test fails on it), else the one cargo built for this package's tests (cli/).
+/// a test fails on it), else the one cargo built beside the running test (its executable
+/// is in `target/<profile>/deps/`, the binary in `target/<profile>/`), as cargo does for
+/// the tests of cli/.
 pub fn wssd_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("WSSD_BIN") {
         return PathBuf::from(bin);
     }
-    match option_env!("CARGO_BIN_EXE_wssd") {
-        Some(bin) => PathBuf::from(bin),
-        None => panic!("tests of the wssd binary live in cli/tests, which cargo builds it for"),
-    }
+    let test = std::env::current_exe().expect("the test's own path");
+    let bin = test
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(format!("wssd{}", std::env::consts::EXE_SUFFIX)))
+        .expect("the test runs from target/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} is not built: the tests of the wssd binary live in cli/tests, which cargo builds it for",
+        bin.display()
+    );
+    bin
 }
 
 /// The built `wssd` binary, running on an ephemeral loopback port; killed on drop.
@@ -489,4 +514,49 @@ pub fn masked(first: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&key);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
     out
+}
+
+/// A plain WebSocket client of the binary under test.
+pub type Plain = async_tungstenite::WebSocketStream<smol::net::TcpStream>;
+
+/// Connects a plain WebSocket client to `server` (its opening handshake done).
+pub async fn connect(server: &Wssd) -> Plain {
+    let tcp = smol::net::TcpStream::connect(server.addr()).await.unwrap();
+    async_tungstenite::client_async(server.url.as_str(), tcp)
+        .await
+        .unwrap()
+        .0
+}
+
+/// Sends `text` and checks that it comes back (the binary echoes).
+pub async fn echo(
+    ws: &mut async_tungstenite::WebSocketStream<impl AsyncRead + AsyncWrite + Unpin>,
+    text: &str,
+) {
+    use async_tungstenite::tungstenite::Message;
+    use futures_util::StreamExt;
+    ws.send(Message::text(text)).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
+}
+
+/// Reads `count` messages that are `expected`, skipping pings and pongs; anything else
+/// (a close, an error, another message) fails the test. Returns `count`.
+pub async fn read_messages<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut async_tungstenite::WebSocketStream<S>,
+    count: usize,
+    expected: impl Fn(&async_tungstenite::tungstenite::Message) -> bool,
+) -> usize {
+    use futures_util::StreamExt;
+    let mut got = 0;
+    while got < count {
+        match ws.next().await {
+            Some(Ok(
+                async_tungstenite::tungstenite::Message::Ping(_)
+                | async_tungstenite::tungstenite::Message::Pong(_),
+            )) => {}
+            Some(Ok(msg)) if expected(&msg) => got += 1,
+            other => panic!("after {got} messages: {other:?}"),
+        }
+    }
+    got
 }
