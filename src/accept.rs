@@ -119,7 +119,7 @@ impl fmt::Display for AcceptError {
             AcceptError::WrongPath { path } => {
                 write!(
                     f,
-                    "no WebSocket at path \"{}\": answered 404 (check the client's URL against the server's path: Config::path, or --path in the wssd binary)",
+                    "no WebSocket at path \"{}\": answered 404 (check the client's URL against the server's path: Config::path)",
                     crate::text::escape(path)
                 )
             }
@@ -138,7 +138,7 @@ impl fmt::Display for AcceptError {
             AcceptError::ProxyHeader(e) => {
                 write!(
                     f,
-                    "{e}: closed (send PROXY protocol from the balancer, or turn it off: Config::proxy_protocol, or --proxy-protocol in the wssd binary)"
+                    "{e}: closed (send PROXY protocol from the balancer, or turn it off: Config::proxy_protocol)"
                 )
             }
             AcceptError::PlainHttpOnTlsPort => write!(
@@ -147,7 +147,7 @@ impl fmt::Display for AcceptError {
             ),
             AcceptError::TlsOnPlainPort => write!(
                 f,
-                "client started TLS on a plain ws port: use ws://, or serve TLS on this port (Config::tls, or --cert and --key in the wssd binary)"
+                "client started TLS on a plain ws port: use ws://, or serve TLS on this port (Config::tls)"
             ),
             AcceptError::Timeout { after } => write!(
                 f,

@@ -626,7 +626,7 @@ fn tls_on_the_plain_port_is_named() {
     assert!(matches!(err, AcceptError::TlsOnPlainPort), "{err:?}");
     assert!(
         err.to_string()
-            .contains("use ws://, or serve TLS on this port (Config::tls, or --cert and --key in the wssd binary)"),
+            .contains("use ws://, or serve TLS on this port (Config::tls)"),
         "{err}"
     );
 }

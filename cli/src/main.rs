@@ -8,6 +8,7 @@ mod api;
 mod bridge;
 mod certcheck;
 mod certs;
+mod flags;
 #[cfg(feature = "probe")]
 mod probe;
 /// What `wssd probe` is in a build without its `probe` feature: an error saying so.
@@ -376,15 +377,16 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    let _ = simple_logger::SimpleLogger::new()
+    let logger = simple_logger::SimpleLogger::new()
         .with_level(args.log_level)
         .with_colors(std::io::stderr().is_terminal())
-        .with_utc_timestamps()
-        .init();
+        .with_utc_timestamps();
+    log::set_max_level(logger.max_level());
+    let _ = log::set_boxed_logger(Box::new(flags::Logger(logger)));
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wssd: {e}");
+            eprintln!("wssd: {}", flags::named(&e));
             ExitCode::FAILURE
         }
     }

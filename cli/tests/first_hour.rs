@@ -58,6 +58,13 @@ fn rooms_live_under_the_configured_path_as_behind_nginx_location_wss() {
         answer.contains("No WebSocket at path \"/other/room1\", the path this server received: connect to /wss (or below it)"),
         "{answer}"
     );
+    // The log line names the library's setting and the flag that sets it here.
+    let lines = server.wait_for_log("no WebSocket at path", 1);
+    assert!(
+        lines[0]
+            .contains("(check the client's URL against the server's path: Config::path, --path)"),
+        "{lines:?}"
+    );
 }
 
 #[test]

@@ -183,9 +183,9 @@ impl Refused {
         let n = std::mem::take(&mut r.since_warning);
         r.last_warning = Some(Instant::now());
         match self {
-            Refused::Full(max) => log::warn!(
-                "{max} connections open (Server::max_connections, --max-connections): refused {n} new ones"
-            ),
+            Refused::Full(max) => {
+                log::warn!("{max} connections open (Server::max_connections): refused {n} new ones")
+            }
             Refused::Address(ip, max) => {
                 let hint = if trusted_proxy {
                     ": this address is a trusted proxy's, so the proxy did not name its clients (make it pass X-Real-IP or Forwarded, or use the PROXY protocol)"
@@ -193,7 +193,7 @@ impl Refused {
                     ""
                 };
                 log::warn!(
-                    "{max} connections open from {ip} (Server::max_connections_per_address, --max-connections-per-address): refused {n} new ones{hint}"
+                    "{max} connections open from {ip} (Server::max_connections_per_address): refused {n} new ones{hint}"
                 )
             }
         }
