@@ -384,7 +384,9 @@ fn decode(bytes: &[u8]) -> Option<(u64, OwnedTarget, Message)> {
         0 => OwnedTarget::User(text(name)?),
         1 => OwnedTarget::Group(text(name)?),
         2 => OwnedTarget::All,
-        3 => OwnedTarget::Connection(u64::from_be_bytes(name.try_into().ok()?).into()),
+        3 => OwnedTarget::Connection(crate::ConnectionId::from_wire(u64::from_be_bytes(
+            name.try_into().ok()?,
+        ))?),
         _ => return None,
     };
     let msg = match opcode {
@@ -409,7 +411,10 @@ mod tests {
             (Target::User("alice"), Message::text("hi")),
             (Target::Group("room/1"), Message::binary(vec![0u8, 255])),
             (Target::All, Message::text("")),
-            (Target::Connection(7.into()), Message::text("one")),
+            (
+                Target::Connection(crate::ConnectionId::from_wire(7).unwrap()),
+                Message::text("one"),
+            ),
             (
                 Target::User("bob"),
                 Message::Close(Some(crate::CloseFrame {

@@ -187,15 +187,21 @@ impl Api {
                 let mut body: SendBody = read_json(req).await?;
                 let msg = crate::bridge::message(body.text.take(), body.binary.take())
                     .map_err(|why| (StatusCode::BAD_REQUEST, format!("the message {why}")))?;
-                let exclude: Vec<ConnectionId> = body.exclude.iter().map(|&n| n.into()).collect();
+                let exclude: Vec<ConnectionId> = body
+                    .exclude
+                    .iter()
+                    .filter_map(|&n| ConnectionId::from_wire(n))
+                    .collect();
                 let (sent, scope) = match (body.id, &body.user, &body.group, body.all) {
                     (Some(id), None, None, false) => {
-                        let Some(conn) = app.hub().get(id.into()) else {
+                        let wire = id;
+                        let id = conn_id(id)?;
+                        let Some(conn) = app.hub().get(id) else {
                             if !app.hub().is_linked() {
-                                return Err(unknown(id));
+                                return Err(unknown(wire));
                             }
                             // Not here: the instance that has it (ids are unique) delivers it.
-                            app.hub().publish_to(id.into(), &msg);
+                            app.hub().publish_to(id, &msg);
                             return Ok(json_response(
                                 StatusCode::OK,
                                 &json!({ "sent": 0, "counted_on": "this instance", "delivered_to": "all instances", "relayed": true }),
@@ -212,7 +218,7 @@ impl Api {
                                     ),
                                 ));
                             }
-                            Err(_) => return Err(unknown(id)),
+                            Err(_) => return Err(unknown(wire)),
                         }
                     }
                     (None, Some(user), None, false) => (app.hub().send_to_user(user, &msg), scope),
@@ -235,22 +241,20 @@ impl Api {
             }
             (&Method::POST, "/join" | "/leave") => {
                 let body: GroupBody = read_json(req).await?;
-                app.hub()
-                    .get(body.id.into())
-                    .ok_or_else(|| unknown(body.id))?;
+                let id = conn_id(body.id)?;
+                app.hub().get(id).ok_or_else(|| unknown(body.id))?;
                 if path == "/join" {
-                    app.join(body.id.into(), &body.group);
+                    app.join(id, &body.group);
                 } else {
-                    app.leave(body.id.into(), &body.group);
+                    app.leave(id, &body.group);
                 }
                 Ok(json_response(StatusCode::OK, &json!({ "ok": true })))
             }
             (&Method::POST, "/bind") => {
                 let body: BindBody = read_json(req).await?;
-                app.hub()
-                    .get(body.id.into())
-                    .ok_or_else(|| unknown(body.id))?;
-                app.bind(body.id.into(), &body.user);
+                let id = conn_id(body.id)?;
+                app.hub().get(id).ok_or_else(|| unknown(body.id))?;
+                app.bind(id, &body.user);
                 Ok(json_response(StatusCode::OK, &json!({ "ok": true })))
             }
             (&Method::POST, "/close") => {
@@ -266,14 +270,14 @@ impl Api {
                 }
                 let code = CloseCode::from(code);
                 let closed = match (body.id, &body.user) {
-                    (Some(id), None) => match app.hub().get(id.into()) {
+                    (Some(wire), None) => match app.hub().get(conn_id(wire)?) {
                         Some(conn) => usize::from(conn.close(code, &body.reason)),
                         None if app.hub().is_linked() => {
                             // Not here: the instance that has it (ids are unique) closes it.
-                            app.hub().publish_close(id.into(), code, &body.reason);
+                            app.hub().publish_close(conn_id(wire)?, code, &body.reason);
                             0
                         }
-                        None => return Err(unknown(id)),
+                        None => return Err(unknown(wire)),
                     },
                     (None, Some(user)) => app.hub().close_user(user, code, &body.reason),
                     _ => {
@@ -431,6 +435,11 @@ impl Api {
         );
         out
     }
+}
+
+/// The connection an app named by its id's number: any but 0, which no connection has.
+fn conn_id(id: u64) -> Result<ConnectionId, (StatusCode, String)> {
+    ConnectionId::from_wire(id).ok_or_else(|| unknown(id))
 }
 
 fn unknown(id: u64) -> (StatusCode, String) {

@@ -68,15 +68,23 @@ impl std::error::Error for SendError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(u64);
 
-impl From<u64> for ConnectionId {
-    /// The id whose [`ConnectionId::get`] is `n`, such as one an app sent back (it names
-    /// a connection only if one has that id).
-    fn from(n: u64) -> Self {
-        ConnectionId(n)
-    }
-}
-
 impl ConnectionId {
+    /// The id whose [`ConnectionId::get`] is `n`, as an app or another instance sent it back
+    /// over the wire (the binary's push API, a Redis link): the one way to make an id that
+    /// wssd did not hand out, and named so. It names a connection only if one has that id:
+    /// [`Hub::get`](crate::Hub::get) finds none otherwise. `None` for 0, which no
+    /// connection has.
+    ///
+    /// ```
+    /// # use wssd::ConnectionId;
+    /// let id = ConnectionId::from_wire(42).unwrap();
+    /// assert_eq!(id.get(), 42);
+    /// assert_eq!(ConnectionId::from_wire(0), None);
+    /// ```
+    pub fn from_wire(n: u64) -> Option<Self> {
+        (n != 0).then_some(ConnectionId(n))
+    }
+
     /// The number behind the id, for logs, maps and wire formats of your own.
     pub fn get(self) -> u64 {
         self.0
