@@ -6,9 +6,6 @@ use std::time::Duration;
 use futures_rustls::rustls::ServerConfig;
 use ipnet::IpNet;
 
-/// The self-contained test page served by `--test-page` on a plain `GET` of the WebSocket path.
-const TEST_PAGE: &str = include_str!("test_page.html");
-
 /// What an [`Acceptor`](crate::Acceptor) accepts: TLS or plain, which path, which subprotocols, and the limits.
 ///
 /// ```
@@ -49,7 +46,7 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// An HTML page to answer a plain `GET` of the WebSocket path with (no `Upgrade`
     /// header), instead of 426 Upgrade Required: a client page served from the same
-    /// port, such as a chat room's. [`Config::test_page`] sets the built-in test page.
+    /// port, such as a chat room's (the binary's `--test-page` serves its test page this way).
     /// Default `None`.
     pub page: Option<Arc<str>>,
     /// permessage-deflate (RFC 7692): whether a client's offer is accepted, the size below
@@ -174,12 +171,6 @@ impl Config {
     pub fn page(mut self, html: impl Into<Arc<str>>) -> Self {
         self.page = Some(html.into());
         self
-    }
-
-    /// Serves the built-in test page on a plain `GET` of the WebSocket path, instead of 426:
-    /// it runs the recipe's snippet against its own origin and shows the replies.
-    pub fn test_page(self) -> Self {
-        self.page(TEST_PAGE)
     }
 
     /// Accepts a client's permessage-deflate offer (RFC 7692), with the default threshold

@@ -487,7 +487,7 @@ mod tests {
             answer.body
         );
         assert_eq!(why, Refusal::NotWebSocket { page: false });
-        let config = Config::default().test_page();
+        let config = Config::default().page("<script>new WebSocket(location.href)</script>");
         let Decision::Refuse(answer, _) = decide(&config, &get, true, false) else {
             panic!()
         };

@@ -92,7 +92,12 @@ pub fn start(args: AcmeArgs<'_>, notes: CertificateNotes) -> Result<Arc<ServerCo
         config = config.contact_push(format!("mailto:{email}"));
     }
     let mut state = config.state();
-    let server_config = wssd::tls::resolver_config(state.resolver(), true);
+    // ALPN offers acme-tls/1 beside http/1.1 (RFC 8737): the challenges come to this port.
+    let mut server_config = (*wssd::tls::resolver_config(state.resolver())).clone();
+    server_config
+        .alpn_protocols
+        .push(wssd::tls::ACME_TLS_ALPN.to_vec());
+    let server_config = Arc::new(server_config);
     let names = args.domains.join(", ");
     let cache_dir = args.cache.display().to_string();
     log::info!(

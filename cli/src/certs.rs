@@ -124,7 +124,7 @@ pub fn setup(args: TlsArgs<'_>) -> Result<TlsSetup, String> {
     let leaf = generated.leaf().map_err(|e| e.to_string())?;
     log::info!(
         "self-signed certificate, SHA-256 fingerprint {}",
-        tls::fingerprint(&leaf)
+        fingerprint(&leaf)
     );
     let hint = match args.self_signed_dir {
         Some(dir) => format!(
@@ -138,4 +138,12 @@ pub fn setup(args: TlsArgs<'_>) -> Result<TlsSetup, String> {
         trust_hint: Some(hint),
         files: None,
     })
+}
+
+/// The SHA-256 fingerprint of a DER certificate, as colon-separated upper-case hex (the form
+/// browsers and `openssl x509 -fingerprint -sha256` show).
+fn fingerprint(cert: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert);
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
 }

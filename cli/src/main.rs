@@ -35,6 +35,10 @@ mod probe {
 mod proxy_config;
 mod x509;
 
+/// The self-contained test page served by `--test-page` on a plain `GET` of the WebSocket
+/// path: it runs the recipe's snippet against its own origin and shows the replies.
+const TEST_PAGE: &str = include_str!("test_page.html");
+
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -491,7 +495,7 @@ fn run(args: Args) -> Result<(), String> {
         config.trusted_proxies = args.trusted_proxy.clone();
     }
     if args.test_page {
-        config = config.test_page();
+        config = config.page(TEST_PAGE);
     }
 
     if let Some(files) = &tls.files {

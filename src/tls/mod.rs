@@ -334,7 +334,7 @@ pub fn server_config(certified: CertifiedKey) -> Arc<ServerConfig> {
 }
 
 fn config_with(resolver: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
-    resolver_config(resolver, false)
+    resolver_config(resolver)
 }
 
 /// The ALPN protocol of the ACME TLS-ALPN-01 challenge (RFC 8737 section 3).
@@ -344,14 +344,19 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// ALPN `http/1.1`, no client authentication, and one TLS 1.3 session ticket per
 /// connection (RFC 8446 section 4.6.1) in rustls' in-memory session cache of 256.
 ///
-/// With `acme_challenges`, ALPN also offers `acme-tls/1` (RFC 8737), for a resolver that
-/// answers the TLS-ALPN-01 challenges of an ACME client (RFC 8555) on the wss port
-/// itself, such as rustls-acme's. A connection that negotiates it is closed after the TLS
+/// For a resolver that answers the TLS-ALPN-01 challenges of an ACME client (RFC 8555) on
+/// the wss port itself, such as rustls-acme's, add [`ACME_TLS_ALPN`] to the configuration's
+/// `alpn_protocols` (RFC 8737): a connection that negotiates it is closed after the TLS
 /// handshake, with [`AcceptError::AcmeChallenge`](crate::AcceptError::AcmeChallenge).
-pub fn resolver_config(
-    resolver: Arc<dyn ResolvesServerCert>,
-    acme_challenges: bool,
-) -> Arc<ServerConfig> {
+///
+/// ```
+/// # use std::sync::Arc;
+/// # let resolver = Arc::new(wssd::rustls::server::ResolvesServerCertUsingSni::new());
+/// let mut config = (*wssd::tls::resolver_config(resolver)).clone();
+/// config.alpn_protocols.push(wssd::tls::ACME_TLS_ALPN.to_vec()); // ACME on the wss port
+/// let config = wssd::Config::default().tls(Arc::new(config));
+/// ```
+pub fn resolver_config(resolver: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("the ring provider supports TLS 1.2 and 1.3")
@@ -363,9 +368,6 @@ pub fn resolver_config(
     // entry in the server's session cache (256 of them), so one each lets twice as many
     // clients resume, and the handshake makes half the tickets.
     config.send_tls13_tickets = 1;
-    if acme_challenges {
-        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
-    }
     Arc::new(config)
 }
 
@@ -613,7 +615,7 @@ impl CertificateNotes {
 }
 
 /// The SHA-256 fingerprint of a DER certificate, as colon-separated upper-case hex (the form browsers and `openssl x509 -fingerprint -sha256` show).
-pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
     let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
     hex.join(":")
