@@ -30,7 +30,10 @@ use crate::{CloseCode, Message};
 /// with 1013 (try again later) only if it makes no room within
 /// [`Limits::backpressure_timeout`](crate::Limits::backpressure_timeout). A send made
 /// anywhere else (another task, the Redis link) closes a full recipient with 1013 at once.
-/// A message is framed once per send and its bytes shared by every recipient.
+/// That is the one rule of every Hub send ([`Hub::send_to`] too); a caller that wants to
+/// decide for itself sends on the [`Connection`] with [`Connection::try_send`], which
+/// returns [`SendError::Full`] and closes nothing. A message is framed once per send and its
+/// bytes shared by every recipient.
 ///
 /// ```
 /// use wssd::{Connection, Handler, Hub, Message};
@@ -234,11 +237,14 @@ impl Hub {
             .map_or_else(Vec::new, |ids| ids.iter().copied().collect())
     }
 
-    /// Queues `msg` for one connection of this instance, without waiting.
+    /// Queues `msg` for one connection of this instance, without waiting, under the full-queue
+    /// rule of every Hub send (see [`Hub`]): inside `on_message` a full recipient holds the
+    /// sender's reads, elsewhere it is closed with 1013.
     ///
     /// # Errors
-    /// [`SendError::Closed`] when no such connection is registered, [`SendError::Full`]
-    /// when its queue is full (it is not closed for that: the caller decides).
+    /// [`SendError::Closed`] when no such connection is registered (or it is closing),
+    /// [`SendError::Full`] when it was closed with 1013 for a full queue, and
+    /// [`SendError::Unsupported`] for a raw frame or a close.
     ///
     /// ```
     /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
@@ -251,8 +257,9 @@ impl Hub {
     /// # Ok::<(), SendError>(())
     /// ```
     pub fn send_to(&self, id: ConnectionId, msg: Message) -> Result<(), SendError> {
+        session::sendable(&msg)?;
         let conn = self.read().connections.get(&id).map(|m| m.conn.clone());
-        conn.ok_or(SendError::Closed)?.try_send(msg)
+        session::send_to_one(conn.ok_or(SendError::Closed)?, frame_once(&msg))
     }
 
     /// Queues `msg` for every connection of `user`, here and (with Redis) on every other

@@ -92,6 +92,44 @@ fn a_thousand_member_group_send_completes_and_a_stalled_member_is_closed_alone()
     })));
 }
 
+/// `Hub::send_to` keeps the one full-queue rule of every Hub send: outside `on_message` a
+/// recipient whose queue is full is closed with 1013 (it is not left full for the caller).
+#[test]
+fn send_to_a_full_recipient_outside_on_message_closes_it_as_every_hub_send_does() {
+    let hub = Hub::default();
+    let mut limits = Limits::default();
+    limits.send_queue_bytes = 4 << 10;
+    let acceptor = Acceptor::new(Config::default().limits(limits));
+    let (opened_tx, opened) = async_channel::unbounded();
+    let handler = Rc::new(Group(hub.clone(), opened_tx));
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(common::bounded(async {
+        let (server_end, client_end) = duplex_with(4 << 10);
+        let (acceptor, handler) = (acceptor.clone(), handler.clone());
+        ex.spawn(async move {
+            let accepted = acceptor.accept(server_end, peer()).await.unwrap();
+            accepted.serve(&*handler).await;
+        })
+        .detach();
+        let (_never_reads, _) = async_tungstenite::client_async("ws://localhost/", client_end)
+            .await
+            .unwrap();
+        let conn = opened.recv().await.unwrap();
+        let mut sent = 0;
+        let refused = loop {
+            match hub.send_to(conn.id(), Message::binary(vec![7; 1024])) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 1000, "never full");
+        };
+        assert_eq!(refused, SendError::Full, "after {sent}");
+        // Closed for it with 1013, as a group send would have.
+        assert!(conn.is_closed());
+        assert_eq!(conn.try_send(Message::text("x")), Err(SendError::Closed));
+    })));
+}
+
 #[test]
 fn a_client_cannot_see_its_connection_open_before_on_open_ran() {
     let hub = Hub::default();

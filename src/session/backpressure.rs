@@ -53,11 +53,8 @@ impl Drop for ClearDeferred {
     }
 }
 
-/// Queues `msg` for each of `recipients` (the Hub's sends), and returns for how many.
-///
-/// Inside a handler's `on_message`, a recipient whose queue is full (or that this sender
-/// waits on already, to keep the order) gets the message later: the sending session stops
-/// reading until it is queued. Anywhere else a full recipient is closed with 1013.
+/// Queues `msg` for each of `recipients` (the Hub's sends), and returns for how many, each
+/// under the one rule of [`send_one`].
 pub(crate) fn send_all(recipients: Vec<Connection>, msg: &Message) -> usize {
     // Compressed at most once, for all the recipients that agreed on permessage-deflate.
     let mut shared = crate::deflate::OneToMany::new(msg);
@@ -65,33 +62,64 @@ pub(crate) fn send_all(recipients: Vec<Connection>, msg: &Message) -> usize {
         let mut deferred = deferred.borrow_mut();
         let mut queued = 0;
         for conn in recipients {
-            let waiting = deferred
-                .as_mut()
-                .and_then(|d| d.blocked.iter_mut().find(|b| b.conn.id() == conn.id()));
             let msg = shared.get(conn.shared.deflate.as_ref());
-            if let Some(b) = waiting {
-                b.messages.push_back(msg);
-                queued += 1;
-                continue;
-            }
-            match (conn.push(msg), deferred.as_mut()) {
-                (Ok(()), _) => queued += 1,
-                (Err((SendError::Full, back)), Some(d)) => {
-                    let since = conn.queue().writing_since.unwrap_or_else(Instant::now);
-                    d.blocked.push(Blocked {
-                        deadline: since + d.timeout,
-                        conn,
-                        messages: VecDeque::from([back]),
-                        room: None,
-                    });
-                    queued += 1;
-                }
-                (Err((SendError::Full, _)), None) => {
-                    conn.close_slow();
-                }
-                (Err(_), _) => {}
-            }
+            queued += usize::from(send_one(conn, msg, deferred.as_mut()).is_ok());
         }
         queued
     })
+}
+
+/// Queues `msg` for `conn`: every Hub send's one rule for a full queue. Inside a handler's
+/// `on_message` (`deferred` is its record), a recipient whose queue is full (or that this
+/// sender waits on already, to keep the order) gets the message later: the sending session
+/// stops reading until it is queued, and closes the recipient with 1013 if it makes no room
+/// within the backpressure timeout. Anywhere else a full recipient is closed with 1013 at
+/// once.
+///
+/// # Errors
+/// [`SendError::Full`] when the recipient was closed for a full queue, [`SendError::Closed`]
+/// when it is closing or gone.
+pub(crate) fn send_one(
+    conn: Connection,
+    msg: Message,
+    deferred: Option<&mut Deferred>,
+) -> Result<(), SendError> {
+    let Some(d) = deferred else {
+        return match conn.push(msg) {
+            Ok(()) => Ok(()),
+            Err((SendError::Full, _)) => {
+                conn.close_slow();
+                Err(SendError::Full)
+            }
+            Err((e, _)) => Err(e),
+        };
+    };
+    if let Some(b) = d.blocked.iter_mut().find(|b| b.conn.id() == conn.id()) {
+        b.messages.push_back(msg);
+        return Ok(());
+    }
+    match conn.push(msg) {
+        Ok(()) => Ok(()),
+        Err((SendError::Full, back)) => {
+            let since = conn.queue().writing_since.unwrap_or_else(Instant::now);
+            d.blocked.push(Blocked {
+                deadline: since + d.timeout,
+                conn,
+                messages: VecDeque::from([back]),
+                room: None,
+            });
+            Ok(())
+        }
+        Err((e, _)) => Err(e),
+    }
+}
+
+/// [`send_one`] for a Hub send to one connection.
+///
+/// # Errors
+/// As [`send_one`].
+pub(crate) fn send_to_one(conn: Connection, msg: Message) -> Result<(), SendError> {
+    let mut shared = crate::deflate::OneToMany::new(&msg);
+    let msg = shared.get(conn.shared.deflate.as_ref());
+    DEFERRED.with(|deferred| send_one(conn, msg, deferred.borrow_mut().as_mut()))
 }

@@ -21,7 +21,7 @@ mod connection;
 mod deadline;
 mod handler;
 
-pub(crate) use backpressure::send_all;
+pub(crate) use backpressure::{send_all, send_to_one};
 #[cfg(feature = "redis")]
 pub(crate) use connection::set_instance_tag;
 pub use connection::{Connection, ConnectionId, SendError};
