@@ -9,8 +9,7 @@
 //! message, as uWebSockets' shared compressor is; the inflater is taken from a per-thread
 //! pool for one message and returned after it. An idle connection holds neither.
 
-use crate::frames::Violation;
-use std::cell::RefCell;
+use crate::violation::Violation;
 
 use async_tungstenite::tungstenite::http::{HeaderMap, header};
 use async_tungstenite::tungstenite::protocol::frame::Frame;
@@ -141,20 +140,13 @@ fn acceptable<'a>(params: impl Iterator<Item = &'a str>) -> Option<Option<u8>> {
     }
 }
 
-thread_local! {
-    /// One compressor per window size per thread, reset after each message.
-    static COMPRESSORS: RefCell<Vec<(u8, u32, Compress)>> = const { RefCell::new(Vec::new()) };
-    /// Inflaters between messages, per thread.
-    static INFLATERS: RefCell<Vec<Decompress>> = const { RefCell::new(Vec::new()) };
-}
-
 /// The most idle inflaters a thread keeps for the next compressed message.
 const POOLED_INFLATERS: usize = 4;
 
 /// `payload` deflated as one message (RFC 7692 section 7.2.1): the output of a sync flush
 /// without its final `00 00 ff ff`. `None` if DEFLATE failed (it does not on valid input).
 fn deflate(payload: &[u8], agreed: &Agreed) -> Option<Vec<u8>> {
-    COMPRESSORS.with(|all| {
+    crate::per_thread::COMPRESSORS.with(|all| {
         let mut all = all.borrow_mut();
         let index = match all
             .iter()
@@ -259,7 +251,7 @@ impl<'a> OneToMany<'a> {
 /// An inflater for one compressed message (RFC 7692 section 7.2.2): the thread's spare one
 /// if it has one. Give it back with [`done_with`] once the message is whole.
 pub(crate) fn inflater() -> Decompress {
-    INFLATERS
+    crate::per_thread::INFLATERS
         .with(|pool| pool.borrow_mut().pop())
         .unwrap_or_else(|| Decompress::new_with_window_bits(false, 15))
 }
@@ -267,7 +259,7 @@ pub(crate) fn inflater() -> Decompress {
 /// Keeps `inflater`, reset, for the thread's next compressed message (a few at most).
 pub(crate) fn done_with(mut inflater: Decompress) {
     inflater.reset(false);
-    INFLATERS.with(|pool| {
+    crate::per_thread::INFLATERS.with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.len() < POOLED_INFLATERS {
             pool.push(inflater);

@@ -171,6 +171,7 @@ mod frames;
 mod handshake;
 pub mod hub;
 pub mod manual;
+mod per_thread;
 mod records;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -182,6 +183,7 @@ pub mod smol;
 mod timer;
 mod tls_stream;
 mod transport;
+mod violation;
 mod websocket;
 // The first-byte check and PROXY protocol parser: internal, but the fuzz targets reach
 // them through the `fuzzing` feature.
@@ -206,7 +208,6 @@ pub use accept::{AcceptError, Accepted, Acceptor};
 pub use async_tungstenite::tungstenite;
 pub use config::{Config, Limits};
 pub use deflate::Deflate;
-pub use frames::Violation;
 pub use futures_rustls::rustls;
 pub use hub::Hub;
 pub use request::{Request, TlsInfo, TlsVersion};
@@ -219,4 +220,5 @@ pub use timer::Clock;
 pub use transport::Transport;
 pub use tungstenite::Message;
 pub use tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+pub use violation::Violation;
 pub use websocket::WebSocket;

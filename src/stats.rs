@@ -25,8 +25,8 @@ pub(crate) static PANICS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static CLOSES: [AtomicU64; 18] = [const { AtomicU64::new(0) }; 18];
 /// Connections failed for a [`Violation`](crate::Violation), by its row in the table of
 /// violations.
-static VIOLATIONS: [AtomicU64; crate::frames::VIOLATIONS.len()] =
-    [const { AtomicU64::new(0) }; crate::frames::VIOLATIONS.len()];
+static VIOLATIONS: [AtomicU64; crate::violation::TABLE.len()] =
+    [const { AtomicU64::new(0) }; crate::violation::TABLE.len()];
 
 /// The counters at one moment. Counts are since the process started.
 #[derive(Debug, Clone, Default)]
@@ -96,7 +96,7 @@ pub fn snapshot() -> Stats {
         closes,
         slow_consumers_closed: SLOW_CONSUMERS.load(Relaxed),
         panics: PANICS.load(Relaxed),
-        violations: crate::frames::VIOLATIONS
+        violations: crate::violation::TABLE
             .iter()
             .zip(&VIOLATIONS)
             .map(|((kind, _), n)| (*kind, n.load(Relaxed)))

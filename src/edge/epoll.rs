@@ -14,7 +14,6 @@
 //! `polling` is `unsafe` (the caller must deregister it before it is closed), and this crate
 //! forbids `unsafe`.
 
-use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
@@ -30,11 +29,6 @@ use rustix::event::epoll;
 /// Events taken from the epoll instance per `epoll_wait`.
 const BATCH: usize = 256;
 
-thread_local! {
-    /// Room for a batch of events, kept by the thread that takes them: no allocation per
-    /// batch. Per thread, not in [`Edge`]: an event (it may hold a pointer) is not `Send`.
-    static EVENTS: RefCell<Vec<epoll::Event>> = const { RefCell::new(Vec::new()) };
-}
 const READABLE: u32 = 1;
 const WRITABLE: u32 = 2;
 /// The peer ended its side, or the connection hung up or failed (`EPOLLRDHUP`, `EPOLLHUP`,
@@ -183,7 +177,7 @@ impl Edge {
     /// Takes every event waiting in the epoll instance, without blocking, and wakes the
     /// connections they name. Returns how many there were.
     fn deliver(&self) -> rustix::io::Result<usize> {
-        EVENTS.with_borrow_mut(|events| self.take(events))
+        crate::per_thread::EPOLL_EVENTS.with_borrow_mut(|events| self.take(events))
     }
 
     /// Takes the events waiting in the epoll instance, without blocking, with `events` for

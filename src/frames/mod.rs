@@ -15,17 +15,14 @@
 mod rx;
 #[cfg(test)]
 mod tests;
-mod violation;
 mod wire;
 
+pub(crate) use crate::violation::{ReadError, Violation};
 use rx::{Payload, Rx, Scan, Step, room};
-pub(crate) use violation::ReadError;
-pub(crate) use violation::TABLE as VIOLATIONS;
-pub use violation::Violation;
 pub(crate) use wire::unmask;
 use wire::{close_payload, frame_head};
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -59,17 +56,13 @@ const MAX_HEADER: usize = 14;
 const SMALL_WRITE: usize = 2048;
 
 thread_local! {
-    /// Where reads land first, shared by the connections served on this thread.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// Where small frames are joined for one plain write.
-    static JOINED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// A frame queue's room, left by a connection that wrote all it had and taken by the
     /// next one that queues a frame on this thread: no allocation per message, and none
-    /// held by an idle connection.
-    static SPARE_OUT: Cell<VecDeque<Out>> = const { Cell::new(VecDeque::new()) };
+    /// held by an idle connection (the other per-thread buffers: [`crate::per_thread`]).
+    static SPARE_FRAMES: Cell<VecDeque<Out>> = const { Cell::new(VecDeque::new()) };
 }
 
-/// Room for at most this many entries is kept in a queue's spare ([`SPARE_OUT`], and the
+/// Room for at most this many entries is kept in a queue's spare ([`SPARE_FRAMES`](SPARE_FRAMES), and the
 /// session's send queue's).
 const SPARE_ROOM: usize = 16;
 
@@ -257,7 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
             let closing = self.state == State::ClosedByUs;
             let (io, rx, buf) = (&mut self.io, &mut self.rx, &mut self.buf);
             let read_size = self.read_size;
-            let read = SCRATCH.with_borrow_mut(|scratch| {
+            let read = crate::per_thread::READ.with_borrow_mut(|scratch| {
                 if scratch.len() < read_size {
                     scratch.resize(read_size, 0);
                 }
@@ -434,7 +427,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
             payload,
         };
         self.out_bytes += out.len();
-        take_room(&SPARE_OUT, &mut self.out);
+        take_room(&SPARE_FRAMES, &mut self.out);
         self.out.push_back(out);
     }
 
@@ -522,7 +515,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
             let join = left <= SMALL_WRITE && self.io.joins_small_writes();
             let io = Pin::new(&mut self.io);
             let n = if join {
-                let joined = JOINED.with_borrow_mut(|joined| {
+                let joined = crate::per_thread::JOINED_FRAMES.with_borrow_mut(|joined| {
                     joined.clear();
                     each_unwritten(&self.out, self.out_pos, |part| {
                         joined.extend_from_slice(part);
@@ -558,7 +551,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
         }
         // All written: an idle connection holds no queue of frames (its room goes to the
         // thread's spare).
-        keep_room(&SPARE_OUT, std::mem::take(&mut self.out));
+        keep_room(&SPARE_FRAMES, std::mem::take(&mut self.out));
         Poll::Ready(Ok(()))
     }
 }

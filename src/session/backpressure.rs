@@ -31,6 +31,8 @@ pub(super) struct Deferred {
 }
 
 thread_local! {
+    /// The sends a handler's `on_message` made to full queues while it runs on this thread
+    /// (the per-thread buffers: [`crate::per_thread`]).
     pub(super) static DEFERRED: RefCell<Option<Deferred>> = const { RefCell::new(None) };
 }
 

@@ -1,7 +1,6 @@
 //! The handle of one connection ([`Connection`]), its id, and its send queue, bounded in
 //! bytes, with the waker protocol between senders and the session.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -18,14 +17,8 @@ use super::close_codes::{payload_len, truncate_reason};
 #[cfg(doc)]
 use crate::Handler;
 use crate::Message;
+use crate::per_thread::SPARE_QUEUE;
 use crate::request::Request;
-
-thread_local! {
-    /// A send queue's room, left by the session that took its messages and wrote them,
-    /// and taken by the next send into an empty queue on this thread: no allocation per
-    /// message, and none held by an idle connection.
-    pub(super) static SPARE_QUEUE: Cell<VecDeque<Message>> = const { Cell::new(VecDeque::new()) };
-}
 
 /// Why a message could not be queued on a [`Connection`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,9 +28,10 @@ pub use connection::{Connection, ConnectionId, SendError};
 pub(crate) use connection::{Registry, next_id, sendable};
 pub use handler::{Admission, AdmitFuture, Handler};
 
+use crate::per_thread::SPARE_QUEUE;
 use backpressure::{Blocked, ClearDeferred, DEFERRED, Deferred};
 use close_codes::{is_disconnect, is_disconnect_io, payload_len, truncate_reason};
-use connection::{Queue, SPARE_QUEUE, Shared};
+use connection::{Queue, Shared};
 use deadline::{within, write_within};
 
 use std::collections::VecDeque;

@@ -15,7 +15,6 @@
 //! at the first moment rustls holds nothing of the peer's: records are then opened and sealed
 //! in those buffers, with no copy of their own.
 
-use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,15 +44,6 @@ const RECORD_OVERHEAD: usize = 64;
 
 /// The most plaintext sealed per write: four full records.
 const MAX_WRITE: usize = 4 * 16_384;
-
-thread_local! {
-    /// Where ciphertext lands first, shared by the connections served on this thread.
-    static INCOMING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// Where records are sealed before they are written.
-    static OUTGOING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// Where the slices of a vectored write are joined, to seal them as whole records.
-    static JOINED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 /// A TLS connection over `S` after [`accept`], server side.
 #[repr(C)] // in this order: the fields each read and write touches first, rustls' state last
@@ -415,20 +405,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             .iter()
             .find(|b| !b.is_empty())
             .filter(|b| b.len() >= total);
-        OUTGOING.with_borrow_mut(|out| {
+        crate::per_thread::TLS_OUT.with_borrow_mut(|out| {
             out.clear();
             match (&mut self.conn, single) {
                 (Engine::Own(records), _) => records.seal(out, bufs, total).map_err(tls_error)?,
                 (Engine::Gone, _) => return Err(io::ErrorKind::BrokenPipe.into()),
                 (Engine::Rustls(_), Some(buf)) => self.seal(&buf[..total], out)?,
-                (Engine::Rustls(_), None) => JOINED.with_borrow_mut(|joined| {
-                    joined.clear();
-                    for buf in bufs {
-                        let n = buf.len().min(total - joined.len());
-                        joined.extend_from_slice(&buf[..n]);
-                    }
-                    self.seal(joined, out)
-                })?,
+                (Engine::Rustls(_), None) => {
+                    crate::per_thread::TLS_JOINED.with_borrow_mut(|joined| {
+                        joined.clear();
+                        for buf in bufs {
+                            let n = buf.len().min(total - joined.len());
+                            joined.extend_from_slice(&buf[..n]);
+                        }
+                        self.seal(joined, out)
+                    })?
+                }
             }
             // Write now; keep what the socket does not take (`outgoing` was empty).
             let written = match Pin::new(&mut self.io).poll_write(cx, out) {
@@ -521,7 +513,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
         if buf.is_empty() || this.read_closed {
             return Poll::Ready(Ok(0));
         }
-        INCOMING.with_borrow_mut(|scratch| {
+        crate::per_thread::TLS_IN.with_borrow_mut(|scratch| {
             let size = buf.len().max(this.incoming.len()) + MAX_RECORD;
             if scratch.len() < size {
                 scratch.resize(size, 0);
