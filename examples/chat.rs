@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wssd::{Acceptor, CloseFrame, Config, Connection, Handler, Hub, Message};
+use wssd::{Acceptor, CloseFrame, Config, Connection, Data, Handler, Hub};
 
 /// Rooms and users on a Hub.
 struct Chat(Hub);
@@ -38,23 +38,23 @@ impl Handler for Chat {
         self.0.join(conn.id(), room);
         self.0.bind_user(conn.id(), &nick);
         self.0
-            .send_to_group(room, &Message::text(format!("* {nick} joined {room}")), &[]);
+            .send_to_group(room, &Data::text(format!("* {nick} joined {room}")), &[]);
     }
 
-    fn on_message(&self, conn: &Connection, msg: Message) {
-        let Message::Text(text) = msg else { return };
+    fn on_message(&self, conn: &Connection, msg: Data) {
+        let Data::Text(text) = msg else { return };
         let (room, nick) = (&conn.request().path, nick(conn));
         if let Some(rest) = text.strip_prefix("/msg ") {
             let (to, body) = rest.split_once(' ').unwrap_or((rest, ""));
-            let line = Message::text(format!("[{nick} → {to}] {body}"));
+            let line = Data::text(format!("[{nick} → {to}] {body}"));
             if self.0.send_to_user(to, &line) == 0 {
-                let _ = conn.try_send(Message::text(format!("* {to} is not here")));
+                let _ = conn.try_send(Data::text(format!("* {to} is not here")));
             } else if to != nick {
                 let _ = conn.try_send(line);
             }
         } else {
             self.0
-                .send_to_group(room, &Message::text(format!("[{nick}] {text}")), &[]);
+                .send_to_group(room, &Data::text(format!("[{nick}] {text}")), &[]);
         }
     }
 
@@ -67,7 +67,7 @@ impl Handler for Chat {
             wssd::text::escape(room)
         );
         self.0
-            .send_to_group(room, &Message::text(format!("* {nick} left")), &[]);
+            .send_to_group(room, &Data::text(format!("* {nick} left")), &[]);
     }
 }
 

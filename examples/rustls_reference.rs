@@ -10,14 +10,14 @@
 use std::sync::Arc;
 
 use futures_lite::FutureExt;
-use wssd::{Acceptor, Config, Connection, Handler, Message};
+use wssd::{Acceptor, Config, Connection, Data, Handler};
 
 /// Every message is answered with `ok`, as the recipe's server does.
 struct ReplyOk;
 
 impl Handler for ReplyOk {
-    fn on_message(&self, conn: &Connection, _msg: Message) {
-        let _ = conn.try_send(Message::text("ok"));
+    fn on_message(&self, conn: &Connection, _msg: Data) {
+        let _ = conn.try_send(Data::text("ok"));
     }
 }
 

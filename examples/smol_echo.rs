@@ -7,14 +7,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_lite::FutureExt;
-use wssd::{Acceptor, Config, Connection, Handler, Message};
+use wssd::{Acceptor, Config, Connection, Data, Handler};
 
 /// The recipe's example: every message is answered with `ok`.
 struct ReplyOk;
 
 impl Handler for ReplyOk {
-    fn on_message(&self, conn: &Connection, _msg: Message) {
-        if let Err(e) = conn.try_send(Message::text("ok")) {
+    fn on_message(&self, conn: &Connection, _msg: Data) {
+        if let Err(e) = conn.try_send(Data::text("ok")) {
             eprintln!("{}: {e}", conn.request().peer_addr);
         }
     }

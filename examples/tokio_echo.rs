@@ -10,13 +10,13 @@
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use wssd::{Acceptor, Config, Connection, Handler, Message};
+use wssd::{Acceptor, Config, Connection, Data, Handler};
 
 /// Sends every message back, same opcode, same payload.
 struct Echo;
 
 impl Handler for Echo {
-    fn on_message(&self, conn: &Connection, msg: Message) {
+    fn on_message(&self, conn: &Connection, msg: Data) {
         if let Err(e) = conn.try_send(msg) {
             eprintln!("{}: {e}", conn.request().client_ip);
         }

@@ -8,7 +8,7 @@
         fn on_open(&self, c: &wssd::Connection) {
             self.0.try_send(c.clone()).unwrap();
         }
-        fn on_message(&self, _: &wssd::Connection, _: wssd::Message) {}
+        fn on_message(&self, _: &wssd::Connection, _: wssd::Data) {}
     }
     smol::block_on(async {
         let l = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -11,11 +11,11 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_tungstenite::tungstenite::protocol::frame::{
     Frame,
-    coding::{Data, OpCode},
+    coding::{Data as DataCode, OpCode},
 };
 
 use crate::session::{self, Connection, ConnectionId, SendError};
-use crate::{CloseCode, Message};
+use crate::{CloseCode, Data, Message};
 
 /// The registry of live connections, by [`Connection::id`], with users and groups.
 /// Cheap to clone; every clone is the same registry. Safe to call from any task or thread,
@@ -36,7 +36,7 @@ use crate::{CloseCode, Message};
 /// bytes shared by every recipient.
 ///
 /// ```
-/// use wssd::{Connection, Handler, Hub, Message};
+/// use wssd::{Connection, Data, Handler, Hub};
 ///
 /// /// A chat room per URL path: every message goes to the others in the same room.
 /// struct Rooms(Hub);
@@ -46,7 +46,7 @@ use crate::{CloseCode, Message};
 ///         self.0.add(conn);
 ///         self.0.join(conn.id(), &conn.request().path);
 ///     }
-///     fn on_message(&self, conn: &Connection, msg: Message) {
+///     fn on_message(&self, conn: &Connection, msg: wssd::Data) {
 ///         self.0.send_to_group(&conn.request().path, &msg, &[conn.id()]);
 ///     }
 ///     fn on_close(&self, conn: &Connection, _: Option<&wssd::CloseFrame>) {
@@ -111,7 +111,7 @@ impl Hub {
     /// when its session ends; [`Hub::remove`] takes it out earlier.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
@@ -131,7 +131,7 @@ impl Hub {
     /// Forgets a connection, and takes it out of its user and groups.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
@@ -148,12 +148,12 @@ impl Hub {
     /// Binding again moves the connection to the new user. Unknown ids are ignored.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.bind_user(conn.id(), "ann");
-    /// assert_eq!(hub.send_to_user("ann", &Message::text("hi ann")), 1);
+    /// assert_eq!(hub.send_to_user("ann", &Data::text("hi ann")), 1);
     /// ```
     pub fn bind_user(&self, id: ConnectionId, user: &str) {
         let mut state = self.write();
@@ -170,7 +170,7 @@ impl Hub {
     /// Adds a connection to a group (a chat room, a game table). Unknown ids are ignored.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
@@ -189,7 +189,7 @@ impl Hub {
     /// Takes a connection out of a group.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
@@ -208,7 +208,7 @@ impl Hub {
     /// The number of live connections registered here (this instance only).
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// assert_eq!(hub.count(), 0);
@@ -222,7 +222,7 @@ impl Hub {
     /// The ids of a group's members on this instance.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
@@ -243,83 +243,75 @@ impl Hub {
     ///
     /// # Errors
     /// [`SendError::Closed`] when no such connection is registered (or it is closing),
-    /// [`SendError::Full`] when it was closed with 1013 for a full queue, and
-    /// [`SendError::Unsupported`] for a raw frame or a close.
+    /// and [`SendError::Full`] when it was closed with 1013 for a full queue.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
-    /// hub.send_to(conn.id(), Message::text("just you"))?;
+    /// hub.send_to(conn.id(), Data::text("just you"))?;
     /// hub.remove(conn.id());
-    /// assert_eq!(hub.send_to(conn.id(), Message::text("gone")), Err(SendError::Closed));
+    /// assert_eq!(hub.send_to(conn.id(), Data::text("gone")), Err(SendError::Closed));
     /// # Ok::<(), SendError>(())
     /// ```
-    pub fn send_to(&self, id: ConnectionId, msg: Message) -> Result<(), SendError> {
-        session::sendable(&msg)?;
+    pub fn send_to(&self, id: ConnectionId, msg: impl Into<Data>) -> Result<(), SendError> {
+        let msg: Message = msg.into().into();
         let conn = self.read().connections.get(&id).map(|m| m.conn.clone());
         session::send_to_one(conn.ok_or(SendError::Closed)?, frame_once(&msg))
     }
 
     /// Queues `msg` for every connection of `user`, here and (with Redis) on every other
-    /// instance. Returns how many connections on this instance it was queued for (0 for a
-    /// raw frame or a close, which are not sent: [`SendError::Unsupported`]).
+    /// instance. Returns how many connections on this instance it was queued for.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.bind_user(conn.id(), "ann");
-    /// assert_eq!(hub.send_to_user("ann", &Message::text("hi")), 1);
-    /// assert_eq!(hub.send_to_user("bob", &Message::text("hi")), 0);
+    /// assert_eq!(hub.send_to_user("ann", &Data::text("hi")), 1);
+    /// assert_eq!(hub.send_to_user("bob", &Data::text("hi")), 0);
     /// ```
-    pub fn send_to_user(&self, user: &str, msg: &Message) -> usize {
-        if not_sendable(msg) {
-            return 0;
-        }
+    pub fn send_to_user(&self, user: &str, msg: &Data) -> usize {
+        let msg = &Message::from(msg.clone());
         self.relay(Target::User(user), msg);
         self.deliver(Target::User(user), msg, &[])
     }
 
     /// Queues `msg` for every member of `group` except the ids in `exclude` (ids of this
     /// instance), here and (with Redis) on every other instance. Returns how many
-    /// connections on this instance it was queued for (0 for a raw frame or a close).
+    /// connections on this instance it was queued for.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
     /// hub.join(conn.id(), "room");
-    /// assert_eq!(hub.send_to_group("room", &Message::text("all"), &[]), 1);
+    /// assert_eq!(hub.send_to_group("room", &Data::text("all"), &[]), 1);
     /// // A sender excludes itself:
-    /// assert_eq!(hub.send_to_group("room", &Message::text("others"), &[conn.id()]), 0);
+    /// assert_eq!(hub.send_to_group("room", &Data::text("others"), &[conn.id()]), 0);
     /// ```
-    pub fn send_to_group(&self, group: &str, msg: &Message, exclude: &[ConnectionId]) -> usize {
-        if not_sendable(msg) {
-            return 0;
-        }
+    pub fn send_to_group(&self, group: &str, msg: &Data, exclude: &[ConnectionId]) -> usize {
+        let msg = &Message::from(msg.clone());
         self.relay(Target::Group(group), msg);
         self.deliver(Target::Group(group), msg, exclude)
     }
 
     /// Queues `msg` for every connection except the ids in `exclude`, here and (with
     /// Redis) on every other instance. Returns how many on this instance it was queued for
-    /// (0 for a raw frame or a close).
+    /// (a message is framed once, its bytes shared by them all).
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
-    /// assert_eq!(hub.broadcast(&Message::text("everyone"), &[]), 1);
+    /// assert_eq!(hub.broadcast(&Data::text("everyone"), &[]), 1);
     /// ```
-    pub fn broadcast(&self, msg: &Message, exclude: &[ConnectionId]) -> usize {
-        if not_sendable(msg) {
-            return 0;
-        }
+    pub fn broadcast(&self, msg: &Data, exclude: &[ConnectionId]) -> usize {
+        let msg = &Message::from(msg.clone());
         self.relay(Target::All, msg);
         self.deliver(Target::All, msg, exclude)
     }
@@ -328,7 +320,7 @@ impl Hub {
     /// and reason; each one writes what is already queued first.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("doc_connection.rs");
     /// let hub = Hub::default();
     /// hub.add(&conn);
@@ -355,11 +347,8 @@ impl Hub {
     /// Sends `msg` to connection `id` on the other linked instances (for an id that is
     /// not on this one, [`Hub::get`] is `None`); does nothing when not linked. Whether it
     /// exists there is not known here.
-    pub fn publish_to(&self, id: ConnectionId, msg: &Message) {
-        if not_sendable(msg) {
-            return;
-        }
-        self.relay(Target::Connection(id), msg);
+    pub fn publish_to(&self, id: ConnectionId, msg: &Data) {
+        self.relay(Target::Connection(id), &Message::from(msg.clone()));
     }
 
     /// Closes connection `id` on the other linked instances with `code` and `reason`
@@ -454,20 +443,6 @@ impl Hub {
     }
 }
 
-/// Whether `msg` is a raw frame or a close, which the Hub's sends refuse as
-/// [`Connection::try_send`] does ([`SendError::Unsupported`]): queued for nobody, with one
-/// warning (a close goes through [`Hub::close_user`] or [`Connection::close`]).
-fn not_sendable(msg: &Message) -> bool {
-    let refused = session::sendable(msg).is_err();
-    if refused {
-        log::warn!(
-            "a Hub send of a raw frame or a close was refused: {}",
-            SendError::Unsupported
-        );
-    }
-    refused
-}
-
 fn close_message(code: CloseCode, reason: &str) -> Message {
     Message::Close(Some(crate::CloseFrame {
         code,
@@ -490,12 +465,14 @@ fn forget(map: &mut HashMap<String, HashSet<ConnectionId>>, key: &str, id: Conne
 /// the payload instead of copying it.
 fn frame_once(msg: &Message) -> Message {
     match msg {
-        Message::Text(text) => {
-            Message::Frame(Frame::message(text.clone(), OpCode::Data(Data::Text), true))
-        }
+        Message::Text(text) => Message::Frame(Frame::message(
+            text.clone(),
+            OpCode::Data(DataCode::Text),
+            true,
+        )),
         Message::Binary(bytes) => Message::Frame(Frame::message(
             bytes.clone(),
-            OpCode::Data(Data::Binary),
+            OpCode::Data(DataCode::Binary),
             true,
         )),
         other => other.clone(),

@@ -71,8 +71,8 @@
 //!
 //! struct ReplyOk;
 //! impl Handler for ReplyOk {
-//!     fn on_message(&self, conn: &Connection, _msg: Message) {
-//!         let _ = conn.try_send(Message::text("ok"));
+//!     fn on_message(&self, conn: &Connection, _msg: wssd::Data) {
+//!         let _ = conn.try_send(wssd::Data::text("ok"));
 //!     }
 //! }
 //!
@@ -163,6 +163,7 @@
 
 mod accept;
 mod config;
+mod data;
 mod deflate;
 #[cfg(feature = "smol")]
 mod edge;
@@ -207,6 +208,7 @@ pub mod fuzzing {
 pub use accept::{AcceptError, Accepted, Acceptor};
 pub use async_tungstenite::tungstenite;
 pub use config::{Config, Limits};
+pub use data::Data;
 pub use deflate::Deflate;
 pub use futures_rustls::rustls;
 pub use hub::Hub;

@@ -31,7 +31,7 @@ pub use crate::server::Shutdown;
 ///
 /// struct Echo;
 /// impl Handler for Echo {
-///     fn on_message(&self, conn: &Connection, msg: Message) {
+///     fn on_message(&self, conn: &Connection, msg: wssd::Data) {
 ///         let _ = conn.try_send(msg);
 ///     }
 /// }

@@ -27,7 +27,7 @@ use crate::Handler;
 ///
 /// struct Echo;
 /// impl Handler for Echo {
-///     fn on_message(&self, conn: &Connection, msg: Message) {
+///     fn on_message(&self, conn: &Connection, msg: wssd::Data) {
 ///         let _ = conn.try_send(msg);
 ///     }
 /// }

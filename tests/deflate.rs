@@ -12,7 +12,7 @@ use wssd::{Acceptor, CloseCode, Config, Connection, Handler, Limits, Message};
 struct Echo;
 
 impl Handler for Echo {
-    fn on_message(&self, conn: &Connection, msg: Message) {
+    fn on_message(&self, conn: &Connection, msg: wssd::Data) {
         conn.try_send(msg).unwrap();
     }
 }

@@ -31,8 +31,8 @@ impl Handler for Recorder {
             .unwrap()
             .push(format!("open {} {:?}", r.path, r.subprotocol));
     }
-    fn on_message(&self, conn: &Connection, msg: Message) {
-        if msg == Message::text("close-me") {
+    fn on_message(&self, conn: &Connection, msg: wssd::Data) {
+        if msg == wssd::Data::text("close-me") {
             conn.close(CloseCode::Library(4001), "as asked");
         } else {
             conn.try_send(msg).unwrap();

@@ -71,11 +71,11 @@ struct Bridge {
 }
 
 impl Handler for Bridge {
-    fn on_message(&self, conn: &Connection, msg: Message) {
+    fn on_message(&self, conn: &Connection, msg: wssd::Data) {
         let taken = self.taken.fetch_add(1, Ordering::SeqCst) + 1;
         let in_flight = taken - self.consumed.load(Ordering::SeqCst);
         self.most_in_flight.fetch_max(in_flight, Ordering::SeqCst);
-        if let Err(full) = self.queue.try_send(msg) {
+        if let Err(full) = self.queue.try_send(msg.into()) {
             let queue = self.queue.clone();
             let msg = full.into_inner();
             assert!(conn.hold_reads(async move {
@@ -147,7 +147,7 @@ fn hold_reads_outside_on_message_does_nothing() {
         fn on_open(&self, conn: &Connection) {
             self.0.try_send(conn.clone()).unwrap();
         }
-        fn on_message(&self, _: &Connection, _: Message) {}
+        fn on_message(&self, _: &Connection, _: wssd::Data) {}
     }
     let (client, server) = duplex();
     let (tx, rx) = async_channel::bounded(1);
@@ -187,7 +187,7 @@ impl Handler for Gate {
             }
         }))
     }
-    fn on_message(&self, conn: &Connection, msg: Message) {
+    fn on_message(&self, conn: &Connection, msg: wssd::Data) {
         let _ = conn.try_send(msg);
     }
 }
@@ -234,7 +234,7 @@ fn the_smol_server_asks_admit_before_the_101() {
 fn choose_subprotocol_puts_an_offered_one_in_the_101() {
     struct Quiet;
     impl Handler for Quiet {
-        fn on_message(&self, _: &Connection, _: Message) {}
+        fn on_message(&self, _: &Connection, _: wssd::Data) {}
     }
     let (mut client, server) = duplex();
     future::block_on(common::bounded(async {
@@ -274,8 +274,8 @@ fn choose_subprotocol_puts_an_offered_one_in_the_101() {
 struct Fragile;
 
 impl Handler for Fragile {
-    fn on_message(&self, conn: &Connection, msg: Message) {
-        if matches!(&msg, Message::Text(text) if text.as_str() == "panic") {
+    fn on_message(&self, conn: &Connection, msg: wssd::Data) {
+        if matches!(&msg, wssd::Data::Text(text) if text.as_str() == "panic") {
             panic!("injected: a handler bug reached by one client's message");
         }
         let _ = conn.try_send(msg);

@@ -18,7 +18,7 @@ impl Handler for Group {
         self.0.join(conn.id(), "g");
         self.1.try_send(conn.clone()).unwrap();
     }
-    fn on_message(&self, _: &Connection, _: Message) {}
+    fn on_message(&self, _: &Connection, _: wssd::Data) {}
     fn on_close(&self, conn: &Connection, _: Option<&wssd::CloseFrame>) {
         self.0.remove(conn.id());
     }
@@ -72,7 +72,7 @@ fn a_thousand_member_group_send_completes_and_a_stalled_member_is_closed_alone()
         assert_eq!(hub.group_members("g").len(), MEMBERS);
 
         for n in 0..MESSAGES {
-            hub.send_to_group("g", &Message::binary(vec![n; 1024]), &[]);
+            hub.send_to_group("g", &wssd::Data::binary(vec![n; 1024]), &[]);
             // Every reading member got message n before n + 1 is sent.
             for _ in 1..MEMBERS {
                 assert_eq!(acks.recv().await.unwrap(), n);
@@ -81,12 +81,12 @@ fn a_thousand_member_group_send_completes_and_a_stalled_member_is_closed_alone()
         // The stalled member outgrew its 16 KiB queue and was closed (1013): sends to it
         // fail now, while every other member stays open.
         assert_eq!(
-            members[0].try_send(Message::text("x")),
+            members[0].try_send(wssd::Data::text("x")),
             Err(SendError::Closed)
         );
         for conn in &members[1..] {
             assert_eq!(conn.buffered_bytes(), 0);
-            conn.try_send(Message::text("still open")).unwrap();
+            conn.try_send(wssd::Data::text("still open")).unwrap();
         }
         drop(stalled_client);
     })));
@@ -117,7 +117,7 @@ fn send_to_a_full_recipient_outside_on_message_closes_it_as_every_hub_send_does(
         let conn = opened.recv().await.unwrap();
         let mut sent = 0;
         let refused = loop {
-            match hub.send_to(conn.id(), Message::binary(vec![7; 1024])) {
+            match hub.send_to(conn.id(), vec![7u8; 1024]) {
                 Ok(()) => sent += 1,
                 Err(e) => break e,
             }
@@ -126,7 +126,7 @@ fn send_to_a_full_recipient_outside_on_message_closes_it_as_every_hub_send_does(
         assert_eq!(refused, SendError::Full, "after {sent}");
         // Closed for it with 1013, as a group send would have.
         assert!(conn.is_closed());
-        assert_eq!(conn.try_send(Message::text("x")), Err(SendError::Closed));
+        assert_eq!(conn.try_send(wssd::Data::text("x")), Err(SendError::Closed));
     })));
 }
 
@@ -166,7 +166,7 @@ fn a_client_cannot_see_its_connection_open_before_on_open_ran() {
         release_tx.send(()).await.unwrap();
         let (mut ws, _) = client.await.unwrap();
         // on_open joined "g" before the 101 went out: this group message cannot miss it.
-        hub.send_to_group("g", &Message::text("welcome"), &[]);
+        hub.send_to_group("g", &wssd::Data::text("welcome"), &[]);
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("welcome"));
     })));
 }
@@ -180,7 +180,7 @@ impl Handler for Forgetful {
         self.0.join(conn.id(), "room");
         self.0.bind_user(conn.id(), "ann");
     }
-    fn on_message(&self, _: &Connection, _: Message) {}
+    fn on_message(&self, _: &Connection, _: wssd::Data) {}
 }
 
 /// Library v0.2: a connection leaves the Hub, its user and its groups when its session
@@ -207,7 +207,7 @@ fn a_connection_leaves_the_hub_when_its_session_ends_without_remove() {
         future::block_on(common::bounded(future::zip(server, client)));
         assert_eq!(hub.count(), 0, "gone once the session ended");
         assert!(hub.group_members("room").is_empty());
-        assert_eq!(hub.send_to_user("ann", &Message::text("hi")), 0);
+        assert_eq!(hub.send_to_user("ann", &wssd::Data::text("hi")), 0);
     }
 }
 
@@ -240,7 +240,7 @@ fn measure_broadcast_to_10000_members_while_others_join_and_leave() {
         }
     }));
     assert_eq!(hub.count(), MEMBERS);
-    let msg = Message::text("x");
+    let msg = wssd::Data::text("x");
     let time = |hub: &Hub| {
         let started = std::time::Instant::now();
         for _ in 0..50 {
@@ -282,7 +282,7 @@ impl Handler for Panics {
         self.0.add(conn);
         self.1.try_send(conn.clone()).unwrap();
     }
-    fn on_message(&self, _: &Connection, _: Message) {
+    fn on_message(&self, _: &Connection, _: wssd::Data) {
         panic!("a handler's bug (this test's own panic)");
     }
 }
@@ -329,58 +329,10 @@ fn after_a_handler_panicked_and_the_executor_went_on_a_full_recipient_is_still_c
         );
         // Outside any on_message: the first message fills the recipient's 1 KiB queue, the
         // second finds it full, and the recipient is closed (1013), not waited for.
-        let big = Message::binary(vec![7; 1024]);
+        let big = wssd::Data::binary(vec![7; 1024]);
         assert_eq!(hub.send_to_group("full", &big, &[]), 1);
         assert_eq!(hub.send_to_group("full", &big, &[]), 0);
-        assert_eq!(full.try_send(Message::text("x")), Err(SendError::Closed));
+        assert_eq!(full.try_send(wssd::Data::text("x")), Err(SendError::Closed));
         drop(clients);
     })));
-}
-
-#[test]
-fn a_raw_frame_or_a_close_is_not_sent_by_try_send_send_or_the_hub() {
-    use wssd::tungstenite::protocol::frame::{
-        Frame,
-        coding::{Data, OpCode},
-    };
-    let hub = Hub::default();
-    let acceptor = Acceptor::new(Config::default());
-    let (opened_tx, opened) = async_channel::unbounded();
-    let handler = Group(hub.clone(), opened_tx);
-    future::block_on(common::bounded(async {
-        let (server_end, client_end) = duplex_with(64 << 10);
-        let serve = async {
-            let accepted = acceptor.accept(server_end, peer()).await.unwrap();
-            accepted.serve(&handler).await;
-        };
-        let talk = async {
-            let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
-                .await
-                .unwrap();
-            let conn = opened.recv().await.unwrap();
-            // RSV1 and an opcode of the caller's choosing: refused, as a close is.
-            let mut raw = Frame::message(vec![1, 2, 3], OpCode::Data(Data::Binary), true);
-            raw.header_mut().rsv1 = true;
-            let close = Message::Close(None);
-            assert_eq!(
-                conn.try_send(Message::Frame(raw.clone())),
-                Err(SendError::Unsupported)
-            );
-            assert_eq!(conn.try_send(close.clone()), Err(SendError::Unsupported));
-            assert_eq!(conn.send(close.clone()).await, Err(SendError::Unsupported));
-            assert_eq!(
-                hub.send_to(conn.id(), close.clone()),
-                Err(SendError::Unsupported)
-            );
-            assert_eq!(hub.send_to_group("g", &close, &[]), 0);
-            assert_eq!(hub.broadcast(&Message::Frame(raw), &[]), 0);
-            assert!(!conn.is_closed(), "nothing closed it");
-            // A message still goes through, and is the first the client sees.
-            conn.try_send(Message::text("after")).unwrap();
-            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("after"));
-            ws.close(None).await.unwrap();
-            while ws.next().await.is_some() {}
-        };
-        future::zip(serve, talk).await;
-    }));
 }

@@ -15,7 +15,7 @@ impl Handler for Echo {
     fn on_open(&self, conn: &Connection) {
         self.0.try_send(conn.clone()).unwrap();
     }
-    fn on_message(&self, conn: &Connection, msg: Message) {
+    fn on_message(&self, conn: &Connection, msg: wssd::Data) {
         conn.try_send(msg).unwrap();
     }
 }
@@ -273,7 +273,7 @@ fn a_full_send_queue_says_full_then_send_waits_and_nothing_is_lost() {
     let mut limits = Limits::default();
     limits.send_queue_bytes = 1024;
     let (conns, opened) = async_channel::unbounded();
-    let big = Message::binary(vec![7u8; 4096]);
+    let big = wssd::Data::binary(vec![7u8; 4096]);
     let (reading_tx, reading) = async_channel::bounded::<()>(1);
     let app = async {
         let conn: Connection = opened.recv().await.unwrap();
@@ -281,10 +281,13 @@ fn a_full_send_queue_says_full_then_send_waits_and_nothing_is_lost() {
         conn.try_send(big.clone()).unwrap();
         assert_eq!(conn.buffered_bytes(), 4096);
         // It is not written yet (the client is not reading): no room for more.
-        assert_eq!(conn.try_send(Message::text("small")), Err(SendError::Full));
+        assert_eq!(
+            conn.try_send(wssd::Data::text("small")),
+            Err(SendError::Full)
+        );
         // `send` waits for room instead; the client starts reading now.
         reading_tx.send(()).await.unwrap();
-        conn.send(Message::text("small")).await.unwrap();
+        conn.send(wssd::Data::text("small")).await.unwrap();
         conn.close(CloseCode::Normal, "done");
     };
     let client = async {
@@ -308,7 +311,7 @@ fn a_full_send_queue_says_full_then_send_waits_and_nothing_is_lost() {
         "{:?}",
         got.iter().map(|m| m.len()).collect::<Vec<_>>()
     );
-    assert_eq!(got[0], big);
+    assert_eq!(got[0], Message::from(big));
     assert_eq!(got[1], Message::text("small"));
     assert!(matches!(&got[2], Message::Close(Some(f)) if f.code == CloseCode::Normal));
     assert_eq!(summary.messages_out, 2);
@@ -322,7 +325,7 @@ fn a_client_that_stops_reading_is_dropped_after_the_idle_timeout() {
     let (conns, opened) = async_channel::unbounded();
     let app = async {
         let conn: Connection = opened.recv().await.unwrap();
-        conn.try_send(Message::binary(vec![0u8; 64 * 1024]))
+        conn.try_send(wssd::Data::binary(vec![0u8; 64 * 1024]))
             .unwrap();
     };
     let client = async {
@@ -402,7 +405,7 @@ impl Handler for Relay {
         self.hub.add(conn);
         self.opened.try_send(conn.clone()).unwrap();
     }
-    fn on_message(&self, _: &Connection, msg: Message) {
+    fn on_message(&self, _: &Connection, msg: wssd::Data) {
         let members = self.hub.group_members("readers");
         if members
             .iter()
@@ -499,22 +502,22 @@ impl Handler for Replies {
     fn on_open(&self, conn: &Connection) {
         self.hub.add(conn);
     }
-    fn on_message(&self, conn: &Connection, msg: Message) {
-        match msg.to_text().unwrap() {
+    fn on_message(&self, conn: &Connection, msg: wssd::Data) {
+        match msg.as_text().unwrap() {
             "order" => {
-                conn.try_send(Message::text("a")).unwrap();
-                self.hub.broadcast(&Message::text("b"), &[]);
+                conn.try_send(wssd::Data::text("a")).unwrap();
+                self.hub.broadcast(&wssd::Data::text("b"), &[]);
                 // Queued by another thread before "c" is sent: it goes out before "c".
                 let other = conn.clone();
-                std::thread::spawn(move || other.try_send(Message::text("x")).unwrap())
+                std::thread::spawn(move || other.try_send(wssd::Data::text("x")).unwrap())
                     .join()
                     .unwrap();
-                conn.try_send(Message::text("c")).unwrap();
+                conn.try_send(wssd::Data::text("c")).unwrap();
             }
             "cap" => {
                 // The queue's cap is 1,024 bytes: a fourth message of 300 does not fit.
                 let results: Vec<bool> = (0..4)
-                    .map(|_| conn.try_send(Message::binary(vec![1; 300])).is_ok())
+                    .map(|_| conn.try_send(wssd::Data::binary(vec![1; 300])).is_ok())
                     .collect();
                 let line = format!("{results:?} {}", conn.buffered_bytes());
                 self.seen.try_send(line).unwrap();

@@ -77,7 +77,7 @@ impl<T: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin> Stream for T {}
 struct Echo;
 
 impl Handler for Echo {
-    fn on_message(&self, conn: &Connection, msg: Message) {
+    fn on_message(&self, conn: &Connection, msg: wssd::Data) {
         conn.try_send(msg).unwrap();
     }
 }

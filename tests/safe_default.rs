@@ -8,13 +8,13 @@ use std::net::TcpStream as StdTcp;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use wssd::{Connection, Handler, Limits, Message};
+use wssd::{Connection, Handler, Limits};
 
 struct ReplyOk;
 
 impl Handler for ReplyOk {
-    fn on_message(&self, conn: &Connection, _: Message) {
-        let _ = conn.try_send(Message::text("ok"));
+    fn on_message(&self, conn: &Connection, _: wssd::Data) {
+        let _ = conn.try_send(wssd::Data::text("ok"));
     }
 }
 

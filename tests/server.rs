@@ -32,7 +32,7 @@ impl Handler for Members {
             }
         }))
     }
-    fn on_message(&self, conn: &Connection, msg: Message) {
+    fn on_message(&self, conn: &Connection, msg: wssd::Data) {
         let _ = conn.try_send(msg);
     }
 }

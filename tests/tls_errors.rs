@@ -44,7 +44,10 @@ fn file_without_a_certificate_is_named() {
     let (err, text) = message(&key, &key);
     assert!(matches!(err, TlsError::NoCertificate { .. }), "{err:?}");
     assert!(text.contains(&key.display().to_string()), "{text}");
-    assert!(text.contains("the `cert` and `key` of tls::from_pem_files"), "{text}");
+    assert!(
+        text.contains("the `cert` and `key` of tls::from_pem_files"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -54,7 +57,10 @@ fn file_without_a_key_is_named() {
     let (err, text) = message(&cert, &cert);
     assert!(matches!(err, TlsError::NoKey { .. }), "{err:?}");
     assert!(text.contains(&cert.display().to_string()), "{text}");
-    assert!(text.contains("the `key` and `cert` of tls::from_pem_files"), "{text}");
+    assert!(
+        text.contains("the `key` and `cert` of tls::from_pem_files"),
+        "{text}"
+    );
 }
 
 #[test]

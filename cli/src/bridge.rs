@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use smol::lock::Semaphore;
 use wssd::{
-    Admission, AdmitFuture, CloseCode, CloseFrame, Connection, ConnectionId, Handler, Hub, Message,
+    Admission, AdmitFuture, CloseCode, CloseFrame, Connection, ConnectionId, Data, Handler, Hub,
 };
 
 /// Events waiting for the app per connection, beyond the one in flight; past it, wssd
@@ -128,7 +128,7 @@ impl Queued {
 }
 
 enum Event {
-    Message { seq: u64, msg: Message },
+    Message { seq: u64, msg: Data },
     Close { code: Option<u16>, reason: String },
 }
 
@@ -509,12 +509,10 @@ impl App {
                     "event": "message", "id": id.get(), "seq": seq, "user": user, "groups": groups,
                 });
                 match msg {
-                    Message::Text(text) => doc["text"] = Value::String(text.to_string()),
-                    other => {
-                        doc["binary"] = Value::String(
-                            base64::engine::general_purpose::STANDARD
-                                .encode(other.clone().into_data()),
-                        )
+                    Data::Text(text) => doc["text"] = Value::String(text.to_string()),
+                    Data::Binary(bytes) => {
+                        doc["binary"] =
+                            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
                     }
                 }
                 doc
@@ -590,12 +588,12 @@ impl Failure {
 
 /// A message given as JSON `"text"` or `"binary"` (base64, RFC 4648 section 4), by the
 /// app's answers and the push API; `Err` says what is wrong with it.
-pub fn message(text: Option<String>, binary: Option<String>) -> Result<Message, String> {
+pub fn message(text: Option<String>, binary: Option<String>) -> Result<Data, String> {
     match (text, binary) {
-        (Some(text), None) => Ok(Message::text(text)),
+        (Some(text), None) => Ok(Data::text(text)),
         (None, Some(b64)) => base64::engine::general_purpose::STANDARD
             .decode(b64)
-            .map(Message::binary)
+            .map(Data::binary)
             .map_err(|e| format!("has a \"binary\" that is not base64 ({e})")),
         _ => Err("has neither or both of \"text\" and \"binary\"".into()),
     }
@@ -639,7 +637,7 @@ impl Handler for Bridge {
         smol::spawn(app.clone().worker(conn.clone(), rx, queued)).detach();
     }
 
-    fn on_message(&self, conn: &Connection, msg: Message) {
+    fn on_message(&self, conn: &Connection, msg: wssd::Data) {
         let (queue, queued, seq) = {
             let mut conns = self.0.conns();
             let Some(state) = conns.get_mut(&conn.id()) else {

@@ -50,7 +50,7 @@ use log::LevelFilter;
 use std::time::Duration;
 use wssd::forwarded::IpNet;
 use wssd::smol::Shutdown;
-use wssd::{Config, Connection, Handler, Hub, Limits, Message};
+use wssd::{Config, Connection, Handler, Hub, Limits};
 
 #[derive(FromArgs)]
 /// wssd: a WebSocket-over-TLS (wss) server. With no arguments it serves
@@ -277,7 +277,7 @@ enum Mode {
     /// Send the same opcode and payload back.
     Echo,
     /// Answer with a fixed text message.
-    Reply(Message),
+    Reply(wssd::Data),
     /// Relay to every other connection.
     Broadcast(Hub),
     /// Relay to the others in the same room: the path below `--path`.
@@ -322,7 +322,7 @@ impl Handler for Mode {
         }
     }
 
-    fn on_message(&self, conn: &Connection, msg: Message) {
+    fn on_message(&self, conn: &Connection, msg: wssd::Data) {
         let sent = match self {
             #[cfg(feature = "bridge")]
             Mode::App(bridge) => {
@@ -581,7 +581,7 @@ fn run(args: Args) -> Result<(), String> {
     let mode = match (args.reply, args.broadcast, args.rooms) {
         #[cfg(feature = "bridge")]
         _ if app.is_some() => Mode::App(bridge::Bridge(app.expect("checked"))),
-        (Some(text), ..) => Mode::Reply(Message::text(text)),
+        (Some(text), ..) => Mode::Reply(wssd::Data::text(text)),
         (None, true, _) => Mode::Broadcast(Hub::default()),
         (None, false, true) => Mode::Rooms {
             hub: Hub::default(),

@@ -183,7 +183,7 @@ impl Handler for Users {
             .bind_user(conn.id(), conn.request().path.trim_start_matches('/'));
         self.1.try_send(conn.clone()).unwrap();
     }
-    fn on_message(&self, _: &Connection, _: Message) {}
+    fn on_message(&self, _: &Connection, _: wssd::Data) {}
     fn on_close(&self, conn: &Connection, _: Option<&wssd::CloseFrame>) {
         self.0.remove(conn.id());
     }
@@ -227,8 +227,11 @@ fn send_to_user_reaches_both_of_its_connections_on_two_instances_and_no_one_else
             );
             opened.recv().await.unwrap();
         }
-        assert_eq!(hub_a.send_to_user("alice", &Message::text("for alice")), 1);
-        hub_b.send_to_user("bob", &Message::text("for bob"));
+        assert_eq!(
+            hub_a.send_to_user("alice", &wssd::Data::text("for alice")),
+            1
+        );
+        hub_b.send_to_user("bob", &wssd::Data::text("for bob"));
         let [alice_a, alice_b, bob] = &mut clients[..] else {
             unreachable!()
         };
@@ -243,7 +246,7 @@ fn send_to_user_reaches_both_of_its_connections_on_two_instances_and_no_one_else
         // bob's first message is his own: he never got alice's.
         assert_eq!(bob.next().await.unwrap().unwrap(), Message::text("for bob"));
         // alice on A gets nothing twice: the next thing she sees is a later message.
-        hub_b.send_to_user("alice", &Message::text("second"));
+        hub_b.send_to_user("alice", &wssd::Data::text("second"));
         assert_eq!(
             alice_a.next().await.unwrap().unwrap(),
             Message::text("second")

@@ -14,8 +14,8 @@
 //!
 //! struct ReplyOk;
 //! impl Handler for ReplyOk {
-//!     fn on_message(&self, conn: &Connection, _msg: Message) {
-//!         let _ = conn.try_send(Message::text("ok"));
+//!     fn on_message(&self, conn: &Connection, _msg: wssd::Data) {
+//!         let _ = conn.try_send(wssd::Data::text("ok"));
 //!     }
 //! }
 //!
@@ -59,7 +59,7 @@ use futures_lite::{AsyncWriteExt, future};
 use crate::timer::Timer;
 
 mod shutdown;
-use crate::{AcceptError, Accepted, Acceptor, Admission, CloseFrame, Connection, Handler, Message};
+use crate::{AcceptError, Accepted, Acceptor, Admission, CloseFrame, Connection, Handler};
 pub use shutdown::Shutdown;
 
 /// What a server applies to every connection, whichever runtime accepts them: the
@@ -636,7 +636,7 @@ impl<H: Handler> Handler for Watched<H> {
         self.shutdown.register(conn);
         self.inner.on_open(conn);
     }
-    fn on_message(&self, conn: &Connection, msg: Message) {
+    fn on_message(&self, conn: &Connection, msg: crate::Data) {
         self.inner.on_message(conn, msg);
     }
     fn on_close(&self, conn: &Connection, close: Option<&CloseFrame>) {

@@ -16,9 +16,9 @@ use super::backpressure::DEFERRED;
 use super::close_codes::{payload_len, truncate_reason};
 #[cfg(doc)]
 use crate::Handler;
-use crate::Message;
 use crate::per_thread::SPARE_QUEUE;
 use crate::request::Request;
+use crate::{Data, Message};
 
 /// Why a message could not be queued on a [`Connection`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,10 +29,6 @@ pub enum SendError {
     Full,
     /// The connection is closing or closed. The message was not queued.
     Closed,
-    /// A [`Message::Frame`] (a raw frame, its opcode and RSV bits the caller's) or a
-    /// [`Message::Close`]: text, binary, ping and pong messages are sent; a connection is
-    /// closed with [`Connection::close`] (RFC 6455 section 5.5.1). Nothing was queued.
-    Unsupported,
 }
 
 impl fmt::Display for SendError {
@@ -40,9 +36,6 @@ impl fmt::Display for SendError {
         f.write_str(match self {
             SendError::Full => "send queue full: the client reads slower than messages are sent",
             SendError::Closed => "connection closed",
-            SendError::Unsupported => {
-                "not a message to send: a raw frame or a close (close with Connection::close)"
-            }
         })
     }
 }
@@ -184,7 +177,7 @@ impl Connection {
     /// This connection's id: unique in this process, never reused.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("../doc_connection.rs");
     /// assert!(conn.id().get() >= 1);
     /// let same = conn.clone();
@@ -197,7 +190,7 @@ impl Connection {
     /// The facts of the request that opened this connection.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("../doc_connection.rs");
     /// assert_eq!(conn.request().path, "/");
     /// println!("{} asked for {}", conn.request().client_ip, conn.request().path);
@@ -206,22 +199,22 @@ impl Connection {
         &self.shared.request
     }
 
-    /// Queues a message without waiting.
+    /// Queues a message (text or binary: a `&str` or `String` is text, a `Vec<u8>` binary)
+    /// without waiting.
     ///
     /// # Errors
     /// [`SendError::Full`] when the send queue has no room for it, [`SendError::Closed`]
-    /// when the connection is closing or gone, [`SendError::Unsupported`] for a raw frame
-    /// or a close. The message is then not queued; nothing is dropped silently.
+    /// when the connection is closing or gone. The message is then not queued; nothing is
+    /// dropped silently.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("../doc_connection.rs");
-    /// conn.try_send(Message::text("hello"))?;
+    /// conn.try_send(Data::text("hello"))?;
     /// # Ok::<(), SendError>(())
     /// ```
-    pub fn try_send(&self, msg: Message) -> Result<(), SendError> {
-        sendable(&msg)?;
-        self.push(msg).map_err(|(e, _)| e)
+    pub fn try_send(&self, msg: impl Into<Data>) -> Result<(), SendError> {
+        self.push(msg.into().into()).map_err(|(e, _)| e)
     }
 
     /// Queues a message, waiting while the send queue is full (backpressure).
@@ -233,14 +226,14 @@ impl Connection {
     /// [`SendError::Closed`] when the connection is closing or gone.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("../doc_connection.rs");
     /// // From a task of your own (not from a Handler callback of this connection):
-    /// smol::block_on(conn.send(Message::text("hello")))?;
+    /// smol::block_on(conn.send(Data::text("hello")))?;
     /// # Ok::<(), SendError>(())
     /// ```
-    pub async fn send(&self, mut msg: Message) -> Result<(), SendError> {
-        sendable(&msg)?;
+    pub async fn send(&self, msg: impl Into<Data>) -> Result<(), SendError> {
+        let mut msg: Message = msg.into().into();
         loop {
             // Listen before trying, so that room made in between is not missed.
             let room = self.shared.room.listen();
@@ -281,9 +274,9 @@ impl Connection {
     /// The payload bytes queued on this connection and not yet written, in bytes.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("../doc_connection.rs");
-    /// conn.try_send(Message::text("hello"))?;
+    /// conn.try_send(Data::text("hello"))?;
     /// assert!(conn.buffered_bytes() <= 5); // 5 until written, then 0
     /// # Ok::<(), SendError>(())
     /// ```
@@ -299,11 +292,11 @@ impl Connection {
     /// (`false` when the connection was closing or closed already).
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("../doc_connection.rs");
     /// assert!(conn.close(CloseCode::Normal, "bye"));
     /// assert!(!conn.close(CloseCode::Away, "again")); // the first code stays
-    /// assert_eq!(conn.try_send(Message::text("late")), Err(SendError::Closed));
+    /// assert_eq!(conn.try_send(Data::text("late")), Err(SendError::Closed));
     /// ```
     pub fn close(&self, code: CloseCode, reason: &str) -> bool {
         let mut queue = self.queue();
@@ -329,9 +322,9 @@ impl Connection {
     /// closed it.
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("../doc_connection.rs");
-    /// if conn.try_send(Message::text("hello")) == Err(SendError::Full) {
+    /// if conn.try_send(Data::text("hello")) == Err(SendError::Full) {
     ///     conn.close_slow();
     /// }
     /// assert!(conn.close_slow()); // the first call closes and logs
@@ -382,7 +375,7 @@ impl Connection {
     /// Whether the connection is closing or closed: sends fail with [`SendError::Closed`].
     ///
     /// ```
-    /// # use wssd::{CloseCode, Connection, Handler, Hub, Message, SendError};
+    /// # use wssd::{CloseCode, Connection, Handler, Data, Hub, SendError};
     /// # let conn = include!("../doc_connection.rs");
     /// assert!(!conn.is_closed());
     /// conn.close(CloseCode::Normal, "bye");
@@ -439,13 +432,4 @@ pub(crate) fn next_id() -> ConnectionId {
 pub(crate) fn set_instance_tag(instance: u64) {
     let tag = (instance & ((1 << 20) - 1)).max(1) << 33;
     INSTANCE_TAG.store(tag, Ordering::Relaxed);
-}
-
-/// Refuses what a caller may not send: a raw frame (its opcode and RSV bits would be the
-/// caller's) and a close frame (a connection closes through [`Connection::close`]).
-pub(crate) fn sendable(msg: &Message) -> Result<(), SendError> {
-    match msg {
-        Message::Frame(_) | Message::Close(_) => Err(SendError::Unsupported),
-        _ => Ok(()),
-    }
 }

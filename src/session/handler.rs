@@ -6,7 +6,7 @@ use std::pin::Pin;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 
 use super::{Connection, ConnectionId};
-use crate::Message;
+use crate::Data;
 use crate::request::Request;
 
 /// What the embedder's code does when a connection opens, sends a message, and closes.
@@ -16,15 +16,15 @@ use crate::request::Request;
 /// clone the [`Connection`] into a task of your own and send from there.
 ///
 /// ```
-/// use wssd::{Connection, Handler, Message};
+/// use wssd::{Connection, Data, Handler};
 ///
 /// /// Answers every message with `ok`, as the recipe's example does.
 /// struct ReplyOk;
 ///
 /// impl Handler for ReplyOk {
-///     fn on_message(&self, conn: &Connection, _msg: Message) {
+///     fn on_message(&self, conn: &Connection, _msg: Data) {
 ///         // Fails only when the queue is full or the connection is gone; both are logged.
-///         if let Err(e) = conn.try_send(Message::text("ok")) {
+///         if let Err(e) = conn.try_send("ok") {
 ///             log::warn!("{}: {e}", conn.request().peer_addr);
 ///         }
 ///     }
@@ -64,7 +64,7 @@ pub trait Handler: Send + Sync + 'static {
     /// queue is full does not lose the message and is not closed at once; instead this
     /// connection stops reading until the recipient has room (see
     /// [`Limits::backpressure_timeout`](crate::Limits::backpressure_timeout)).
-    fn on_message(&self, conn: &Connection, msg: Message);
+    fn on_message(&self, conn: &Connection, msg: Data);
 
     /// The connection ended. `close` is the close frame the peer sent (code and reason,
     /// RFC 6455 section 7.1.5), or `None` when it sent none (the TCP connection

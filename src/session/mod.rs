@@ -25,7 +25,7 @@ pub(crate) use backpressure::{send_all, send_to_one};
 #[cfg(feature = "redis")]
 pub(crate) use connection::set_instance_tag;
 pub use connection::{Connection, ConnectionId, SendError};
-pub(crate) use connection::{Registry, next_id, sendable};
+pub(crate) use connection::{Registry, next_id};
 pub use handler::{Admission, AdmitFuture, Handler};
 
 use crate::per_thread::SPARE_QUEUE;
@@ -51,12 +51,12 @@ use event_listener::Event;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::future;
 
-use crate::Message;
 use crate::config::Limits;
 use crate::frames::{Frames, ReadError};
 use crate::request::Request;
 use crate::text::escape;
 use crate::timer::Timer;
+use crate::{Data, Message};
 
 /// What a finished session did, for the close log line.
 #[derive(Debug, Clone, Default)]
@@ -497,8 +497,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 };
                 match b.conn.push(msg) {
                     Ok(()) => continue,
-                    // push takes anything (never Unsupported): gone is gone.
-                    Err((SendError::Closed | SendError::Unsupported, _)) => return false,
+                    Err((SendError::Closed, _)) => return false,
                     Err((SendError::Full, msg)) => b.messages.push_front(msg),
                 }
                 match &mut b.room {
@@ -547,8 +546,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         handler: &H,
         msg: Message,
     ) -> Result<(), Option<CloseFrame>> {
-        match msg {
-            Message::Text(_) | Message::Binary(_) => {
+        let msg = match Data::try_from(msg) {
+            Ok(data) => data,
+            Err(control) => return self.on_control(control).await,
+        };
+        {
+            {
                 self.summary.messages_in += 1;
                 self.bytes_in += msg.len() as u64;
                 let deferred = Deferred {
@@ -568,6 +571,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Answers a ping (its pong is flushed before reading on), takes a pong as heard, and
+    /// ends on the peer's close frame (`Err` with it) once the closing handshake is done.
+    async fn on_control(&mut self, msg: Message) -> Result<(), Option<CloseFrame>> {
+        match msg {
+            Message::Text(_) | Message::Binary(_) => Ok(()), // data: on_frame's
             Message::Ping(_) => {
                 let limit = self.limits.idle_timeout;
                 match within(&mut self.deadline, limit, self.ws.flush()).await {

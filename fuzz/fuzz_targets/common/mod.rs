@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use wssd::{Acceptor, Config, Connection, Handler, Message};
+use wssd::{Acceptor, Config, Connection, Data, Handler};
 
 /// The client: `data` handed out at most `chunk` bytes per read, then the end of stream;
 /// whatever the server writes is taken and dropped.
@@ -52,7 +52,7 @@ impl AsyncWrite for Peer {
 pub struct Echo;
 
 impl Handler for Echo {
-    fn on_message(&self, conn: &Connection, msg: Message) {
+    fn on_message(&self, conn: &Connection, msg: Data) {
         let _ = conn.try_send(msg);
     }
 }
