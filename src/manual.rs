@@ -10,15 +10,17 @@
 //!       PROXY protocol v1/v2 header         trusted proxies only (sniff.rs)
 //!       first byte                          TLS on a plain port, HTTP on a TLS port: a clear
 //!                                           error (sniff.rs)
-//!       TLS accept                          rustls, TLS 1.2 and 1.3, ALPN, SNI (tls_stream.rs)
+//!       TLS accept                          rustls, TLS 1.2 and 1.3, ALPN, SNI (tls_stream/)
 //!       opening handshake                   RFC 6455 section 4.2 (handshake.rs, request.rs),
 //!                                           the client's address (forwarded.rs), deflate
 //!                                           terms (deflate.rs, RFC 7692 section 7.1)
 //!     the per-address cap again             now with the address a trusted proxy named
 //!     Handler::admit                        within the handshake timeout, else 503
 //!     Accepted::serve                       the session loop (session/): the frame codec
-//!                                           (frames/), the send queue, pings, deadlines
-//!     the close log line and counters       server.rs, stats.rs
+//!                                           (frames/), the send queue, pings, deadlines;
+//!                                           Handler::on_message gets each text or binary
+//!                                           message as a Data, and sends are Data too
+//!     the close log line and counters       server/, stats.rs
 //! ```
 //!
 //! `Accepted::into_parts` leaves the loop out and hands over the same frame codec as a
@@ -38,11 +40,18 @@
 //!   frame by frame under the message limit. It writes each frame as a header of at most 10
 //!   bytes beside the message's own payload, shared between recipients, and corks queued
 //!   frames into one write.
-//! - **The server's policy** (`server.rs`): the caps, admission, shutdown, log lines and
+//! - **The server's policy** (`server/`): the caps, admission, shutdown, log lines and
 //!   counters, the same on every runtime.
 //! - **The timers** (`timer.rs`): one thread for the process (`wssd-timer`) keeps every
 //!   deadline in one ordered map, so the core needs no runtime's timer and runs the same
-//!   under any executor. A deadline is set only when a step does not finish at once.
+//!   under any executor (the binary's bridge, API and probe sleep on it too). A deadline is
+//!   set only when a step does not finish at once. Each timer reads a
+//!   [`Clock`](crate::Clock) ([`Limits::clock`](crate::Limits::clock)): the system's, or a
+//!   manual one a test moves, so tests assert that a timeout fires at its limit and not a
+//!   moment before.
+//! - **The per-thread buffers** (`per_thread.rs`): the read buffer, the room for TLS
+//!   records, the spare send queue and the (de)compressors each thread lends the
+//!   connections it serves for one step, so an idle connection holds none of them.
 //! - **The readiness of `smol::Server`'s sockets on Linux** (`edge/epoll.rs`): each
 //!   connection is registered once, edge-triggered, in an epoll instance of the server's
 //!   own (rustix's safe epoll), instead of re-arming async-io's one-shot registration at
@@ -93,6 +102,12 @@
 //! A violation of RFC 6455 closes with 1002, invalid UTF-8 (or a compressed message that is
 //! not DEFLATE) with 1007, a message, frame or fragment count over its limit with 1009, a
 //! client that stays behind its send queue with 1013, an idle one and every client on
-//! shutdown with 1001 (section 7.4.1). `session/close_codes.rs` is the one table from an
-//! error to its close code; the session's summary carries the error's words, escaped, for
-//! the close log line.
+//! shutdown with 1001 (section 7.4.1). [`Violation`](crate::Violation) (`violation.rs`) is
+//! the one type of what a client's frames can break, and its table gives each its close
+//! code and the label it is counted under ([`Stats::violations`](crate::stats::Stats::violations));
+//! the close frame's reason is its text. The session's summary carries it
+//! ([`SessionSummary::violation`](crate::SessionSummary::violation)) and the error's words,
+//! escaped, for the close log line.
+//!
+//! The library's messages name the library's settings (`Config::path`); the binary's log
+//! lines add the flag that sets each (`Config::path, --path`).
