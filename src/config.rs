@@ -80,6 +80,13 @@ impl Config {
     /// protects the records (RFC 8446, RFC 5246).
     ///
     /// See [`Config::own_records`] for wssd's own record layer, an opt-in.
+    ///
+    /// ```
+    /// # fn with(tls: std::sync::Arc<wssd::rustls::ServerConfig>) {
+    /// // `tls` from tls::from_pem_files, tls::CertFiles or tls::resolver_config:
+    /// let config = wssd::Config::default().tls(tls); // wss:// on this port (Method 2)
+    /// # }
+    /// ```
     pub fn tls(mut self, tls: Arc<ServerConfig>) -> Self {
         self.tls = Some(tls);
         self
@@ -118,12 +125,22 @@ impl Config {
     }
 
     /// Accepts only this request path (such as `/wss`); others get HTTP 404.
+    ///
+    /// ```
+    /// let config = wssd::Config::default().path("/wss"); // as nginx's `location /wss`
+    /// assert_eq!(config.path.as_deref(), Some("/wss"));
+    /// ```
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = Some(path.into());
         self
     }
 
     /// Also accepts the paths below [`Config::path`] (`/wss/room1` under `/wss`); see [`Config::subpaths`].
+    ///
+    /// ```
+    /// // /wss, /wss/room1 and /wss/a/b, not /wssx:
+    /// let config = wssd::Config::default().path("/wss").subpaths(true);
+    /// ```
     pub fn subpaths(mut self, on: bool) -> Self {
         self.subpaths = on;
         self
@@ -150,24 +167,45 @@ impl Config {
 
     /// Sets the subprotocols this server speaks (RFC 6455 section 1.9); the client's order
     /// of preference decides among them.
+    ///
+    /// ```
+    /// let config = wssd::Config::default().subprotocols(["chat.v2", "chat.v1"]);
+    /// assert_eq!(config.subprotocols, ["chat.v2", "chat.v1"]);
+    /// ```
     pub fn subprotocols<I: IntoIterator<Item = S>, S: Into<String>>(mut self, list: I) -> Self {
         self.subprotocols = list.into_iter().map(Into::into).collect();
         self
     }
 
     /// Sets the proxies whose forwarding headers are believed (default: loopback only).
+    ///
+    /// ```
+    /// // Believe X-Real-IP and Forwarded from the load balancers' network, not only loopback:
+    /// let lan: ipnet::IpNet = "10.0.0.0/8".parse().unwrap();
+    /// let config = wssd::Config::default().trusted_proxies([lan]);
+    /// ```
     pub fn trusted_proxies(mut self, ranges: impl IntoIterator<Item = IpNet>) -> Self {
         self.trusted_proxies = ranges.into_iter().collect();
         self
     }
 
     /// Expects a PROXY protocol v1 or v2 header from trusted proxies.
+    ///
+    /// ```
+    /// // Behind HAProxy with `send-proxy-v2`, or nginx's stream module with `proxy_protocol on`:
+    /// let config = wssd::Config::default().proxy_protocol(true);
+    /// ```
     pub fn proxy_protocol(mut self, on: bool) -> Self {
         self.proxy_protocol = on;
         self
     }
 
     /// Serves `html` on a plain `GET` of the WebSocket path, instead of 426.
+    ///
+    /// ```
+    /// let config = wssd::Config::default()
+    ///     .page("<script>new WebSocket(location.href.replace('http', 'ws'))</script>");
+    /// ```
     pub fn page(mut self, html: impl Into<Arc<str>>) -> Self {
         self.page = Some(html.into());
         self
@@ -175,12 +213,22 @@ impl Config {
 
     /// Accepts a client's permessage-deflate offer (RFC 7692), with the default threshold
     /// and level of [`Deflate`](crate::Deflate); `false` declines every offer.
+    ///
+    /// ```
+    /// let config = wssd::Config::default().permessage_deflate(true); // RFC 7692, when offered
+    /// ```
     pub fn permessage_deflate(mut self, on: bool) -> Self {
         self.deflate.enabled = on;
         self
     }
 
     /// Sets the per-connection limits.
+    ///
+    /// ```
+    /// let mut limits = wssd::Limits::default();
+    /// limits.max_message_size = 64 << 10; // bytes
+    /// let config = wssd::Config::default().limits(limits);
+    /// ```
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self

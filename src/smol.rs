@@ -53,6 +53,19 @@ impl<H: Handler> Server<H> {
     /// A server that accepts with `acceptor` and hands connections to `handler`, with the
     /// defaults of [`crate::Server::new`] (10,000 connections at most, 1,000 from one client
     /// address, 10 s to finish on shutdown) and one thread per CPU core.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use wssd::{Acceptor, Config, Connection, Data, Handler};
+    ///
+    /// struct Echo;
+    /// impl Handler for Echo {
+    ///     fn on_message(&self, conn: &Connection, msg: Data) {
+    ///         let _ = conn.try_send(msg);
+    ///     }
+    /// }
+    /// let server = wssd::smol::Server::new(Acceptor::new(Config::default()), Arc::new(Echo));
+    /// ```
     pub fn new(acceptor: Acceptor, handler: Arc<H>) -> Self {
         Server {
             core: crate::Server::new(acceptor, handler),
@@ -61,6 +74,11 @@ impl<H: Handler> Server<H> {
     }
 
     /// As [`crate::Server::max_connections`]: the most connections at once (default 10,000).
+    ///
+    /// ```
+    /// # let server = include!("doc_smol_server.rs");
+    /// let server = server.max_connections(50_000);
+    /// ```
     pub fn max_connections(mut self, max: usize) -> Self {
         self.core = self.core.max_connections(max);
         self
@@ -68,6 +86,11 @@ impl<H: Handler> Server<H> {
 
     /// As [`crate::Server::max_connections_per_address`]: the most connections at once from
     /// one client address, 0 for no cap (default 1,000).
+    ///
+    /// ```
+    /// # let server = include!("doc_smol_server.rs");
+    /// let server = server.max_connections_per_address(0); // no cap: a load test from one address
+    /// ```
     pub fn max_connections_per_address(mut self, max: usize) -> Self {
         self.core = self.core.max_connections_per_address(max);
         self
@@ -75,12 +98,23 @@ impl<H: Handler> Server<H> {
 
     /// The threads [`Server::run`] runs connections and the accept loop on (at least 1),
     /// the calling thread included. Default: the number of CPU cores.
+    ///
+    /// ```
+    /// # let server = include!("doc_smol_server.rs");
+    /// let server = server.threads(4);
+    /// ```
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self
     }
 
     /// The switch that stops this server gracefully (keep a clone to trigger it).
+    ///
+    /// ```
+    /// # let server = include!("doc_smol_server.rs");
+    /// let shutdown = wssd::smol::Shutdown::default();
+    /// let server = server.shutdown(shutdown.clone()); // shutdown.trigger() from a signal handler
+    /// ```
     pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
         self.core = self.core.with_shutdown(shutdown);
         self
@@ -88,6 +122,11 @@ impl<H: Handler> Server<H> {
 
     /// How long connections get to finish after [`Shutdown::trigger`], in seconds of
     /// [`Duration`]; then they are dropped. Default 10 s.
+    ///
+    /// ```
+    /// # let server = include!("doc_smol_server.rs");
+    /// let server = server.shutdown_timeout(std::time::Duration::from_secs(30));
+    /// ```
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.core = self.core.shutdown_timeout(timeout);
         self
@@ -109,6 +148,16 @@ impl<H: Handler> Server<H> {
     /// # Errors
     /// As [`Server::serve`], and when a thread cannot be started, or the epoll instance
     /// cannot be made (out of file descriptors).
+    ///
+    /// ```
+    /// # let server = include!("doc_smol_server.rs");
+    /// let shutdown = wssd::smol::Shutdown::default();
+    /// let server = server.shutdown(shutdown.clone());
+    /// shutdown.trigger(); // here at once; a server stops on a signal
+    /// let listener = smol::block_on(smol::net::TcpListener::bind("127.0.0.1:0"))?;
+/// server.run(listener)?; // blocks until shut down
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn run(self, listener: TcpListener) -> io::Result<()> {
         let executor = Arc::new(Executor::new());
         let stop = Shutdown::default(); // ends the worker threads once serving is over
@@ -149,6 +198,19 @@ impl<H: Handler> Server<H> {
     /// Otherwise none: accept errors (such as running out of file descriptors) are logged,
     /// and accepting resumes after 100 ms; a connection the kernel will not register is
     /// logged and closed.
+    ///
+    /// ```
+    /// # let server = include!("doc_smol_server.rs");
+    /// use std::sync::Arc;
+    /// let (shutdown, executor) = (wssd::smol::Shutdown::default(), Arc::new(smol::Executor::new()));
+    /// let server = server.shutdown(shutdown.clone());
+    /// shutdown.trigger();
+    /// smol::block_on(executor.run(async {
+    ///     let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     server.serve(listener, executor.clone()).await
+    /// }))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub async fn serve(
         self,
         listener: TcpListener,

@@ -276,6 +276,20 @@ impl<H: Handler> Server<H> {
     /// A server that accepts with `acceptor` and hands connections to `handler`, with the
     /// defaults: 10,000 connections at most, 1,000 from one client address, a [`Shutdown`]
     /// of its own (see [`Server::shutdown`]), and 10 s to finish connections on shutdown.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use wssd::{Acceptor, Config, Connection, Data, Handler, Server};
+    ///
+    /// struct ReplyOk;
+    /// impl Handler for ReplyOk {
+    ///     fn on_message(&self, conn: &Connection, _: Data) {
+    ///         let _ = conn.try_send("ok");
+    ///     }
+    /// }
+    /// let server = Server::new(Acceptor::new(Config::default()), Arc::new(ReplyOk));
+    /// assert_eq!(server.open_connections(), 0);
+    /// ```
     pub fn new(acceptor: Acceptor, handler: Arc<H>) -> Self {
         Server {
             inner: Arc::new(Inner {
@@ -304,6 +318,11 @@ impl<H: Handler> Server<H> {
     /// The most connections served at once, handshakes included. Past it, a new connection
     /// on a plain port gets HTTP 503 and on a TLS port is closed, with a warning at most once
     /// a second. Default 10,000: about 0.2 GB of a small box's memory with the default buffers.
+    ///
+    /// ```
+    /// # let server = include!("../doc_server.rs");
+    /// let server = server.max_connections(50_000); // past it, a new client gets 503
+    /// ```
     pub fn max_connections(self, max: usize) -> Self {
         self.configure(|s| s.caps.total = max)
     }
@@ -318,32 +337,65 @@ impl<H: Handler> Server<H> {
     /// opening handshake; one that connects directly (not through a trusted proxy) is refused
     /// at once, before its TLS handshake (a plain port answers 503, a TLS port closes), so its
     /// extra connections never hold a slot. A warning is logged at most once a second.
+    ///
+    /// ```
+    /// # let server = include!("../doc_server.rs");
+    /// let server = server.max_connections_per_address(100); // 0: no cap
+    /// ```
     pub fn max_connections_per_address(self, max: usize) -> Self {
         self.configure(|s| s.caps.per_address = max)
     }
 
     /// The switch that stops this server gracefully (keep a clone to trigger it).
+    ///
+    /// ```
+    /// # let server = include!("../doc_server.rs");
+    /// let shutdown = wssd::Shutdown::default();
+    /// let server = server.with_shutdown(shutdown.clone()); // shutdown.trigger() ends it
+    /// assert!(!server.shutdown().is_triggered());
+    /// ```
     pub fn with_shutdown(self, shutdown: Shutdown) -> Self {
         self.configure(|s| s.shutdown = shutdown)
     }
 
     /// How long connections get to finish after [`Shutdown::trigger`], in seconds of
     /// [`Duration`]; then [`Server::drain`] stops waiting for them. Default 10 s.
+    ///
+    /// ```
+    /// # let server = include!("../doc_server.rs");
+    /// let server = server.shutdown_timeout(std::time::Duration::from_secs(30));
+    /// ```
     pub fn shutdown_timeout(self, timeout: Duration) -> Self {
         self.configure(|s| s.shutdown_timeout = timeout)
     }
 
     /// This server's shutdown switch.
+    ///
+    /// ```
+    /// # let server = include!("../doc_server.rs");
+    /// server.shutdown().trigger(); // on SIGTERM, say: every connection closes with 1001
+    /// assert!(server.shutdown().is_triggered());
+    /// ```
     pub fn shutdown(&self) -> &Shutdown {
         &self.inner.shutdown
     }
 
     /// The acceptor it accepts with.
+    ///
+    /// ```
+    /// # let server = include!("../doc_server.rs");
+    /// assert_eq!(server.acceptor().config().path, None); // every path is accepted
+    /// ```
     pub fn acceptor(&self) -> &Acceptor {
         &self.inner.acceptor
     }
 
     /// Connections open now, from their accept to their end (handshakes included).
+    ///
+    /// ```
+    /// # let server = include!("../doc_server.rs");
+    /// assert_eq!(server.open_connections(), 0);
+    /// ```
     pub fn open_connections(&self) -> usize {
         self.inner.state.open.load(Ordering::Acquire)
     }
@@ -391,6 +443,13 @@ impl<H: Handler> Server<H> {
     /// Waits, once [`Shutdown::trigger`] was called, until every connection has ended or the
     /// shutdown timeout has passed, with one log line before and one after. `true` when all
     /// ended (the connections still open after the timeout go on until their own end).
+    ///
+    /// ```
+    /// # let server = include!("../doc_server.rs");
+    /// server.shutdown().trigger();
+    /// // No connection was open: all have ended, at once.
+    /// assert!(futures_lite::future::block_on(server.drain()));
+    /// ```
     pub async fn drain(&self) -> bool {
         let open = self.open_connections();
         log::info!(

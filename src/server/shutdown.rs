@@ -39,6 +39,12 @@ impl fmt::Debug for ShutdownInner {
 
 impl Shutdown {
     /// Starts the graceful shutdown. Calling it again does nothing more.
+    ///
+    /// ```
+    /// let shutdown = wssd::Shutdown::default();
+    /// shutdown.trigger(); // from a signal handler, say
+    /// assert!(shutdown.is_triggered());
+    /// ```
     pub fn trigger(&self) {
         self.inner.triggered.store(true, Ordering::SeqCst);
         self.inner.event.notify(usize::MAX);
@@ -67,11 +73,21 @@ impl Shutdown {
     }
 
     /// Whether [`Shutdown::trigger`] was called.
+    ///
+    /// ```
+    /// assert!(!wssd::Shutdown::default().is_triggered());
+    /// ```
     pub fn is_triggered(&self) -> bool {
         self.inner.triggered.load(Ordering::SeqCst)
     }
 
     /// Resolves once [`Shutdown::trigger`] is called.
+    ///
+    /// ```
+    /// let shutdown = wssd::Shutdown::default();
+    /// shutdown.trigger();
+    /// futures_lite::future::block_on(shutdown.wait()); // returns at once once triggered
+    /// ```
     pub async fn wait(&self) {
         loop {
             let listener = self.inner.event.listen();
