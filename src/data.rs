@@ -36,16 +36,31 @@ pub enum Data {
 
 impl Data {
     /// A text message.
+    ///
+    /// ```
+    /// let msg = wssd::Data::text("ok");
+    /// assert_eq!(msg.as_text(), Some("ok"));
+    /// ```
     pub fn text(text: impl Into<Utf8Bytes>) -> Self {
         Data::Text(text.into())
     }
 
     /// A binary message.
+    ///
+    /// ```
+    /// let msg = wssd::Data::binary(vec![0xCA, 0xFE]);
+    /// assert_eq!(msg.as_bytes(), [0xCA, 0xFE]);
+    /// ```
     pub fn binary(bytes: impl Into<Bytes>) -> Self {
         Data::Binary(bytes.into())
     }
 
     /// The text of a text message; `None` for a binary one.
+    ///
+    /// ```
+    /// assert_eq!(wssd::Data::text("hi").as_text(), Some("hi"));
+    /// assert_eq!(wssd::Data::binary(vec![1]).as_text(), None);
+    /// ```
     pub fn as_text(&self) -> Option<&str> {
         match self {
             Data::Text(text) => Some(text),
@@ -54,6 +69,10 @@ impl Data {
     }
 
     /// The payload, text or binary, as bytes.
+    ///
+    /// ```
+    /// assert_eq!(wssd::Data::text("hi").as_bytes(), b"hi");
+    /// ```
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Data::Text(text) => text.as_bytes(),
@@ -62,16 +81,29 @@ impl Data {
     }
 
     /// Whether it is a text message.
+    ///
+    /// ```
+    /// assert!(wssd::Data::from("hi").is_text()); // a &str is text
+    /// assert!(!wssd::Data::from(vec![1u8]).is_text()); // a Vec<u8> binary
+    /// ```
     pub fn is_text(&self) -> bool {
         matches!(self, Data::Text(_))
     }
 
     /// The payload's length, in bytes.
+    ///
+    /// ```
+    /// assert_eq!(wssd::Data::text("héllo").len(), 6); // bytes, not characters
+    /// ```
     pub fn len(&self) -> usize {
         self.as_bytes().len()
     }
 
     /// Whether the payload is empty.
+    ///
+    /// ```
+    /// assert!(wssd::Data::text("").is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -32,6 +32,11 @@ use async_tungstenite::tungstenite::http::HeaderMap;
 pub use ipnet::IpNet;
 
 /// The default trusted proxies: loopback only, `127.0.0.0/8` and `::1/128`.
+///
+/// ```
+/// let trusted = wssd::forwarded::loopback();
+/// assert!(wssd::forwarded::is_trusted("127.0.0.1".parse().unwrap(), &trusted));
+/// ```
 pub fn loopback() -> Vec<IpNet> {
     vec![
         "127.0.0.0/8".parse().expect("a valid range"),
@@ -40,6 +45,12 @@ pub fn loopback() -> Vec<IpNet> {
 }
 
 /// Whether `ip` is in any of the `trusted` ranges. IPv4-mapped IPv6 addresses count as IPv4.
+///
+/// ```
+/// let trusted = wssd::forwarded::loopback();
+/// assert!(wssd::forwarded::is_trusted("::ffff:127.0.0.1".parse().unwrap(), &trusted));
+/// assert!(!wssd::forwarded::is_trusted("203.0.113.9".parse().unwrap(), &trusted));
+/// ```
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = ip.to_canonical();
     trusted.iter().any(|net| net.contains(&ip))
@@ -56,6 +67,18 @@ pub(crate) fn names_a_client(headers: &HeaderMap) -> bool {
 /// The client's IP address: `peer` itself, unless `peer` is a trusted proxy and the headers say more.
 ///
 /// Malformed header values are logged at debug level and skipped; this never fails.
+///
+/// ```
+/// use wssd::tungstenite::http::HeaderMap;
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-real-ip", "203.0.113.9".parse().unwrap()); // nginx's proxy_set_header
+/// let trusted = wssd::forwarded::loopback();
+/// let from_nginx = wssd::forwarded::client_ip("127.0.0.1".parse().unwrap(), &headers, &trusted);
+/// assert_eq!(from_nginx.to_string(), "203.0.113.9");
+/// // A client that is not a trusted proxy cannot name another address:
+/// let direct = wssd::forwarded::client_ip("198.51.100.7".parse().unwrap(), &headers, &trusted);
+/// assert_eq!(direct.to_string(), "198.51.100.7");
+/// ```
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     if !is_trusted(peer, trusted) {
         return peer;

@@ -340,6 +340,10 @@ impl Hub {
     }
 
     /// Whether this hub is linked to other instances ([`crate::redis::link`]).
+    ///
+    /// ```
+    /// assert!(!wssd::Hub::default().is_linked()); // no Redis link: this instance alone
+    /// ```
     pub fn is_linked(&self) -> bool {
         self.inner.relay.get().is_some()
     }
@@ -347,18 +351,40 @@ impl Hub {
     /// Sends `msg` to connection `id` on the other linked instances (for an id that is
     /// not on this one, [`Hub::get`] is `None`); does nothing when not linked. Whether it
     /// exists there is not known here.
+    ///
+    /// ```
+    /// # let conn = include!("doc_connection.rs");
+    /// let hub = wssd::Hub::default();
+    /// // Not linked: nothing to do (an id of another instance would get it through Redis).
+    /// hub.publish_to(conn.id(), &wssd::Data::text("for you"));
+    /// ```
     pub fn publish_to(&self, id: ConnectionId, msg: &Data) {
         self.relay(Target::Connection(id), &Message::from(msg.clone()));
     }
 
     /// Closes connection `id` on the other linked instances with `code` and `reason`
     /// (RFC 6455 section 7.4); does nothing when not linked.
+    ///
+    /// ```
+    /// # let conn = include!("doc_connection.rs");
+    /// let hub = wssd::Hub::default();
+    /// hub.publish_close(conn.id(), wssd::CloseCode::Normal, "bye"); // not linked: nothing to do
+    /// ```
     pub fn publish_close(&self, id: ConnectionId, code: CloseCode, reason: &str) {
         self.relay(Target::Connection(id), &close_message(code, reason));
     }
 
     /// Closes every connection of `user`, here and (with Redis) on every other instance.
     /// Returns how many were closed on this instance.
+    ///
+    /// ```
+    /// # let conn = include!("doc_connection.rs");
+    /// let hub = wssd::Hub::default();
+    /// hub.add(&conn);
+    /// hub.bind_user(conn.id(), "ann");
+    /// assert_eq!(hub.close_user("ann", wssd::CloseCode::Normal, "logged out elsewhere"), 1);
+    /// assert!(conn.is_closed());
+    /// ```
     pub fn close_user(&self, user: &str, code: CloseCode, reason: &str) -> usize {
         let msg = close_message(code, reason);
         self.relay(Target::User(user), &msg);
@@ -366,12 +392,28 @@ impl Hub {
     }
 
     /// The connection with this id, if it is in this hub (on this instance).
+    ///
+    /// ```
+    /// # let conn = include!("doc_connection.rs");
+    /// let hub = wssd::Hub::default();
+    /// hub.add(&conn);
+    /// assert_eq!(hub.get(conn.id()).map(|c| c.id()), Some(conn.id()));
+    /// ```
     pub fn get(&self, id: ConnectionId) -> Option<Connection> {
         self.read().connections.get(&id).map(|m| m.conn.clone())
     }
 
     /// The ids of `user`'s connections on this instance (each tab or device is one), in
     /// no particular order; empty for a user with none.
+    ///
+    /// ```
+    /// # let conn = include!("doc_connection.rs");
+    /// let hub = wssd::Hub::default();
+    /// hub.add(&conn);
+    /// hub.bind_user(conn.id(), "ann");
+    /// assert_eq!(hub.user_connections("ann"), [conn.id()]);
+    /// assert!(hub.user_connections("bob").is_empty());
+    /// ```
     pub fn user_connections(&self, user: &str) -> Vec<ConnectionId> {
         self.read()
             .users
@@ -481,6 +523,11 @@ fn frame_once(msg: &Message) -> Message {
 
 /// How many connections this process closed with 1013 (try again later) because their send
 /// queue stayed full: each is counted once, with one warning line.
+///
+/// ```
+/// let before = wssd::hub::slow_consumers_closed(); // a count for the process, for a metric
+/// assert!(wssd::hub::slow_consumers_closed() >= before);
+/// ```
 pub fn slow_consumers_closed() -> u64 {
     crate::stats::SLOW_CONSUMERS.load(std::sync::atomic::Ordering::Relaxed)
 }

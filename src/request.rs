@@ -47,12 +47,22 @@ impl Request {
     /// Whether this connection agreed on permessage-deflate (RFC 7692): its messages may
     /// arrive compressed (inflated before your handler sees them), and messages to it of
     /// [`Deflate::min_size`](crate::Deflate::min_size) bytes or more are sent compressed.
+    ///
+    /// ```
+    /// # let conn = include!("doc_connection.rs");
+    /// assert!(!conn.request().permessage_deflate()); // off unless Config::permessage_deflate
+    /// ```
     pub fn permessage_deflate(&self) -> bool {
         self.deflate.is_some()
     }
 
     /// The subprotocols the client offered in `Sec-WebSocket-Protocol`, most preferred
     /// first (RFC 6455 section 4.1); [`Request::subprotocol`] is the one chosen, if any.
+    ///
+    /// ```
+    /// # let conn = include!("doc_connection.rs");
+    /// assert_eq!(conn.request().offered_subprotocols().count(), 0); // this client offered none
+    /// ```
     pub fn offered_subprotocols(&self) -> impl Iterator<Item = &str> {
         crate::handshake::offered_subprotocols(&self.headers)
     }
@@ -70,6 +80,10 @@ pub enum TlsVersion {
 
 impl TlsVersion {
     /// `"TLSv1.2"` or `"TLSv1.3"`, as OpenSSL and nginx's `$ssl_protocol` write it.
+    ///
+    /// ```
+    /// assert_eq!(wssd::TlsVersion::Tls13.as_str(), "TLSv1.3");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             TlsVersion::Tls12 => "TLSv1.2",

@@ -155,7 +155,7 @@ impl<H: Handler> Server<H> {
     /// let server = server.shutdown(shutdown.clone());
     /// shutdown.trigger(); // here at once; a server stops on a signal
     /// let listener = smol::block_on(smol::net::TcpListener::bind("127.0.0.1:0"))?;
-/// server.run(listener)?; // blocks until shut down
+    /// server.run(listener)?; // blocks until shut down
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn run(self, listener: TcpListener) -> io::Result<()> {

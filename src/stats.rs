@@ -69,6 +69,11 @@ pub struct Stats {
 }
 
 /// Reads every counter.
+///
+/// ```
+/// let stats = wssd::stats::snapshot();
+/// println!("{} open, {} messages in", stats.open, stats.messages_in);
+/// ```
 pub fn snapshot() -> Stats {
     let closes = CLOSES
         .iter()

@@ -16,6 +16,12 @@ use std::fmt::Write;
 /// `s` with every control, line or paragraph separator, bidirectional control and
 /// other invisible format character written as `\u{XX}` (and `\` as `\\`).
 /// Borrows when nothing needs escaping.
+///
+/// ```
+/// // A path a client sent, for a log line: no terminal control sequence gets through.
+/// assert_eq!(wssd::text::escape("/wss\x1b[2J"), "/wss\\u{1b}[2J");
+/// assert_eq!(wssd::text::escape("/wss"), "/wss"); // borrowed: nothing to escape
+/// ```
 pub fn escape(s: &str) -> Cow<'_, str> {
     if !s.chars().any(needs_escape) {
         return Cow::Borrowed(s);
@@ -34,6 +40,10 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 }
 
 /// [`escape`] for bytes: invalid UTF-8 becomes U+FFFD first.
+///
+/// ```
+/// assert_eq!(wssd::text::escape_bytes(b"ok\xff\n"), "ok\u{fffd}\\u{a}");
+/// ```
 pub fn escape_bytes(bytes: &[u8]) -> String {
     escape(&String::from_utf8_lossy(bytes)).into_owned()
 }

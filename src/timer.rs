@@ -166,6 +166,11 @@ static SYSTEM: Service = Service {
 
 impl Clock {
     /// The system's monotonic clock (`Instant::now`): the default.
+    ///
+    /// ```
+    /// let limits = wssd::Limits::default();
+    /// assert_eq!(limits.clock, wssd::Clock::system()); // the default
+    /// ```
     pub fn system() -> Clock {
         Clock(&SYSTEM)
     }
@@ -173,6 +178,12 @@ impl Clock {
     /// A clock that reads the moment it was made until [`Clock::advance`] moves it; its
     /// timers fire inside `advance`, on the caller's thread. For tests: each one keeps
     /// about 150 bytes for the life of the process.
+    ///
+    /// ```
+    /// let clock = wssd::Clock::manual();
+    /// let before = clock.now();
+    /// assert_eq!(clock.now(), before); // it stands still until moved
+    /// ```
     pub fn manual() -> Clock {
         Clock(Box::leak(Box::new(Service {
             state: Mutex::new(State {
@@ -187,6 +198,12 @@ impl Clock {
     }
 
     /// The time now, by this clock.
+    ///
+    /// ```
+    /// let clock = wssd::Clock::system();
+    /// let (a, b) = (clock.now(), clock.now());
+    /// assert!(b >= a); // monotonic
+    /// ```
     pub fn now(self) -> Instant {
         match &self.0.manual {
             None => Instant::now(),
@@ -199,6 +216,16 @@ impl Clock {
     ///
     /// # Panics
     /// On [`Clock::system`], which only time moves.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let clock = wssd::Clock::manual();
+    /// let mut sleep = std::pin::pin!(clock.sleep(Duration::from_secs(10)));
+    /// let poll = |s: &mut std::pin::Pin<&mut _>| futures_lite::future::block_on(futures_lite::future::poll_once(s));
+    /// assert!(poll(&mut sleep).is_none()); // not yet
+    /// clock.advance(Duration::from_secs(10));
+    /// assert!(poll(&mut sleep).is_some()); // fired inside advance, on this thread
+    /// ```
     pub fn advance(self, by: Duration) {
         let Some(now) = &self.0.manual else {
             panic!(

@@ -93,6 +93,12 @@ impl Violation {
     /// The close code the server sends for it (RFC 6455 section 7.4.1): 1002 for a frame
     /// that breaks the protocol, 1007 for data that is not what its type says (invalid
     /// UTF-8, corrupt DEFLATE), 1009 for what is over a limit.
+    ///
+    /// ```
+    /// use wssd::{CloseCode, Violation};
+    /// assert_eq!(Violation::InvalidUtf8.close_code(), CloseCode::Invalid); // 1007
+    /// assert_eq!(Violation::TooManyFragments { max: 1024 }.close_code(), CloseCode::Size); // 1009
+    /// ```
     pub fn close_code(&self) -> CloseCode {
         TABLE[self.row()].1
     }
@@ -101,6 +107,10 @@ impl Violation {
     /// (and of `wssd_violations_total` in the binary's metrics): `protocol`, `invalid_utf8`,
     /// `frame_too_big`, `message_too_big`, `too_many_fragments`, `corrupt_deflate` or
     /// `inflated_too_big`.
+    ///
+    /// ```
+    /// assert_eq!(wssd::Violation::CorruptDeflate.kind(), "corrupt_deflate");
+    /// ```
     pub fn kind(&self) -> &'static str {
         TABLE[self.row()].0
     }

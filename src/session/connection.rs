@@ -72,6 +72,12 @@ impl ConnectionId {
     }
 
     /// The number behind the id, for logs, maps and wire formats of your own.
+    ///
+    /// ```
+    /// # let conn = include!("../doc_connection.rs");
+    /// let n: u64 = conn.id().get(); // for a map or a wire format of your own
+    /// assert_eq!(wssd::ConnectionId::from_wire(n), Some(conn.id()));
+    /// ```
     pub fn get(self) -> u64 {
         self.0
     }
@@ -355,6 +361,12 @@ impl Connection {
     /// was taken in reaches its destination.
     ///
     /// Returns `false`, and drops `until`, outside this connection's `on_message`.
+    ///
+    /// ```
+    /// # let conn = include!("../doc_connection.rs");
+    /// // Outside this connection's on_message there is nothing to hold:
+    /// assert!(!conn.hold_reads(async {}));
+    /// ```
     pub fn hold_reads(&self, until: impl Future<Output = ()> + Send + 'static) -> bool {
         DEFERRED.with(|deferred| {
             let mut deferred = deferred.borrow_mut();
