@@ -213,6 +213,11 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// Makes an acceptor for `config`.
+    ///
+    /// ```
+    /// let acceptor = wssd::Acceptor::new(wssd::Config::default().path("/wss"));
+    /// let for_another_task = acceptor.clone(); // cheap: the configuration is shared
+    /// ```
     pub fn new(config: Config) -> Self {
         Acceptor {
             config: Arc::new(config),
@@ -220,6 +225,11 @@ impl Acceptor {
     }
 
     /// The configuration this acceptor applies.
+    ///
+    /// ```
+    /// let acceptor = wssd::Acceptor::new(wssd::Config::default().path("/wss"));
+    /// assert_eq!(acceptor.config().path.as_deref(), Some("/wss"));
+    /// ```
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -249,6 +259,25 @@ impl Acceptor {
     /// [`AcceptError::BadRequest`] for an invalid opening handshake, [`AcceptError::Io`]
     /// when the connection fails, [`AcceptError::ProxyHeader`] for a missing PROXY header,
     /// and [`AcceptError::PlainHttpOnTlsPort`] or [`AcceptError::TlsOnPlainPort`] for the wrong port.
+    ///
+    /// ```
+    /// smol::block_on(async {
+    ///     let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     # let addr = listener.local_addr()?;
+    ///     # smol::spawn(async move {
+    ///     #     let t = smol::net::TcpStream::connect(addr).await.unwrap();
+    ///     #     let _ = async_tungstenite::client_async("ws://localhost/", t).await;
+    ///     # }).detach();
+    ///     let acceptor = wssd::Acceptor::new(wssd::Config::default());
+    ///     let (stream, peer) = listener.accept().await?;
+    ///     match acceptor.accept(stream, peer).await {
+    ///         Ok(accepted) => println!("{} asked for {}", peer, accepted.request().path),
+    ///         Err(e) => println!("{peer}: {e}"), // names the cause: a wrong port, path or timeout
+    ///     }
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub async fn accept<S>(
         &self,
         stream: S,
@@ -464,16 +493,31 @@ pub struct Accepted<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     /// The facts of the request: path, query, headers, client IP, subprotocol, TLS.
+    ///
+    /// ```
+    /// # let accepted = include!("doc_accepted.rs");
+    /// assert_eq!(accepted.request().path, "/chat");
+    /// ```
     pub fn request(&self) -> &Request {
         &self.request
     }
 
     /// The limits the connection is served under (the [`Acceptor`]'s).
+    ///
+    /// ```
+    /// # let accepted = include!("doc_accepted.rs");
+    /// assert_eq!(accepted.limits().max_message_size, 1 << 20); // the acceptor's, by default
+    /// ```
     pub fn limits(&self) -> &crate::Limits {
         &self.limits
     }
 
     /// The id the connection has once served (its [`Connection::id`](crate::Connection::id)).
+    ///
+    /// ```
+    /// # let accepted = include!("doc_accepted.rs");
+    /// let id = accepted.id(); // the id its Connection will have in on_open
+    /// ```
     pub fn id(&self) -> crate::ConnectionId {
         self.id
     }
@@ -492,6 +536,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     ///
     /// The future holds the connection's whole state (its size is part of the memory an
     /// idle connection costs, see the README's "Speed and footprint").
+    ///
+    /// ```
+    /// # let accepted = include!("doc_accepted.rs");
+    /// struct Echo;
+    /// impl wssd::Handler for Echo {
+    ///     fn on_message(&self, conn: &wssd::Connection, msg: wssd::Data) {
+    ///         let _ = conn.try_send(msg);
+    ///     }
+    /// }
+    /// # std::mem::drop(std::thread::spawn(move || {
+    /// let summary = smol::block_on(accepted.serve(&Echo)); // until the connection ends
+    /// println!("{} messages in, close code {:?}", summary.messages_in, summary.close_code);
+    /// # }));
+    /// ```
     pub fn serve<'a, H: crate::Handler + ?Sized>(
         self,
         handler: &'a H,
@@ -514,6 +572,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     /// # Errors
     /// `InvalidInput` when the client did not offer `name` (a browser would fail the
     /// connection) or when the `101` went out already; nothing changes then.
+    ///
+    /// ```
+    /// # let accepted = include!("doc_accepted.rs");
+    /// let mut accepted = accepted;
+    /// accepted.choose_subprotocol("chat")?; // the client offered it: the 101 will name it
+    /// assert_eq!(accepted.request().subprotocol.as_deref(), Some("chat"));
+    /// assert!(accepted.choose_subprotocol("mqtt").is_err()); // not offered
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn choose_subprotocol(&mut self, name: &str) -> io::Result<()> {
         if !self.request.offered_subprotocols().any(|p| p == name) {
             return Err(io::Error::new(
@@ -556,6 +623,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     /// `InvalidInput` for a status outside 400 to 599, or when the `101` went out already
     /// (the WebSocket was read or written through [`Accepted::into_parts`]); the I/O error when
     /// the answer cannot be written. Writing has the handshake's own deadline, `Limits::handshake_timeout`.
+    ///
+    /// ```
+    /// # let accepted = include!("doc_accepted.rs");
+    /// // The client gets 503 with this body; a browser's WebSocket never opens.
+    /// smol::block_on(accepted.refuse(503, "full, try again in a minute"))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub async fn refuse(mut self, status: u16, body: &str) -> io::Result<()> {
         let status = async_tungstenite::tungstenite::http::StatusCode::from_u16(status)
             .ok()
@@ -601,6 +675,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
     /// frame codec as [`Accepted::serve`], under the same message, frame and fragment limits,
     /// UTF-8 checks and permessage-deflate; the heartbeat, idle timeout and send queue are
     /// then yours. The `101` goes out with its first read, write or flush.
+    ///
+    /// ```
+    /// # let accepted = include!("doc_accepted.rs");
+    /// use futures_util::{SinkExt, StreamExt};
+    /// let (mut ws, request) = accepted.into_parts(); // the 101 goes out with the first write
+    /// # std::mem::drop(std::thread::spawn(move || smol::block_on(async move {
+    /// while let Some(Ok(msg)) = ws.next().await {
+    ///     if ws.send(msg).await.is_err() { break } // same codec and limits as serve
+    /// }
+    /// # })));
+    /// ```
     pub fn into_parts(self) -> (WebSocket<S>, Request) {
         let deflate = self.request.deflate;
         let frames =

@@ -121,6 +121,15 @@ pub struct Link {
 impl Link {
     /// Resolves once this instance is subscribed, so that what other instances publish
     /// from then on reaches it. Pub/sub keeps nothing for a subscriber that is not there yet.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), redis::RedisError> {
+    /// let hub = wssd::Hub::default();
+    /// let (link, task) = wssd::redis::link(&hub, "redis://127.0.0.1/")?;
+    /// smol::spawn(task).detach(); // the link runs as a task of its own
+    /// smol::block_on(link.subscribed()); // what others publish from now on reaches this hub
+    /// # Ok(()) }
+    /// ```
     pub async fn subscribed(&self) {
         loop {
             let listener = self.subscribed.1.listen();

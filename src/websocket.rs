@@ -55,6 +55,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Errors
     /// The I/O error of the write; `Error::Protocol(SendAfterClosing)` when a close frame
     /// was sent already.
+    ///
+    /// ```
+    /// # let accepted = include!("doc_accepted.rs");
+    /// let (mut ws, _) = accepted.into_parts();
+    /// smol::block_on(ws.close(None))?; // then read the stream to its end for the peer's close
+    /// # Ok::<(), wssd::tungstenite::Error>(())
+    /// ```
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
         self.frames.close(frame).await
     }

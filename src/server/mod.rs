@@ -414,6 +414,20 @@ impl<H: Handler> Server<H> {
     ///
     /// The future never fails: what went wrong is logged (a failed handshake at warn, a
     /// client's refusal at warn, at most once a second for a cap).
+    ///
+    /// ```
+    /// # let server = include!("../doc_server.rs");
+    /// smol::block_on(async {
+    ///     let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     # let addr = listener.local_addr()?;
+    ///     # smol::spawn(async move { let _ = smol::net::TcpStream::connect(addr).await; }).detach();
+    ///     // Your accept loop, on any runtime: a task per connection.
+    ///     let (stream, peer) = listener.accept().await?;
+    ///     smol::spawn(server.connection(stream, peer)).detach(); // caps, admission, limits, logs
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn connection<S>(
         &self,
         stream: S,

@@ -190,6 +190,13 @@ impl std::error::Error for TlsError {
 /// A [`TlsError`] naming the file for each of: a missing or unreadable file,
 /// DER instead of PEM, no certificate, no key, an encrypted key, an unusable
 /// key, and a key that does not match the certificate.
+///
+/// ```
+/// # let (cert, key) = include!("../doc_pem.rs");
+/// let tls = wssd::tls::from_pem_files(&cert, &key)?; // errors name the file and the fix
+/// let config = wssd::Config::default().tls(tls);
+/// # Ok::<(), wssd::tls::TlsError>(())
+/// ```
 pub fn from_pem_files(
     cert: impl AsRef<Path>,
     key: impl AsRef<Path>,
@@ -204,6 +211,13 @@ pub fn from_pem_files(
 ///
 /// # Errors
 /// As [`from_pem_files`].
+///
+/// ```
+/// # let (cert, key) = include!("../doc_pem.rs");
+/// let certified = wssd::tls::load_certified_key(&cert, &key)?;
+/// let tls = wssd::tls::server_config(certified);
+/// # Ok::<(), wssd::tls::TlsError>(())
+/// ```
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     load_certified_key_with_chain(cert, None, key)
 }
@@ -216,6 +230,14 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
 ///
 /// # Errors
 /// As [`from_pem_files`], each naming the file at fault.
+///
+/// ```
+/// # let (cert, key) = include!("../doc_pem.rs");
+/// // With the intermediates in a file of their own (`None`: the certificate file has them):
+/// let certified = wssd::tls::load_certified_key_with_chain(&cert, None, &key)?;
+/// assert_eq!(certified.cert.len(), 1);
+/// # Ok::<(), wssd::tls::TlsError>(())
+/// ```
 pub fn load_certified_key_with_chain(
     cert: &Path,
     chain: Option<&Path>,
@@ -234,6 +256,15 @@ pub fn load_certified_key_with_chain(
 /// # Errors
 /// [`TlsError::Read`], [`TlsError::Der`], [`TlsError::BadPem`] or
 /// [`TlsError::NoCertificate`], each naming `path`.
+///
+/// ```
+/// # let (cert, key) = include!("../doc_pem.rs");
+/// let chain = wssd::tls::load_certificate_chain(&cert)?;
+/// assert_eq!(chain.len(), 1); // the leaf; a CA's file holds its intermediates after it
+/// // The key file is not a certificate, and the error says so:
+/// assert!(wssd::tls::load_certificate_chain(&key).is_err());
+/// # Ok::<(), wssd::tls::TlsError>(())
+/// ```
 pub fn load_certificate_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     parse_chain(&read_pem_file(path, false)?, path)
 }
@@ -256,6 +287,13 @@ fn parse_chain(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>
 /// # Errors
 /// [`TlsError::Read`], [`TlsError::Der`], [`TlsError::BadPem`],
 /// [`TlsError::EncryptedKey`] or [`TlsError::NoKey`], each naming `path`.
+///
+/// ```
+/// # let (cert, key) = include!("../doc_pem.rs");
+/// let key_der = wssd::tls::load_private_key(&key)?;
+/// assert!(wssd::tls::load_private_key(&cert).is_err()); // a swapped pair is named
+/// # Ok::<(), wssd::tls::TlsError>(())
+/// ```
 pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     parse_key(&read_pem_file(path, true)?, path)
 }
@@ -284,6 +322,14 @@ fn parse_key(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, TlsErr
 /// # Errors
 /// [`TlsError::UnusableKey`] when rustls cannot load the key, and
 /// [`TlsError::KeyMismatch`] when the key belongs to none of the certificates.
+///
+/// ```
+/// # let (cert, key) = include!("../doc_pem.rs");
+/// let chain = wssd::tls::load_certificate_chain(&cert)?;
+/// let key_der = wssd::tls::load_private_key(&key)?;
+/// let certified = wssd::tls::certified_key(chain, key_der, &cert, &key)?; // checks they match
+/// # Ok::<(), wssd::tls::TlsError>(())
+/// ```
 pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -329,6 +375,13 @@ pub fn certified_key(
 /// Builds the rustls server configuration for one certificate: TLS 1.2 and 1.3, ALPN `http/1.1`, no client authentication.
 ///
 /// Uses rustls' `ring` crypto provider.
+///
+/// ```
+/// # let (cert, key) = include!("../doc_pem.rs");
+/// let tls = wssd::tls::server_config(wssd::tls::load_certified_key(&cert, &key)?);
+/// assert_eq!(tls.alpn_protocols, [b"http/1.1".to_vec()]);
+/// # Ok::<(), wssd::tls::TlsError>(())
+/// ```
 pub fn server_config(certified: CertifiedKey) -> Arc<ServerConfig> {
     config_with(Arc::new(SingleCertAndKey::from(certified)))
 }
@@ -396,6 +449,13 @@ pub struct CertResolver {
 
 impl CertResolver {
     /// A resolver with this default certificate and no names of its own.
+    ///
+    /// ```
+    /// # let (cert, key) = include!("../doc_pem.rs");
+    /// let resolver = wssd::tls::CertResolver::new(wssd::tls::load_certified_key(&cert, &key)?);
+    /// let config = wssd::Config::default().tls(resolver.server_config());
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn new(default: CertifiedKey) -> Arc<Self> {
         Arc::new(CertResolver {
             default: RwLock::new(Arc::new(default)),
@@ -404,22 +464,53 @@ impl CertResolver {
     }
 
     /// Replaces the default certificate, for handshakes from now on.
+    ///
+    /// ```
+    /// # let (cert, key) = include!("../doc_pem.rs");
+    /// let resolver = wssd::tls::CertResolver::new(wssd::tls::load_certified_key(&cert, &key)?);
+    /// // A renewed pair: new handshakes get it, live connections keep theirs.
+    /// resolver.set_default(wssd::tls::load_certified_key(&cert, &key)?);
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn set_default(&self, certified: CertifiedKey) {
         *self.default.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(certified);
     }
 
     /// Sets or replaces the certificate for one SNI host name (case-insensitive).
+    ///
+    /// ```
+    /// # let (cert, key) = include!("../doc_pem.rs");
+    /// let resolver = wssd::tls::CertResolver::new(wssd::tls::load_certified_key(&cert, &key)?);
+    /// resolver.set_for_name("chat.example.com", wssd::tls::load_certified_key(&cert, &key)?);
+    /// assert!(resolver.current().1.contains_key("chat.example.com"));
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn set_for_name(&self, name: &str, certified: CertifiedKey) {
         let mut map = self.by_name.write().unwrap_or_else(|e| e.into_inner());
         map.insert(name.to_ascii_lowercase(), Arc::new(certified));
     }
 
     /// The server configuration that takes its certificates from this resolver.
+    ///
+    /// ```
+    /// # let (cert, key) = include!("../doc_pem.rs");
+    /// let resolver = wssd::tls::CertResolver::new(wssd::tls::load_certified_key(&cert, &key)?);
+    /// let tls = resolver.server_config(); // serves whatever the resolver holds at each handshake
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn server_config(self: &Arc<Self>) -> Arc<ServerConfig> {
         config_with(self.clone())
     }
 
     /// The default certificate and those by SNI name (lower case), as they are now.
+    ///
+    /// ```
+    /// # let (cert, key) = include!("../doc_pem.rs");
+    /// let resolver = wssd::tls::CertResolver::new(wssd::tls::load_certified_key(&cert, &key)?);
+    /// let (default, by_name) = resolver.current();
+    /// assert!(by_name.is_empty());
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn current(&self) -> (Arc<CertifiedKey>, HashMap<String, Arc<CertifiedKey>>) {
         let default = self
             .default
@@ -478,6 +569,13 @@ impl CertFiles {
     ///
     /// # Errors
     /// A [`TlsError`] naming the file and the fix, as [`from_pem_files`].
+    ///
+    /// ```
+    /// # let (cert, key) = include!("../doc_pem.rs");
+    /// let files = wssd::tls::CertFiles::load(&cert, &key)?;
+    /// let config = wssd::Config::default().tls(files.server_config());
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn load(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, TlsError> {
         Self::load_with_chain(cert, None::<&Path>, key)
     }
@@ -488,6 +586,12 @@ impl CertFiles {
     ///
     /// # Errors
     /// A [`TlsError`] naming the file and the fix, as [`from_pem_files`].
+    ///
+    /// ```
+    /// # let (cert, key) = include!("../doc_pem.rs");
+    /// let files = wssd::tls::CertFiles::load_with_chain(&cert, None::<&std::path::Path>, &key)?;
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn load_with_chain(
         cert: impl AsRef<Path>,
         chain: Option<impl AsRef<Path>>,
@@ -520,6 +624,14 @@ impl CertFiles {
     ///
     /// # Errors
     /// A [`TlsError`] naming the file and the fix.
+    ///
+    /// ```
+    /// # let (cert, key) = include!("../doc_pem.rs");
+    /// let files = wssd::tls::CertFiles::load(&cert, &key)?
+    ///     .with_sni("chat.example.com", &cert, &key)?; // its own pair for that name
+    /// assert_eq!(files.served().len(), 2);
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn with_sni(
         mut self,
         name: &str,
@@ -539,12 +651,27 @@ impl CertFiles {
     }
 
     /// The server configuration that follows reloads.
+    ///
+    /// ```
+    /// # let (cert, key) = include!("../doc_pem.rs");
+    /// let files = wssd::tls::CertFiles::load(&cert, &key)?;
+    /// let tls = files.server_config(); // follows every reload()
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.resolver.server_config()
     }
 
     /// The certificates served now, each with its SNI name (`None` for the default) and
     /// the file it came from: to check them after a load or a reload.
+    ///
+    /// ```
+    /// # let (cert, key) = include!("../doc_pem.rs");
+    /// let files = wssd::tls::CertFiles::load(&cert, &key)?;
+    /// let (name, path, _) = &files.served()[0];
+    /// assert_eq!((name, path), (&None, &cert)); // the default pair, from this file
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn served(&self) -> Vec<(Option<String>, PathBuf, Arc<CertifiedKey>)> {
         let current = self.resolver.current();
         let mut served = vec![(None, self.default.0.clone(), current.0)];
@@ -561,6 +688,14 @@ impl CertFiles {
     ///
     /// # Errors
     /// The first pair's [`TlsError`], when any failed (all of them are logged).
+    ///
+    /// ```
+    /// # let (cert, key) = include!("../doc_pem.rs");
+    /// let files = wssd::tls::CertFiles::load(&cert, &key)?;
+    /// // On SIGHUP, or when the certificate files were renewed:
+    /// files.reload()?; // a pair that fails to load keeps the one served, and says why
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn reload(&self) -> Result<(), TlsError> {
         let mut first = None;
         let (cert, chain, key) = &self.default;
@@ -604,11 +739,22 @@ pub struct CertificateNotes(Arc<RwLock<Option<Arc<str>>>>);
 
 impl CertificateNotes {
     /// Replaces the note; `None` when nothing is known to be wrong.
+    ///
+    /// ```
+    /// let notes = wssd::tls::CertificateNotes::default();
+    /// notes.set(Some("the certificate expired on 2026-01-01".into()));
+    /// let config = wssd::Config::default(); // config.certificate_notes = notes.clone() to use it
+    /// ```
     pub fn set(&self, note: Option<String>) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = note.map(Into::into);
     }
 
     /// The note, if any.
+    ///
+    /// ```
+    /// let notes = wssd::tls::CertificateNotes::default();
+    /// assert!(notes.get().is_none()); // nothing known to be wrong
+    /// ```
     pub fn get(&self) -> Option<Arc<str>> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -29,6 +29,12 @@ impl SelfSigned {
     ///
     /// # Errors
     /// [`TlsError::Other`] if rcgen fails, which it does not for these fixed parameters.
+    ///
+    /// ```
+    /// let generated = wssd::tls::SelfSigned::generate()?;
+    /// let config = wssd::Config::default().tls(generated.server_config()?);
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn generate() -> Result<Self, TlsError> {
         let err = |e: rcgen::Error| TlsError::Other(format!("certificate generation: {e}"));
         // A day of slack for clocks that run behind; 825 days is the longest
@@ -76,6 +82,14 @@ impl SelfSigned {
     /// # Errors
     /// [`TlsError::Read`] or [`TlsError::Write`] naming the file, or any
     /// error of [`SelfSigned::server_config`] for files that were reused.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("wssd-doc-self-signed-{}", std::process::id()));
+    /// let first = wssd::tls::SelfSigned::load_or_create(&dir)?; // generated and written
+    /// let again = wssd::tls::SelfSigned::load_or_create(&dir)?; // the same CA, read back
+    /// assert_eq!(first.ca_pem, again.ca_pem); // trust it once (a browser, `--ca`), keep it
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn load_or_create(dir: &Path) -> Result<Self, TlsError> {
         let [ca, cert, key] = ["ca.pem", "cert.pem", "key.pem"].map(|f| dir.join(f));
         if ca.exists() && cert.exists() && key.exists() {
@@ -108,6 +122,11 @@ impl SelfSigned {
     ///
     /// # Errors
     /// As [`load_certificate_chain`], when `cert_pem` holds no certificate.
+    ///
+    /// ```
+    /// let leaf = wssd::tls::SelfSigned::generate()?.leaf()?; // DER, for a fingerprint or a check
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn leaf(&self) -> Result<CertificateDer<'static>, TlsError> {
         let mut chain = parse_chain(self.cert_pem.as_bytes(), &self.path("cert.pem"))?;
         Ok(chain.swap_remove(0))
@@ -117,6 +136,11 @@ impl SelfSigned {
     ///
     /// # Errors
     /// As [`from_pem_files`], naming `cert.pem` and `key.pem` (in the directory, if any).
+    ///
+    /// ```
+    /// let tls = wssd::tls::SelfSigned::generate()?.server_config()?;
+    /// # Ok::<(), wssd::tls::TlsError>(())
+    /// ```
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let (cert_path, key_path) = (self.path("cert.pem"), self.path("key.pem"));
         let chain = parse_chain(self.cert_pem.as_bytes(), &cert_path)?;
