@@ -58,7 +58,11 @@ use futures_lite::{AsyncWriteExt, future};
 
 use crate::timer::Timer;
 
+mod contained;
+pub(crate) use contained::contained;
 mod shutdown;
+#[cfg(test)]
+mod tests;
 use crate::{AcceptError, Accepted, Acceptor, Admission, CloseFrame, Connection, Handler};
 pub use shutdown::Shutdown;
 
@@ -755,107 +759,4 @@ async fn busy<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, reason: &str) {
         Ok(())
     };
     let _ = future::or(write, give_up).await;
-}
-
-/// Runs `work`, one connection's, catching a panic in it: the panic ends that connection
-/// alone (its state is dropped, which closes its socket), with one error line naming the
-/// peer and the panic's message, escaped. `None` after a panic.
-///
-/// The release profile unwinds (`panic = "unwind"`), so that a bug reached by one client's
-/// input never takes down the others. A struct, not an `async fn`: the connection's task holds
-/// `work` once (an `async fn` keeps its argument and the future made of it, a session's state
-/// twice).
-pub(crate) fn contained<F: Future>(peer: SocketAddr, work: F) -> Contained<F> {
-    use futures_lite::FutureExt;
-    Contained {
-        work: std::panic::AssertUnwindSafe(work).catch_unwind(),
-        peer,
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`contained`].
-    pub(crate) struct Contained<F> {
-        #[pin]
-        work: futures_lite::future::CatchUnwind<std::panic::AssertUnwindSafe<F>>,
-        peer: SocketAddr,
-    }
-}
-
-impl<F: Future> Future for Contained<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.project();
-        let panic = match std::task::ready!(this.work.poll(cx)) {
-            Ok(done) => return std::task::Poll::Ready(Some(done)),
-            Err(panic) => panic,
-        };
-        let message = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(no message)");
-        log::error!(
-            "{}: a panic in this connection's handling closed it (a bug: please report it): {}",
-            this.peer,
-            crate::text::escape(message)
-        );
-        crate::stats::PANICS.fetch_add(1, Ordering::Relaxed);
-        std::task::Poll::Ready(None)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_ipv6_client_is_counted_by_its_64_and_a_mapped_ipv4_as_ipv4() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(address_key(a), address_key(b));
-        assert_ne!(address_key(a), address_key(c));
-        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
-        assert_eq!(
-            address_key(mapped),
-            "203.0.113.7".parse::<IpAddr>().unwrap()
-        );
-    }
-
-    #[test]
-    fn a_slot_moves_to_the_client_behind_the_proxy_and_gives_both_back() {
-        let state = Arc::new(State::default());
-        state.open.store(1, Ordering::Relaxed);
-        let mut slot = Slot {
-            state: state.clone(),
-            key: None,
-        };
-        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
-        let client: IpAddr = "203.0.113.7".parse().unwrap();
-        assert!(slot.count_under(proxy, 1));
-        assert!(slot.count_under(client, 1));
-        {
-            let map = state.per_address.lock().unwrap();
-            assert_eq!(map.get(&client), Some(&1));
-            assert_eq!(map.get(&proxy), None, "the proxy's count was given back");
-        }
-        state.open.store(2, Ordering::Relaxed);
-        let mut second = Slot {
-            state: state.clone(),
-            key: None,
-        };
-        assert!(
-            !second.count_under(client, 1),
-            "one at most from the client"
-        );
-        assert_eq!(second.key, None);
-        drop((slot, second));
-        assert!(state.per_address.lock().unwrap().is_empty());
-        assert_eq!(state.open.load(Ordering::Relaxed), 0);
-    }
 }
