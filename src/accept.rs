@@ -154,9 +154,9 @@ impl fmt::Display for AcceptError {
                 "opening handshake not finished after {} s: closed (slow or stalled client)",
                 crate::text::Seconds(*after)
             ),
-            AcceptError::OldTls { offered, error } => write!(
+            AcceptError::OldTls { offered, .. } => write!(
                 f,
-                "TLS handshake failed: {error} (the client offers only {offered}, TLS 1.1 or older; wssd requires TLS 1.2 or 1.3, as WeChat does: update the client)"
+                "TLS handshake refused: the client offers only {offered}; wssd requires TLS 1.2 or 1.3, as WeChat does: update the client"
             ),
         }
     }

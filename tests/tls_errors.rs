@@ -44,10 +44,7 @@ fn file_without_a_certificate_is_named() {
     let (err, text) = message(&key, &key);
     assert!(matches!(err, TlsError::NoCertificate { .. }), "{err:?}");
     assert!(text.contains(&key.display().to_string()), "{text}");
-    assert!(
-        text.contains("the `cert` and `key` of tls::from_pem_files"),
-        "{text}"
-    );
+    assert!(text.contains("as the key (tls::from_pem_files)"), "{text}");
 }
 
 #[test]
@@ -58,7 +55,7 @@ fn file_without_a_key_is_named() {
     assert!(matches!(err, TlsError::NoKey { .. }), "{err:?}");
     assert!(text.contains(&cert.display().to_string()), "{text}");
     assert!(
-        text.contains("the `key` and `cert` of tls::from_pem_files"),
+        text.contains("as the certificate (tls::from_pem_files)"),
         "{text}"
     );
 }

@@ -1,7 +1,7 @@
 //! The binary's flag for each library setting. The library's messages name its own settings
-//! (`Config::path`); this binary's log lines and errors add the flag that sets each, so a
-//! message says what to fix on the command line: `Config::path` becomes `Config::path,
-//! --path`.
+//! (`Config::path`); this binary's log lines and errors name the flag that sets each
+//! instead, so a message says what to fix on the command line: `Config::path` becomes
+//! `--path`.
 
 use std::borrow::Cow;
 
@@ -24,7 +24,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("Limits::max_request_header_bytes", "--max-header-bytes"),
 ];
 
-/// `text` with the flag after each library setting it names.
+/// `text` with each library setting it names replaced by the flag that sets it.
 pub fn named(text: &str) -> Cow<'_, str> {
     if !text.contains("::") {
         return Cow::Borrowed(text);
@@ -36,8 +36,6 @@ pub fn named(text: &str) -> Cow<'_, str> {
             if let Some(after) = rest.strip_prefix(setting) {
                 // Not a longer name that starts the same (`max_connections_per_address`).
                 if !after.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
-                    out.push_str(setting);
-                    out.push_str(", ");
                     out.push_str(flag);
                     rest = after;
                     continue 'scan;
@@ -51,8 +49,8 @@ pub fn named(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The binary's logger: simple_logger, with the flag added after each library setting that
-/// a line names.
+/// The binary's logger: simple_logger, with each library setting a line names replaced by
+/// its flag.
 pub struct Logger(pub simple_logger::SimpleLogger);
 
 impl log::Log for Logger {
@@ -90,18 +88,18 @@ mod tests {
     use super::named;
 
     #[test]
-    fn a_library_setting_gets_its_flag_and_a_longer_name_its_own() {
+    fn a_library_setting_becomes_its_flag_and_a_longer_name_its_own() {
         assert_eq!(
             named("answered 404 (the server's path: Config::path)"),
-            "answered 404 (the server's path: Config::path, --path)"
+            "answered 404 (the server's path: --path)"
         );
         assert_eq!(
             named("1000 open from ::1 (Server::max_connections_per_address): refused"),
-            "1000 open from ::1 (Server::max_connections_per_address, --max-connections-per-address): refused"
+            "1000 open from ::1 (--max-connections-per-address): refused"
         );
         assert_eq!(
             named("(Server::max_connections): refused"),
-            "(Server::max_connections, --max-connections): refused"
+            "(--max-connections): refused"
         );
         assert_eq!(named("nothing to name"), "nothing to name");
     }

@@ -357,8 +357,43 @@ impl Handler for Mode {
     }
 }
 
+/// The command line, as argh reads it, with the spellings people type first: `-h` for
+/// `--help`, and `--version` or `-V` for the version (argh has neither). Help and errors are
+/// printed here; `Err` is the exit code then.
+fn parse_args(argv: Vec<String>) -> Result<Args, ExitCode> {
+    use argh::FromArgs;
+    let (command, rest) = argv
+        .split_first()
+        .map_or(("wssd", &[][..]), |(c, r)| (c.as_str(), r));
+    if rest.iter().any(|a| a == "--version" || a == "-V") {
+        println!("wssd {}", env!("CARGO_PKG_VERSION"));
+        return Err(ExitCode::SUCCESS);
+    }
+    let rest: Vec<&str> = rest
+        .iter()
+        .map(|a| if a == "-h" { "--help" } else { a.as_str() })
+        .collect();
+    let command = std::path::Path::new(command)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("wssd");
+    Args::from_args(&[command], &rest).map_err(|early| match early.status {
+        Ok(()) => {
+            print!("{}", early.output);
+            ExitCode::SUCCESS
+        }
+        Err(()) => {
+            eprint!("{}", early.output);
+            ExitCode::FAILURE
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let mut args: Args = argh::from_env();
+    let mut args: Args = match parse_args(std::env::args().collect()) {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     match args.command.take() {
         Some(Command::Probe(probe)) => {
             return if probe.run() {
@@ -681,6 +716,13 @@ const LISTEN_FORMS: &str = "use 127.0.0.1:8282 or localhost:8282 (this machine o
 fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
     let shown = wssd::text::escape(value);
+    if let Some((scheme, rest)) = value.split_once("://") {
+        let rest = wssd::text::escape(rest.trim_end_matches('/'));
+        return Err(format!(
+            "{shown:?}: --listen takes an address, not a URL: drop the scheme ({}://), as in --listen {rest}",
+            wssd::text::escape(scheme)
+        ));
+    }
     if let Ok(addr) = value.parse::<SocketAddr>() {
         return Ok(addr);
     }

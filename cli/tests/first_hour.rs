@@ -58,11 +58,11 @@ fn rooms_live_under_the_configured_path_as_behind_nginx_location_wss() {
         answer.contains("No WebSocket at path \"/other/room1\", the path this server received: connect to /wss (or below it)"),
         "{answer}"
     );
-    // The log line names the library's setting and the flag that sets it here.
+    // The log line names the flag that sets the path here, not the library's setting.
     let lines = server.wait_for_log("no WebSocket at path", 1);
     assert!(
-        lines[0]
-            .contains("(check the client's URL against the server's path: Config::path, --path)"),
+        lines[0].contains("(check the client's URL against the server's path: --path)")
+            && !lines[0].contains("Config::"),
         "{lines:?}"
     );
 }
@@ -185,5 +185,36 @@ fn a_client_on_the_proxy_s_own_address_is_still_logged_via_the_proxy() {
     assert!(
         lines[0].contains(&format!("open 127.0.0.1 (via {local})")),
         "{lines:?}"
+    );
+}
+
+/// The spellings people type: `-h` for help, `--version` and `-V`, and a URL given to
+/// `--listen` gets "drop the scheme", not a failed name lookup.
+#[test]
+fn h_version_and_a_scheme_in_listen_get_what_was_meant() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::wssd_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, help) = run(&["-h"]);
+    assert!(ok && help.starts_with("Usage: wssd"), "{help}");
+    for flag in ["--version", "-V"] {
+        let (ok, version) = run(&[flag]);
+        assert!(ok, "{flag}: {version}");
+        assert_eq!(
+            version.trim(),
+            format!("wssd {}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+    let (ok, error) = run(&["--listen", "wss://chat.example.com:8282"]);
+    assert!(!ok);
+    assert!(
+        error.contains("drop the scheme (wss://), as in --listen chat.example.com:8282"),
+        "{error}"
     );
 }

@@ -135,17 +135,17 @@ impl fmt::Display for TlsError {
             ),
             TlsError::NoCertificate { path } => write!(
                 f,
-                "{}: no certificate in this file (no `-----BEGIN CERTIFICATE-----`): pass the certificate file (.pem or .crt) as the certificate and the private key file as the key (the `cert` and `key` of tls::from_pem_files)",
+                "{}: no certificate in this file (no `-----BEGIN CERTIFICATE-----`): pass the certificate file (.pem or .crt) as the certificate and the private key file as the key (tls::from_pem_files)",
                 path.display()
             ),
             TlsError::NoKey { path } => write!(
                 f,
-                "{}: no private key in this file (no `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`): pass the private key file as the key and the certificate file as the certificate (the `key` and `cert` of tls::from_pem_files)",
+                "{}: no private key in this file (no `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`): pass the private key file as the key and the certificate file as the certificate (tls::from_pem_files)",
                 path.display()
             ),
             TlsError::EncryptedKey { path } => write!(
                 f,
-                "{p}: the private key is encrypted with a passphrase: decrypt it once with `openssl pkey -in {p} -out {p}.decrypted` (it asks for the passphrase), keep the result readable only by the server's user, and pass that as the key (the `key` of tls::from_pem_files)",
+                "{p}: the private key is encrypted with a passphrase: decrypt it once with `openssl pkey -in {p} -out {p}.decrypted` (it asks for the passphrase), keep the result readable only by the server's user, and pass that as the key (tls::from_pem_files)",
                 p = path.display()
             ),
             TlsError::UnusableKey { path, detail } => write!(
