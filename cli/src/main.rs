@@ -564,33 +564,6 @@ fn run(args: Args) -> Result<(), String> {
         .map(|files| (files, config.certificate_notes.clone()));
     watch_signals(shutdown.clone(), reload).map_err(|e| format!("cannot watch signals: {e}"))?;
 
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let url = format!(
-        "{}://{}:{}{}",
-        if config.tls.is_some() { "wss" } else { "ws" },
-        display_host(local.ip()),
-        local.port(),
-        config.path.as_deref().unwrap_or("")
-    );
-    println!("serving {url}");
-    println!("Try it in a browser console:");
-    println!(
-        "  ws = new WebSocket(\"{url}\"); ws.onmessage = e => console.log(e.data); ws.onopen = () => ws.send(\"tom\");"
-    );
-    if let Some(hint) = tls.trust_hint {
-        println!("{hint}");
-    }
-    if args.test_page {
-        let page = url.replacen("ws", "http", 1);
-        println!("Test page: open {page} in a browser");
-    }
-    if config.tls.is_none() && !local.ip().is_loopback() {
-        log::warn!(
-            "plain ws on {local}, reachable from other machines: behind a proxy on this machine, listen on 127.0.0.1:{} so that clients cannot go around it",
-            local.port()
-        );
-    }
-
     #[cfg(feature = "bridge")]
     let app = match &args.app {
         Some(url) => Some(bridge::App::new(
@@ -649,6 +622,34 @@ fn run(args: Args) -> Result<(), String> {
             .spawn(move || smol::block_on(task))
             .map_err(|e| format!("--redis {url}: cannot start its thread: {e}"))?;
     }
+    // Everything is checked, and every port bound, before the server says it is serving.
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let url = format!(
+        "{}://{}:{}{}",
+        if config.tls.is_some() { "wss" } else { "ws" },
+        display_host(local.ip()),
+        local.port(),
+        config.path.as_deref().unwrap_or("")
+    );
+    println!("serving {url}");
+    println!("Try it in a browser console:");
+    println!(
+        "  ws = new WebSocket(\"{url}\"); ws.onmessage = e => console.log(e.data); ws.onopen = () => ws.send(\"tom\");"
+    );
+    if let Some(hint) = tls.trust_hint {
+        println!("{hint}");
+    }
+    if args.test_page {
+        let page = url.replacen("ws", "http", 1);
+        println!("Test page: open {page} in a browser");
+    }
+    if config.tls.is_none() && !local.ip().is_loopback() {
+        log::warn!(
+            "plain ws on {local}, reachable from other machines: behind a proxy on this machine, listen on 127.0.0.1:{} so that clients cannot go around it",
+            local.port()
+        );
+    }
+
     let mut server = wssd::smol::Server::new(wssd::Acceptor::new(config), Arc::new(mode))
         .max_connections(args.max_connections)
         .max_connections_per_address(args.max_connections_per_address)

@@ -218,3 +218,35 @@ fn h_version_and_a_scheme_in_listen_get_what_was_meant() {
         "{error}"
     );
 }
+
+/// Nothing is printed as serving that is not: a flag that is wrong, or a port that is
+/// taken, fails before the banner (`serving ...`), with what to fix.
+#[test]
+fn a_wrong_app_or_api_fails_before_the_banner() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let app = ["--plain", "--listen", "127.0.0.1:0", "--app"];
+    for (args, fix) in [
+        (vec!["127.0.0.1:8000"], "give an http:// URL"),
+        (
+            vec!["http://127.0.0.1:9/", "--api", "0.0.0.0:0"],
+            "without --api-token-file, the push API listens on loopback only",
+        ),
+        (
+            vec!["http://127.0.0.1:9/", "--api", &taken],
+            "cannot listen there",
+        ),
+    ] {
+        let out = std::process::Command::new(common::wssd_bin())
+            .args(app.iter().chain(&args))
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!stdout.contains("serving"), "{args:?}: {stdout}");
+        assert!(stderr.contains(fix), "{args:?}: {stderr}");
+    }
+}
