@@ -55,6 +55,9 @@ pub struct TlsSetup {
     pub trust_hint: Option<String>,
     /// Certificate files to reload on SIGHUP.
     pub files: Option<tls::CertFiles>,
+    /// A host name the served certificate covers (its first name that is not a wildcard),
+    /// for the URL the banner shows; `None` for a self-signed one (localhost) or plain ws.
+    pub name: Option<String>,
 }
 
 /// The TLS options, as given on the command line.
@@ -94,6 +97,7 @@ pub fn setup(args: TlsArgs<'_>) -> Result<TlsSetup, String> {
             config: None,
             trust_hint: None,
             files: None,
+            name: None,
         });
     }
     if files {
@@ -109,10 +113,18 @@ pub fn setup(args: TlsArgs<'_>) -> Result<TlsSetup, String> {
                 .with_sni(&s.name, &s.cert, &s.key)
                 .map_err(|e| e.to_string())?;
         }
+        let name = files.served().first().and_then(|(_, _, certified)| {
+            let facts = crate::certcheck::facts(certified.cert.first()?)?;
+            facts
+                .names
+                .into_iter()
+                .find(|n| !n.starts_with("*.") && n.parse::<std::net::IpAddr>().is_err())
+        });
         return Ok(TlsSetup {
             config: Some(files.server_config()),
             trust_hint: None,
             files: Some(files),
+            name,
         });
     }
     let generated = match args.self_signed_dir {
@@ -137,6 +149,7 @@ pub fn setup(args: TlsArgs<'_>) -> Result<TlsSetup, String> {
         config: Some(config),
         trust_hint: Some(hint),
         files: None,
+        name: None,
     })
 }
 

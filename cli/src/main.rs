@@ -495,6 +495,7 @@ fn run(args: Args) -> Result<(), String> {
             config: None,
             trust_hint: None,
             files: None,
+            name: args.acme.first().cloned(),
         }
     } else {
         certs::setup(certs::TlsArgs {
@@ -521,6 +522,7 @@ fn run(args: Args) -> Result<(), String> {
         .proxy_protocol(args.proxy_protocol)
         .limits(limits);
     config.tls = tls.config;
+    let served_name = tls.name;
     config.path = args.path.clone();
     config.subpaths = args.rooms;
     config.subprotocols = args.subprotocol.clone();
@@ -624,10 +626,16 @@ fn run(args: Args) -> Result<(), String> {
     }
     // Everything is checked, and every port bound, before the server says it is serving.
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    // The URL a client uses: with a certificate for a real name, that name (a browser checks
+    // it against the certificate), else the address listened on.
+    let host = match &served_name {
+        Some(name) => wssd::text::escape(name).into_owned(),
+        None => display_host(local.ip()),
+    };
     let url = format!(
         "{}://{}:{}{}",
         if config.tls.is_some() { "wss" } else { "ws" },
-        display_host(local.ip()),
+        host,
         local.port(),
         config.path.as_deref().unwrap_or("")
     );
@@ -642,6 +650,15 @@ fn run(args: Args) -> Result<(), String> {
     if args.test_page {
         let page = url.replacen("ws", "http", 1);
         println!("Test page: open {page} in a browser");
+    }
+    if served_name.is_some() {
+        println!("listening on {local}");
+        if local.ip().is_loopback() {
+            println!(
+                "Only this machine reaches {local}: to serve other machines, listen publicly with --listen 0.0.0.0:{}",
+                local.port()
+            );
+        }
     }
     if config.tls.is_none() && !local.ip().is_loopback() {
         log::warn!(

@@ -250,3 +250,61 @@ fn a_wrong_app_or_api_fails_before_the_banner() {
         assert!(stderr.contains(fix), "{args:?}: {stderr}");
     }
 }
+
+/// The banner fits the deployment: with a certificate for a real name, the URL and snippet
+/// use that name (a browser checks it against the certificate), and a loopback address gets
+/// one line on how to listen publicly.
+#[test]
+fn the_banner_names_what_the_certificate_covers_and_how_to_listen_publicly() {
+    use std::io::BufRead;
+    let dir = common::temp_dir("banner");
+    let made = rcgen::generate_simple_self_signed(vec!["chat.example.com".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let mut child = std::process::Command::new(common::wssd_bin())
+        .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut banner = Vec::new();
+    while !banner
+        .iter()
+        .any(|l: &String| l.contains("--listen 0.0.0.0:"))
+    {
+        match lines.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(line) => banner.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = banner.join("\n");
+    assert!(
+        banner[0].starts_with("serving wss://chat.example.com:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("new WebSocket(\"wss://chat.example.com:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Only this machine reaches 127.0.0.1:"),
+        "{text}"
+    );
+}
