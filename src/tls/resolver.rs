@@ -156,7 +156,7 @@ impl CertFiles {
     /// Loads the default certificate chain and private key (PEM), logging which files.
     ///
     /// # Errors
-    /// A [`TlsError`] naming the file and the fix, as [`from_pem_files`].
+    /// A [`TlsError`] naming the file and the fix, as [`from_pem_files`](super::from_pem_files).
     ///
     /// ```
     /// # let (cert, key) = include!("../doc_pem.rs");
@@ -173,7 +173,7 @@ impl CertFiles {
     /// [`load_certified_key_with_chain`], logging which files.
     ///
     /// # Errors
-    /// A [`TlsError`] naming the file and the fix, as [`from_pem_files`].
+    /// A [`TlsError`] naming the file and the fix, as [`from_pem_files`](super::from_pem_files).
     ///
     /// ```
     /// # let (cert, key) = include!("../doc_pem.rs");
