@@ -35,8 +35,8 @@ fn silent_client_is_closed(addr: std::net::SocketAddr) -> bool {
 fn the_readme_lines_close_a_silent_connection_at_the_handshake_timeout() {
     let readme = include_str!("../README.md");
     let lines = [
-        "let server = wssd::Server::new(acceptor, Arc::new(my_handler));",
-        "spawn(server.connection(stream, peer_addr));",
+        "let server = Server::new(acceptor, Arc::new(ReplyOk));",
+        "smol::spawn(server.connection(stream, peer)).detach();",
     ];
     for line in lines {
         assert!(readme.contains(line), "README.md no longer says {line:?}");
@@ -49,11 +49,10 @@ fn the_readme_lines_close_a_silent_connection_at_the_handshake_timeout() {
     let before = wssd::stats::snapshot().handshakes_failed;
     let server = std::thread::spawn(move || {
         smol::block_on(async {
-            let my_handler = ReplyOk;
             // The README's lines (the spawned task awaited here):
-            let server = wssd::Server::new(acceptor, std::sync::Arc::new(my_handler));
-            let (stream, peer_addr) = listener.accept().await.unwrap();
-            server.connection(stream, peer_addr).await;
+            let server = wssd::Server::new(acceptor, std::sync::Arc::new(ReplyOk));
+            let (stream, peer) = listener.accept().await.unwrap();
+            server.connection(stream, peer).await;
         })
     });
     assert!(silent_client_is_closed(addr));

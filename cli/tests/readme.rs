@@ -48,3 +48,16 @@ fn readme_documents_every_flag_of_the_binary() {
         }
     }
 }
+
+/// The README's library section is a complete program, `examples/readme.rs` as it is (which
+/// `cargo test` builds), and short enough to read at once.
+#[test]
+fn readme_library_program_is_the_example_that_cargo_builds() {
+    let readme = include_str!("../../README.md");
+    let program = include_str!("../../examples/readme.rs");
+    assert!(
+        readme.contains(&format!("```rust\n{program}```")),
+        "README.md's library program is not examples/readme.rs: paste the file"
+    );
+    assert!(program.lines().count() <= 30, "over 30 lines");
+}
