@@ -357,6 +357,30 @@ impl Handler for Mode {
     }
 }
 
+/// `help` with its first line, argh's usage line (over 1,000 characters for wssd), wrapped
+/// at 100 columns between its bracketed options.
+fn wrap_usage(help: &str) -> String {
+    let (usage, rest) = help.split_once('\n').unwrap_or((help, ""));
+    let mut lines = vec![String::new()];
+    for (i, part) in usage.split(" [").enumerate() {
+        let part = if i == 0 {
+            part.to_string()
+        } else {
+            format!("[{part}")
+        };
+        let line = lines.last_mut().expect("one line at least");
+        if !line.is_empty() && line.len() + 1 + part.len() > 100 {
+            lines.push(format!("    {part}"));
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(&part);
+        }
+    }
+    format!("{}\n{rest}", lines.join("\n"))
+}
+
 /// The command line, as argh reads it, with the spellings people type first: `-h` for
 /// `--help`, and `--version` or `-V` for the version (argh has neither). Help and errors are
 /// printed here; `Err` is the exit code then.
@@ -379,7 +403,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, ExitCode> {
         .unwrap_or("wssd");
     Args::from_args(&[command], &rest).map_err(|early| match early.status {
         Ok(()) => {
-            print!("{}", early.output);
+            print!("{}", wrap_usage(&early.output));
             ExitCode::SUCCESS
         }
         Err(()) => {

@@ -188,8 +188,8 @@ fn a_client_on_the_proxy_s_own_address_is_still_logged_via_the_proxy() {
     );
 }
 
-/// The spellings people type: `-h` for help, `--version` and `-V`, and a URL given to
-/// `--listen` gets "drop the scheme", not a failed name lookup.
+/// The spellings people type: `-h` for help (its usage wrapped), `--version` and `-V`, and a
+/// URL given to `--listen` gets "drop the scheme", not a failed name lookup.
 #[test]
 fn h_version_and_a_scheme_in_listen_get_what_was_meant() {
     let run = |args: &[&str]| {
@@ -203,6 +203,10 @@ fn h_version_and_a_scheme_in_listen_get_what_was_meant() {
     };
     let (ok, help) = run(&["-h"]);
     assert!(ok && help.starts_with("Usage: wssd"), "{help}");
+    // The usage, wrapped: no line of it over 100 columns.
+    let usage = help.split("\n\n").next().unwrap();
+    assert!(usage.lines().count() > 1, "{usage}");
+    assert!(usage.lines().all(|l| l.len() <= 100), "{usage}");
     for flag in ["--version", "-V"] {
         let (ok, version) = run(&[flag]);
         assert!(ok, "{flag}: {version}");
