@@ -24,6 +24,26 @@ impl Handler for Group {
     }
 }
 
+/// A client of `acceptor` over a 4 KiB pipe (a member that stops reading stalls its writer
+/// quickly), served by `handler` on `ex`; its opening handshake done.
+async fn member(
+    ex: &smol::LocalExecutor<'_>,
+    acceptor: &Acceptor,
+    handler: &Rc<Group>,
+) -> async_tungstenite::WebSocketStream<common::Duplex> {
+    let (server_end, client_end) = duplex_with(4 << 10);
+    let (acceptor, handler) = (acceptor.clone(), handler.clone());
+    ex.spawn(async move {
+        let accepted = acceptor.accept(server_end, peer()).await.unwrap();
+        accepted.serve(&*handler).await;
+    })
+    .detach();
+    async_tungstenite::client_async("ws://localhost/", client_end)
+        .await
+        .unwrap()
+        .0
+}
+
 #[test]
 fn a_thousand_member_group_send_completes_and_a_stalled_member_is_closed_alone() {
     const MEMBERS: usize = 1000;
@@ -40,17 +60,7 @@ fn a_thousand_member_group_send_completes_and_a_stalled_member_is_closed_alone()
         let mut stalled_client = None;
         let mut members = Vec::new();
         for i in 0..MEMBERS {
-            // 4 KiB pipes: a member that stops reading stalls its writer quickly.
-            let (server_end, client_end) = duplex_with(4 << 10);
-            let (acceptor, handler) = (acceptor.clone(), handler.clone());
-            ex.spawn(async move {
-                let accepted = acceptor.accept(server_end, peer()).await.unwrap();
-                accepted.serve(&*handler).await;
-            })
-            .detach();
-            let (mut ws, _) = async_tungstenite::client_async("ws://localhost/", client_end)
-                .await
-                .unwrap();
+            let mut ws = member(&ex, &acceptor, &handler).await;
             members.push(opened.recv().await.unwrap());
             if i == 0 {
                 stalled_client = Some(ws); // never reads
@@ -104,16 +114,7 @@ fn send_to_a_full_recipient_outside_on_message_closes_it_as_every_hub_send_does(
     let handler = Rc::new(Group(hub.clone(), opened_tx));
     let ex = smol::LocalExecutor::new();
     smol::block_on(ex.run(common::bounded(async {
-        let (server_end, client_end) = duplex_with(4 << 10);
-        let (acceptor, handler) = (acceptor.clone(), handler.clone());
-        ex.spawn(async move {
-            let accepted = acceptor.accept(server_end, peer()).await.unwrap();
-            accepted.serve(&*handler).await;
-        })
-        .detach();
-        let (_never_reads, _) = async_tungstenite::client_async("ws://localhost/", client_end)
-            .await
-            .unwrap();
+        let _never_reads = member(&ex, &acceptor, &handler).await;
         let conn = opened.recv().await.unwrap();
         let mut sent = 0;
         let refused = loop {
