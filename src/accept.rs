@@ -697,7 +697,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Accepted<S> {
 /// Whether a TLS handshake failed on the certificate: the client said so with an alert,
 /// or closed the connection mid-handshake (OpenSSL-based clients do that on a rejection).
 fn rejected_certificate(e: &io::Error) -> bool {
-    use futures_rustls::rustls::{AlertDescription as Alert, Error};
+    use rustls::{AlertDescription as Alert, Error};
     hung_up(e)
         || matches!(
             e.get_ref().and_then(|e| e.downcast_ref::<Error>()),
@@ -722,7 +722,7 @@ fn hung_up(e: &io::Error) -> bool {
 
 /// A plain-words explanation of the common TLS handshake failures.
 fn tls_hint(e: &io::Error) -> &'static str {
-    use futures_rustls::rustls::{Error, PeerIncompatible};
+    use rustls::{Error, PeerIncompatible};
     match e.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
         Some(Error::PeerIncompatible(
             PeerIncompatible::Tls12NotOffered

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_rustls::rustls::ServerConfig;
 use ipnet::IpNet;
+use rustls::ServerConfig;
 
 /// What an [`Acceptor`](crate::Acceptor) accepts: TLS or plain, which path, which subprotocols, and the limits.
 ///

@@ -210,9 +210,9 @@ pub use async_tungstenite::tungstenite;
 pub use config::{Config, Limits};
 pub use data::Data;
 pub use deflate::Deflate;
-pub use futures_rustls::rustls;
 pub use hub::Hub;
 pub use request::{Request, TlsInfo, TlsVersion};
+pub use rustls;
 pub use server::{Server, Shutdown};
 pub use session::{
     Admission, AdmitFuture, Connection, ConnectionId, Handler, SendError, SessionSummary,

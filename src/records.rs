@@ -11,14 +11,14 @@
 
 use std::io::IoSlice;
 
-use futures_rustls::rustls::crypto::cipher::{AeadKey, Iv};
-use futures_rustls::rustls::kernel::KernelConnection;
-use futures_rustls::rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use futures_rustls::rustls::{
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use rustls::crypto::cipher::{AeadKey, Iv};
+use rustls::kernel::KernelConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::{
     self, AlertDescription, CipherSuite, ConnectionTrafficSecrets, ProtocolVersion, ServerConfig,
     SupportedCipherSuite,
 };
-use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 
 /// The most plaintext a record holds: 2^14 bytes (RFC 8446 section 5.1).
 pub(crate) const MAX_FRAGMENT: usize = 16_384;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use async_tungstenite::tungstenite::http::HeaderMap;
-use futures_rustls::rustls::{self, ProtocolVersion};
+use rustls::{self, ProtocolVersion};
 
 /// The facts of one accepted request: what the client asked for, and how it connected.
 #[derive(Debug, Clone)]

@@ -24,8 +24,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use futures_rustls::rustls::server::ResolvesServerCert;
-use futures_rustls::rustls::{
+use rustls::server::ResolvesServerCert;
+use rustls::{
     self, ServerConfig, crypto::CryptoProvider, crypto::ring::default_provider, sign::CertifiedKey,
     sign::SingleCertAndKey,
 };

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use futures_rustls::rustls::server::{ClientHello, ResolvesServerCert};
-use futures_rustls::rustls::{ServerConfig, sign::CertifiedKey};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::{ServerConfig, sign::CertifiedKey};
 
 use super::{
     TlsError, config_with, fingerprint, load_certified_key, load_certified_key_with_chain,

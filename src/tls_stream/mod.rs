@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use futures_io::{AsyncRead, AsyncWrite};
-use futures_rustls::rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use futures_rustls::rustls::unbuffered::{ConnectionState, UnbufferedStatus, WriteTraffic};
-use futures_rustls::rustls::{self, AlertDescription, ServerConfig};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, UnbufferedStatus, WriteTraffic};
+use rustls::{self, AlertDescription, ServerConfig};
 
 use crate::records::Records;
 use crate::request::{TlsInfo, tls_info};

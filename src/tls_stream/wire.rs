@@ -4,11 +4,11 @@
 
 use std::io::{self};
 
-use futures_rustls::rustls::server::UnbufferedServerConnection;
-use futures_rustls::rustls::unbuffered::{
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
 };
-use futures_rustls::rustls::{self};
+use rustls::{self};
 
 use crate::records::{Opened, Records};
 
