@@ -533,6 +533,8 @@ impl Connector {
             // Browsers' order of preference (Chrome, Firefox and Safari all offer AES-128-GCM
             // first; rustls' default puts AES-256-GCM with SHA-384 first): servers that take
             // the client's order, as the ones measured here do, run what a browser makes them.
+            #[allow(deprecated)]
+            // ring is this project's provider; rustls 0.23.48 deprecates it for lacking post-quantum key exchange.
             let mut provider = rustls::crypto::ring::default_provider();
             provider.cipher_suites.sort_by_key(|suite| {
                 use rustls::CipherSuite::*;
@@ -654,6 +656,7 @@ impl ServerCertVerifier for NoVerification {
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Ok(HandshakeSignatureValid::assertion())
     }
+    #[allow(deprecated)] // ring is this project's provider; rustls 0.23.48 deprecates it for lacking post-quantum key exchange.
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         rustls::crypto::ring::default_provider()
             .signature_verification_algorithms

@@ -175,6 +175,8 @@ fn client_config(ca: &Option<PathBuf>) -> Result<Arc<ClientConfig>, String> {
             "ACME: no trusted roots to check the ACME server's certificate: install the ca-certificates package, or pass --acme-ca".into(),
         );
     }
+    #[allow(deprecated)]
+    // ring is this project's provider; rustls 0.23.48 deprecates it for lacking post-quantum key exchange.
     let provider = Arc::new(wssd::rustls::crypto::ring::default_provider());
     Ok(Arc::new(
         ClientConfig::builder_with_provider(provider)

@@ -290,6 +290,8 @@ impl Probe {
                 return None;
             }
         };
+        #[allow(deprecated)]
+        // ring is this project's provider; rustls 0.23.48 deprecates it for lacking post-quantum key exchange.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -381,6 +383,8 @@ impl Probe {
             let certs = wssd::tls::load_certificate_chain(ca).map_err(|e| e.to_string())?;
             roots.add_parsable_certificates(certs);
         }
+        #[allow(deprecated)]
+        // ring is this project's provider; rustls 0.23.48 deprecates it for lacking post-quantum key exchange.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()

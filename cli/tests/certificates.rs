@@ -277,6 +277,8 @@ fn a_client_that_closes_during_the_tls_handshake_is_explained() {
     let server = serve(&dir, "full.pem");
     // A client that sends its ClientHello, reads the server's answer, and hangs up without
     // a word, as OpenSSL-based clients do when they reject a certificate.
+    #[allow(deprecated)]
+    // ring is this project's provider; rustls 0.23.48 deprecates it for lacking post-quantum key exchange.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

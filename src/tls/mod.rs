@@ -26,8 +26,7 @@ use std::sync::{Arc, RwLock};
 
 use rustls::server::ResolvesServerCert;
 use rustls::{
-    self, ServerConfig, crypto::CryptoProvider, crypto::ring::default_provider, sign::CertifiedKey,
-    sign::SingleCertAndKey,
+    self, ServerConfig, crypto::CryptoProvider, sign::CertifiedKey, sign::SingleCertAndKey,
 };
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -461,10 +460,11 @@ pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
 }
 
 /// rustls' `ring` provider, with the handshake's public random values drawn in user space.
+#[allow(deprecated)] // ring is this project's provider; rustls 0.23.48 deprecates it for lacking post-quantum key exchange.
 fn provider() -> CryptoProvider {
     CryptoProvider {
         secure_random: &ThreadRandom,
-        ..default_provider()
+        ..rustls::crypto::ring::default_provider()
     }
 }
 

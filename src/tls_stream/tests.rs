@@ -3,7 +3,7 @@
 
 use super::*;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-use futures_rustls::rustls::crypto::ring::{ALL_CIPHER_SUITES, default_provider};
+use futures_rustls::rustls::crypto::ring::ALL_CIPHER_SUITES;
 use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use futures_rustls::rustls::{CipherSuite, SupportedCipherSuite, sign};
 
@@ -126,9 +126,11 @@ fn connector(
 ) -> futures_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::clone(&cert)).unwrap();
+    #[allow(deprecated)]
+    // ring is this project's provider; rustls 0.23.48 deprecates it for lacking post-quantum key exchange.
     let provider = rustls::crypto::CryptoProvider {
         cipher_suites: vec![suite],
-        ..default_provider()
+        ..rustls::crypto::ring::default_provider()
     };
     let version = match suite {
         SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,

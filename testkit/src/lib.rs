@@ -200,6 +200,8 @@ pub fn tls_connector_with(
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
+    #[allow(deprecated)]
+    // ring is this project's provider; rustls 0.23.48 deprecates it for lacking post-quantum key exchange.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
