@@ -132,12 +132,8 @@ pub fn setup(args: TlsArgs<'_>) -> Result<TlsSetup, String> {
         None => tls::SelfSigned::generate(),
     }
     .map_err(|e| e.to_string())?;
+    // Logs the leaf's SHA-256 fingerprint, as CertFiles does for the files it serves.
     let config = generated.server_config().map_err(|e| e.to_string())?;
-    let leaf = generated.leaf().map_err(|e| e.to_string())?;
-    log::info!(
-        "self-signed certificate, SHA-256 fingerprint {}",
-        fingerprint(&leaf)
-    );
     let hint = match args.self_signed_dir {
         Some(dir) => format!(
             "The certificate is signed by a local CA: trust {} in the browser or client first.",
@@ -151,12 +147,4 @@ pub fn setup(args: TlsArgs<'_>) -> Result<TlsSetup, String> {
         files: None,
         name: None,
     })
-}
-
-/// The SHA-256 fingerprint of a DER certificate, as colon-separated upper-case hex (the form
-/// browsers and `openssl x509 -fingerprint -sha256` show).
-fn fingerprint(cert: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, cert);
-    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
-    hex.join(":")
 }

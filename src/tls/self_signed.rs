@@ -132,7 +132,8 @@ impl SelfSigned {
         Ok(chain.swap_remove(0))
     }
 
-    /// Builds the server configuration that presents the leaf and the CA as the certificate chain.
+    /// Builds the server configuration that presents the leaf and the CA as the certificate chain,
+    /// and logs the leaf's SHA-256 fingerprint (info), as `CertFiles` does for its files.
     ///
     /// # Errors
     /// As [`from_pem_files`], naming `cert.pem` and `key.pem` (in the directory, if any).
@@ -145,6 +146,10 @@ impl SelfSigned {
         let (cert_path, key_path) = (self.path("cert.pem"), self.path("key.pem"));
         let chain = parse_chain(self.cert_pem.as_bytes(), &cert_path)?;
         let key = parse_key(self.key_pem.as_bytes(), &key_path)?;
+        log::info!(
+            "self-signed certificate, SHA-256 fingerprint {}",
+            super::fingerprint(&chain[0])
+        );
         Ok(server_config(certified_key(
             chain, key, &cert_path, &key_path,
         )?))

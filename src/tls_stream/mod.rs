@@ -174,6 +174,14 @@ impl<S> TlsStream<S> {
         }
     }
 
+    /// [`TlsStream::fail`] for an error of rustls' record processing, which had taken
+    /// `discard` bytes of the incoming data: the rest is what the alert is queued with.
+    fn fail_at(&mut self, discard: usize, error: rustls::Error) -> io::Error {
+        self.incoming.drain(..discard);
+        let mut rest = std::mem::take(&mut self.incoming);
+        self.fail(error, &mut rest)
+    }
+
     /// Queues the alert that `error` calls for, and returns `error` as an `io::Error`. `data`
     /// as for [`TlsStream::queue_alert`].
     fn fail(&mut self, error: rustls::Error, data: &mut [u8]) -> io::Error {
@@ -253,9 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             let state = match state {
                 Ok(state) => state,
                 Err(error) => {
-                    self.incoming.drain(..discard);
-                    let mut rest = std::mem::take(&mut self.incoming);
-                    let error = self.fail(error, &mut rest);
+                    let error = self.fail_at(discard, error);
                     self.try_send(cx);
                     return Poll::Ready(Err(error));
                 }
@@ -458,11 +464,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut self.incoming);
             let state = match state {
                 Ok(state) => state,
-                Err(error) => {
-                    self.incoming.drain(..discard);
-                    let mut rest = std::mem::take(&mut self.incoming);
-                    return Err(self.fail(error, &mut rest));
-                }
+                Err(error) => return Err(self.fail_at(discard, error)),
             };
             match state {
                 ConnectionState::WriteTraffic(mut traffic) => {
